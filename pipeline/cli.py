@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -41,13 +42,17 @@ def stage_parser(name: str, description: str) -> argparse.ArgumentParser:
     return parser
 
 
-def run_stage(parser: argparse.ArgumentParser, body: Callable[[argparse.Namespace, Params], None]) -> None:
+def run_stage(
+    parser: argparse.ArgumentParser, body: Callable[[argparse.Namespace, Params], None]
+) -> None:
     """Parse the command line, validate params once, run ``body`` and exit with a clean status.
 
     A PipelineError becomes one ``error:`` line on stderr and its exit code (2 for params);
-    Ctrl-C exits 130. Anything else is a bug and keeps its traceback.
+    Ctrl-C or SIGTERM exits 130. Anything else is a bug and keeps its traceback.
     """
     args = parser.parse_args()
+    # A SIGTERM (kill, CI cancel, Kubernetes) unwinds like Ctrl-C, so open MLflow runs get closed.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     try:
         params = load_params(args.params, args.overrides)

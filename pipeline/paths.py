@@ -12,5 +12,6 @@ RAW_ARCHIVE = Path("data/raw/cifar-10-binary.tar.gz")
 PREPARED_DIR = Path("data/prepared")
 MODELS_DIR = Path("models")
 REPORTS_DIR = Path("reports")
-# Training checkpoints live outside every DVC output: DVC deletes a stage's outputs before rerunning it.
+# Training checkpoints live outside every DVC output: DVC deletes a stage's outputs before it
+# reruns the stage, and a resumable checkpoint must survive that.
 CHECKPOINTS_DIR = Path(".checkpoints")

@@ -1,0 +1,204 @@
+"""Test-set evaluation: load what the train stage left, predict, and turn predictions into tables.
+
+Everything here works on numpy arrays and pandas DataFrames; figures and reports live in
+``pipeline.report``, the Model Registry in ``pipeline.registry``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+from pipeline.errors import PipelineError
+
+PREDICT_BATCH_SIZE = 256
+# Keras clips probabilities to this before the log, so our loss matches model.evaluate().
+PROBABILITY_EPSILON = 1e-7
+RUN_INFO_KEYS = ("run_id", "experiment_id", "model_uri", "tracking_uri", "classes")
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """``models/run.json``: which MLflow run trained ``models/model.keras``."""
+
+    run_id: str
+    experiment_id: str
+    model_uri: str
+    tracking_uri: str
+    classes: list[str]
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Predictions on the test split and every figure derived from them."""
+
+    classes: list[str]
+    y_true: np.ndarray
+    probabilities: np.ndarray
+    y_pred: np.ndarray
+    accuracy: float
+    loss: float
+    per_class: pd.DataFrame  # index: class name; columns: precision, recall, f1, support
+    macro: dict[str, float]  # precision, recall, f1
+    confusion: pd.DataFrame  # counts; index: actual class, columns: predicted class
+
+
+def read_run_info(models_dir: Path) -> RunInfo:
+    """Read ``run.json`` beside the model; missing train outputs say to run the train stage."""
+    for name in ("model.keras", "run.json"):
+        if not (models_dir / name).is_file():
+            raise PipelineError(
+                f"{models_dir / name} not found: the model is not trained yet; run `dvc repro train`"
+            )
+    path = models_dir / "run.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise PipelineError(f"{path}: not valid JSON ({exc}); rerun `dvc repro train`") from None
+    missing = [key for key in RUN_INFO_KEYS if not isinstance(data, dict) or key not in data]
+    if missing:
+        raise PipelineError(f"{path}: missing {', '.join(missing)}; rerun `dvc repro train`")
+    return RunInfo(**{key: data[key] for key in RUN_INFO_KEYS})
+
+
+def load_test_split(prepared_dir: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Return the test images (uint8 NHWC), their labels and the class names."""
+    test_path, classes_path = prepared_dir / "test.npz", prepared_dir / "classes.json"
+    for path in (test_path, classes_path):
+        if not path.is_file():
+            raise PipelineError(f"{path} not found; run `dvc repro preprocess`")
+    with np.load(test_path) as data:
+        x, y = data["x"], data["y"]
+    classes = json.loads(classes_path.read_text(encoding="utf-8"))
+    if len(x) == 0 or len(x) != len(y) or x.shape[1:] != (32, 32, 3):
+        raise PipelineError(f"{test_path}: expected x (N,32,32,3) and y (N,), got {x.shape}, {y.shape}")
+    if y.max() >= len(classes):
+        raise PipelineError(f"{test_path}: label {int(y.max())} has no name in {classes_path}")
+    return x, y.astype(np.int64), classes
+
+
+def check_classes(prepared: list[str], trained: list[str]) -> None:
+    """Fail if the model was trained on other class names (or order) than the test split uses."""
+    if prepared != trained:
+        raise PipelineError(
+            f"the test split's classes.json {prepared} differs from the classes the model was "
+            f"trained on (run.json) {trained}; rerun `dvc repro train`"
+        )
+
+
+def load_trained_model(path: Path, num_classes: int) -> Any:
+    """Load the Keras model and check it outputs one probability per class."""
+    import keras  # deferred: importing TensorFlow costs seconds that input checks should not pay
+
+    try:
+        model = keras.saving.load_model(path, compile=False)
+    except Exception as exc:  # Keras raises many types for a damaged or foreign file
+        raise PipelineError(f"{path}: cannot load the model ({exc}); rerun `dvc repro train`") from None
+    outputs = model.output_shape
+    if not isinstance(outputs, tuple) or outputs[-1] != num_classes:
+        raise PipelineError(
+            f"{path}: the model outputs shape {outputs}, expected (None, {num_classes}) for "
+            f"{num_classes} classes; rerun `dvc repro train`"
+        )
+    return model
+
+
+def predict_probabilities(model: Any, x: np.ndarray) -> np.ndarray:
+    """Softmax probabilities (N, classes) for raw uint8 images, as float32."""
+    probabilities = model.predict(x, batch_size=PREDICT_BATCH_SIZE, verbose=0)
+    return np.asarray(probabilities, dtype=np.float32)
+
+
+def evaluate_predictions(y_true: np.ndarray, probabilities: np.ndarray, classes: list[str]) -> Evaluation:
+    """Accuracy, loss, per-class and macro precision/recall/F1 and the confusion matrix."""
+    labels = list(range(len(classes)))
+    y_pred = probabilities.argmax(axis=1)
+    precision, recall, f1, support = precision_recall_fscore_support(
+        y_true, y_pred, labels=labels, zero_division=0
+    )
+    per_class = pd.DataFrame(
+        {"precision": precision, "recall": recall, "f1": f1, "support": support},
+        index=pd.Index(classes, name="class"),
+    )
+    counts = confusion_matrix(y_true, y_pred, labels=labels)
+    return Evaluation(
+        classes=list(classes),
+        y_true=y_true,
+        probabilities=probabilities,
+        y_pred=y_pred,
+        accuracy=float(np.mean(y_pred == y_true)),
+        loss=sparse_categorical_crossentropy(y_true, probabilities),
+        per_class=per_class,
+        macro={name: float(per_class[name].mean()) for name in ("precision", "recall", "f1")},
+        confusion=pd.DataFrame(
+            counts,
+            index=pd.Index(classes, name="actual"),
+            columns=pd.Index(classes, name="predicted"),
+        ),
+    )
+
+
+def sparse_categorical_crossentropy(y_true: np.ndarray, probabilities: np.ndarray) -> float:
+    """Mean cross-entropy of the true class, the loss Keras trains with."""
+    true_probability = probabilities[np.arange(len(y_true)), y_true]
+    clipped = np.clip(true_probability.astype(np.float64), PROBABILITY_EPSILON, 1.0)
+    return float(-np.mean(np.log(clipped)))
+
+
+def metrics_dict(evaluation: Evaluation) -> dict[str, Any]:
+    """The content of ``metrics.json``: headline figures at top level for ``dvc metrics``."""
+    per_class = {
+        name: {key: _round(row[key]) for key in ("precision", "recall", "f1")}
+        | {"support": int(row["support"])}
+        for name, row in evaluation.per_class.iterrows()
+    }
+    return {
+        "accuracy": _round(evaluation.accuracy),
+        "loss": _round(evaluation.loss),
+        **{f"macro_{key}": _round(value) for key, value in evaluation.macro.items()},
+        "test_images": len(evaluation.y_true),
+        "per_class": per_class,
+    }
+
+
+def mlflow_metrics(evaluation: Evaluation) -> dict[str, float]:
+    """Flat ``test_*`` metrics to log to the training run."""
+    metrics = {"test_accuracy": evaluation.accuracy, "test_loss": evaluation.loss}
+    metrics |= {f"test_macro_{key}": value for key, value in evaluation.macro.items()}
+    for name, row in evaluation.per_class.iterrows():
+        for key in ("precision", "recall", "f1"):
+            metrics[f"test_{key}_{name}"] = float(row[key])
+    return metrics
+
+
+def predictions_frame(evaluation: Evaluation) -> pd.DataFrame:
+    """One row per test image: actual and predicted class names (DVC's confusion plot)."""
+    names = np.asarray(evaluation.classes, dtype=object)
+    return pd.DataFrame({"actual": names[evaluation.y_true], "predicted": names[evaluation.y_pred]})
+
+
+def most_confused_pairs(confusion: pd.DataFrame, top: int = 5) -> pd.DataFrame:
+    """The ``top`` off-diagonal (actual, predicted) cells by count, largest first."""
+    pairs = confusion.stack().rename("count").reset_index()
+    pairs = pairs[(pairs["actual"] != pairs["predicted"]) & (pairs["count"] > 0)]
+    rates = pairs["count"] / pairs["actual"].map(confusion.sum(axis=1))
+    pairs = pairs.assign(rate=rates.to_numpy())
+    # Stable sort: ties keep class order, so the report is the same on every run.
+    return pairs.sort_values("count", ascending=False, kind="stable").head(top).reset_index(drop=True)
+
+
+def most_confident_mistakes(evaluation: Evaluation, limit: int = 24) -> np.ndarray:
+    """Indices of misclassified images, the most confidently wrong first."""
+    wrong = np.flatnonzero(evaluation.y_pred != evaluation.y_true)
+    confidence = evaluation.probabilities[wrong, evaluation.y_pred[wrong]]
+    return wrong[np.argsort(-confidence, kind="stable")][:limit]
+
+
+def _round(value: float) -> float:
+    return round(float(value), 6)

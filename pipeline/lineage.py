@@ -1,0 +1,68 @@
+"""Where a model came from: code version, data checksums and software versions, as MLflow tags."""
+
+from __future__ import annotations
+
+import hashlib
+import platform
+import subprocess
+from pathlib import Path
+
+import keras
+
+from pipeline import backend
+
+UNKNOWN = "unknown"
+
+
+def file_md5(path: Path, chunk_bytes: int = 1 << 20) -> str:
+    """MD5 hex digest of a file, read in chunks."""
+    digest = hashlib.md5()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(chunk_bytes):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def files_md5(paths: list[Path]) -> str:
+    """One MD5 over several files (their names and digests), stable for the same bytes."""
+    digest = hashlib.md5()
+    for path in sorted(paths, key=lambda p: p.name):
+        digest.update(f"{path.name}:{file_md5(path)}\n".encode())
+    return digest.hexdigest()
+
+
+def git_state(repo: Path) -> tuple[str, bool | None]:
+    """(commit sha, dirty) of the git checkout at ``repo``; ("unknown", None) outside git."""
+    try:
+        commit = _git(repo, "rev-parse", "HEAD")
+        # Untracked files (data, runs) are not code changes; modified tracked files are.
+        dirty = bool(_git(repo, "status", "--porcelain", "--untracked-files=no"))
+    except (OSError, subprocess.CalledProcessError):
+        return UNKNOWN, None
+    return commit, dirty
+
+
+def lineage_tags(
+    repo: Path, raw_archive: Path, prepared_files: list[Path], mixed_precision: bool
+) -> dict[str, str]:
+    """The tags that tie a run to its code, data and software."""
+    commit, dirty = git_state(repo)
+    return {
+        "git.commit": commit,
+        "git.dirty": UNKNOWN if dirty is None else str(dirty).lower(),
+        "data.raw_md5": file_md5(raw_archive) if raw_archive.is_file() else UNKNOWN,
+        "data.prepared_md5": files_md5(prepared_files),
+        "python.version": platform.python_version(),
+        "keras.version": keras.__version__,
+        "keras.backend": backend.name(),
+        "backend.version": backend.version(),
+        "device": backend.device_description(),
+        "train.mixed_precision_used": str(mixed_precision).lower(),
+    }
+
+
+def _git(repo: Path, *args: str) -> str:
+    result = subprocess.run(
+        ["git", "-C", str(repo), *args], capture_output=True, text=True, check=True, timeout=30
+    )
+    return result.stdout.strip()

@@ -1,0 +1,137 @@
+"""Where MLflow runs go, and how a stage opens (or reopens) the run it logs to.
+
+Default store: ``sqlite:///<repo root>/mlflow.db`` with artifacts in ``<repo root>/mlruns``, the
+same whatever the working directory. ``MLFLOW_TRACKING_URI`` overrides it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+from pipeline.errors import PipelineError
+from pipeline.paths import REPO_ROOT
+
+log = logging.getLogger("pipeline")
+
+DEFAULT_DB = REPO_ROOT / "mlflow.db"
+DEFAULT_ARTIFACTS = REPO_ROOT / "mlruns"
+
+
+def tracking_uri() -> str:
+    """``MLFLOW_TRACKING_URI`` if set, else the repo's own SQLite store."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{DEFAULT_DB}"
+
+
+def prepare_tracking() -> str:
+    """Point MLflow at the tracking store and make sure it is usable; return its URI.
+
+    Called once by a stage before any work, so a dead server fails in seconds, not after training.
+    """
+    import mlflow
+
+    uri = tracking_uri()
+    if uri.startswith("sqlite:///"):
+        _create_or_upgrade_sqlite(uri)
+    elif uri.startswith(("http://", "https://")):
+        _check_server(uri)
+    mlflow.set_tracking_uri(uri)
+    return uri
+
+
+def use_experiment(name: str) -> str:
+    """Return the id of experiment ``name``, creating it with artifacts under the repo if needed."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    location = None
+    if tracking_uri() == f"sqlite:///{DEFAULT_DB}":
+        # MLflow would otherwise put artifacts in ./mlruns of whatever the cwd happens to be.
+        location = DEFAULT_ARTIFACTS.as_uri()
+    try:
+        return client.create_experiment(name, artifact_location=location)
+    except Exception:
+        # Another process created it between our lookup and create.
+        experiment = client.get_experiment_by_name(name)
+        if experiment is None:
+            raise
+        return experiment.experiment_id
+
+
+def _create_or_upgrade_sqlite(uri: str) -> None:
+    """Create the schema (or run migrations) under a file lock.
+
+    Two processes creating the same fresh SQLite store at once corrupt it, so the first one
+    does it while the others wait on the lock.
+    """
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    db_path = Path(uri.removeprefix("sqlite:///"))
+    db_path.parent.mkdir(parents=True, exist_ok=True)
+    with _file_lock(db_path.with_name(db_path.name + ".lock")):
+        store = SqlAlchemyStore(uri, DEFAULT_ARTIFACTS.as_uri())
+        store.engine.dispose()
+
+
+def _check_server(uri: str, timeout_s: float = 5.0) -> None:
+    url = uri.rstrip("/") + "/health"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as response:
+            response.read(64)
+    except (urllib.error.URLError, OSError, TimeoutError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise PipelineError(
+            f"MLflow tracking server {uri} is unreachable ({reason}); start it, or unset "
+            "MLFLOW_TRACKING_URI to use the local sqlite store"
+        ) from None
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def log_keras_model(model: object, name: str = "model") -> str:
+    """Log ``model`` with the keras flavor to the active run; return its model URI.
+
+    The signature is explicit (uint8 images in, float32 probabilities out) and so are the pip
+    requirements: inferring them costs ~25 s a call, and ``input_example`` breaks log_model in
+    MLflow 3.17.
+    """
+    import keras
+    import mlflow
+    import numpy as np
+    from mlflow.models import ModelSignature
+    from mlflow.types import Schema, TensorSpec
+
+    from pipeline import backend
+
+    signature = ModelSignature(
+        inputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, 32, 32, 3), "image")]),
+        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 10), "probs")]),
+    )
+    backend_package = "tensorflow-cpu" if backend.name() == "tensorflow" else "jax"
+    requirements = [
+        f"mlflow=={mlflow.__version__}",
+        f"keras=={keras.__version__}",
+        f"{backend_package}=={backend.version()}",
+        f"numpy=={np.__version__}",
+    ]
+    info = mlflow.keras.log_model(
+        model, name=name, signature=signature, pip_requirements=requirements
+    )
+    return info.model_uri

@@ -1,0 +1,178 @@
+"""Fit the CNN: compile from params, per-epoch bookkeeping, NaN guard, resume from a checkpoint.
+
+Backend-neutral Keras; anything backend-specific comes from ``pipeline.backend``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from pipeline import backend
+from pipeline.checkpoints import ResumeState, TrainingCheckpoint
+from pipeline.errors import PipelineError
+from pipeline.model import build_model
+from pipeline.params import ModelParams, TrainParams
+
+log = logging.getLogger("pipeline")
+
+EpochRow = dict[str, float]
+# Which epoch counts as "best" for train.restore_best.
+BEST_MONITOR = "val_accuracy"
+
+
+@dataclass
+class PreparedData:
+    """The training and validation splits written by the preprocess stage."""
+
+    train_x: np.ndarray
+    train_y: np.ndarray
+    val_x: np.ndarray
+    val_y: np.ndarray
+    classes: list[str]
+    files: list[Path]
+
+
+def load_prepared(prepared_dir: Path) -> PreparedData:
+    """Load train.npz, val.npz and classes.json, or say which stage to run first."""
+    files = [prepared_dir / name for name in ("train.npz", "val.npz", "classes.json")]
+    missing = [str(path) for path in files if not path.is_file()]
+    if missing:
+        raise PipelineError(
+            f"prepared data not found ({', '.join(missing)}): run `dvc repro preprocess` first"
+        )
+    with np.load(files[0]) as train, np.load(files[1]) as val:
+        data = PreparedData(train["x"], train["y"], val["x"], val["y"], [], files)
+    data.classes = json.loads(files[2].read_text())
+    return data
+
+
+def resolve_mixed_precision(setting: str) -> bool:
+    """``auto`` means on exactly when a GPU is present: on a CPU float16 is slower, not faster."""
+    if setting == "auto":
+        return bool(backend.gpu_names())
+    return setting == "on"
+
+
+def new_model(model_params: ModelParams, train_params: TrainParams) -> keras.Model:
+    """Build and compile a fresh model from params."""
+    optimizers = {
+        "rmsprop": keras.optimizers.RMSprop,
+        "adam": keras.optimizers.Adam,
+        "sgd": keras.optimizers.SGD,
+    }
+    model = build_model(model_params, seed=train_params.seed)
+    model.compile(
+        optimizer=optimizers[train_params.optimizer](learning_rate=train_params.learning_rate),
+        # Same math as the reference's categorical cross-entropy, without one-hot label copies.
+        loss=keras.losses.SparseCategoricalCrossentropy(),
+        metrics=["accuracy"],
+    )
+    return model
+
+
+class StopOnNaN(keras.callbacks.Callback):
+    """Abort at the first non-finite loss: later epochs would only train garbage."""
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        loss = float((logs or {}).get("loss", 0.0))
+        if not math.isfinite(loss):
+            raise PipelineError(
+                f"training loss became {loss} at batch {batch + 1}: the model diverged; "
+                "try a lower train.learning_rate"
+            )
+
+
+class EpochRecorder(keras.callbacks.Callback):
+    """Time each epoch, keep the history rows, and hand each finished row to ``on_epoch``."""
+
+    def __init__(
+        self,
+        n_train: int,
+        history: list[EpochRow],
+        on_epoch: Callable[[keras.Model, list[EpochRow]], None],
+    ) -> None:
+        super().__init__()
+        self.n_train = n_train
+        self.history = history
+        self.on_epoch = on_epoch
+        self._started = 0.0
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._started = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        seconds = time.perf_counter() - self._started
+        row: EpochRow = {"epoch": epoch + 1}
+        row.update({key: float(value) for key, value in (logs or {}).items()})
+        row["seconds"] = seconds
+        row["images_per_s"] = self.n_train / seconds
+        self.history.append(row)
+        self.on_epoch(self.model, self.history)
+
+
+def fit(
+    data: PreparedData,
+    model_params: ModelParams,
+    train_params: TrainParams,
+    checkpoint: TrainingCheckpoint,
+    run_id: str,
+    resume: ResumeState | None,
+    log_epoch: Callable[[EpochRow], None],
+) -> tuple[keras.Model, list[EpochRow]]:
+    """Train for ``train.epochs`` epochs, resuming from ``resume`` when given.
+
+    Each finished epoch is checkpointed and passed to ``log_epoch``. Returns the model (the best
+    epoch's weights when ``train.restore_best``) and one history row per epoch.
+    """
+    with backend.distribution_scope():
+        if resume is None:
+            model, history, best = new_model(model_params, train_params), [], None
+        else:
+            model = keras.saving.load_model(resume.model_path)
+            history, best = list(resume.history), resume.best_score
+
+    def on_epoch(model: keras.Model, rows: list[EpochRow]) -> None:
+        nonlocal best
+        score = rows[-1].get(BEST_MONITOR, float("-inf"))
+        is_best = best is None or score > best
+        best = score if is_best else best
+        checkpoint.save(model, len(rows), run_id, rows, best, is_best)
+        log_epoch(rows[-1])
+
+    initial_epoch = len(history)
+    if initial_epoch:
+        log.info("resuming after epoch %d of %d", initial_epoch, train_params.epochs)
+    model.fit(
+        **backend.fit_inputs(
+            data.train_x,
+            data.train_y,
+            train_params.batch_size,
+            shuffle=True,
+            # A resumed run must not replay the first epoch's shuffle order.
+            seed=train_params.seed + initial_epoch,
+        ),
+        validation_data=_validation_set(data, train_params.batch_size),
+        epochs=train_params.epochs,
+        initial_epoch=initial_epoch,
+        callbacks=[StopOnNaN(), EpochRecorder(len(data.train_x), history, on_epoch)],
+        verbose=1,
+    )
+    if train_params.restore_best:
+        state = checkpoint.load()
+        if state is not None and state.best_path is not None:
+            model.load_weights(state.best_path)
+    return model, history
+
+
+def _validation_set(data: PreparedData, batch_size: int) -> object:
+    inputs = backend.fit_inputs(data.val_x, data.val_y, batch_size, shuffle=False, seed=0)
+    return inputs["x"] if "y" not in inputs else (inputs["x"], inputs["y"])

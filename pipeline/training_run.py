@@ -1,0 +1,168 @@
+"""One tracked training: the MLflow run around ``training.fit`` and the stage's outputs."""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+
+from pipeline import backend
+from pipeline.atomic import atomic_path, write_json, write_text
+from pipeline.checkpoints import TrainingCheckpoint, checkpoint_key
+from pipeline.lineage import files_md5, lineage_tags
+from pipeline.model import model_summary
+from pipeline.params import Params, flatten_params
+from pipeline.paths import REPO_ROOT
+from pipeline.tracking import log_keras_model, prepare_tracking, tracking_uri, use_experiment
+from pipeline.training import (
+    BEST_MONITOR,
+    EpochRow,
+    fit,
+    load_prepared,
+    resolve_mixed_precision,
+)
+
+log = logging.getLogger("pipeline")
+
+HISTORY_COLUMNS = [
+    "epoch",
+    "loss",
+    "accuracy",
+    "val_loss",
+    "val_accuracy",
+    "seconds",
+    "images_per_s",
+]
+# MLflow metric names of the per-epoch history columns (epoch itself is the step).
+EPOCH_METRICS = {
+    "loss": "loss",
+    "accuracy": "accuracy",
+    "val_loss": "val_loss",
+    "val_accuracy": "val_accuracy",
+    "seconds": "epoch_seconds",
+    "images_per_s": "images_per_s",
+}
+
+
+@dataclass
+class TrainOutputs:
+    """Where the train stage writes."""
+
+    models_dir: Path
+    reports_dir: Path
+
+    @property
+    def model(self) -> Path:
+        return self.models_dir / "model.keras"
+
+    @property
+    def run_info(self) -> Path:
+        return self.models_dir / "run.json"
+
+
+def run_training(
+    params: Params,
+    prepared_dir: Path,
+    outputs: TrainOutputs,
+    checkpoints_dir: Path,
+    raw_archive: Path,
+) -> dict[str, float]:
+    """Train from params inside one MLflow run, write the stage outputs, return final metrics.
+
+    Resumes an interrupted training (and its MLflow run) from its checkpoint; under
+    ``mlflow run`` it logs to the run that ``MLFLOW_RUN_ID`` names instead of opening another.
+    """
+    import mlflow
+
+    data = load_prepared(prepared_dir)
+    prepare_tracking()  # a dead tracking server fails here, before any training
+    experiment_id = use_experiment(params.mlflow.experiment_name)
+    backend.configure_determinism(params.train.seed, params.train.deterministic)
+    mixed_precision = resolve_mixed_precision(params.train.mixed_precision)
+    keras.mixed_precision.set_global_policy("mixed_float16" if mixed_precision else "float32")
+
+    data_md5 = files_md5(data.files)
+    key = checkpoint_key(params.model_dump(include={"model", "train"}), data_md5)
+    checkpoint = TrainingCheckpoint(checkpoints_dir / key)
+    resume = checkpoint.load()
+    run_id = os.environ.get("MLFLOW_RUN_ID") or (resume.run_id if resume else None)
+
+    with mlflow.start_run(run_id=run_id, experiment_id=experiment_id) as run:
+        mlflow.log_params(flatten_params(params))
+        mlflow.set_tags(lineage_tags(REPO_ROOT, raw_archive, data.files, mixed_precision))
+        model, history = fit(
+            data,
+            params.model,
+            params.train,
+            checkpoint,
+            run.info.run_id,
+            resume,
+            log_epoch=_log_epoch_metrics,
+        )
+        final = final_metrics(history, params.train.restore_best)
+        mlflow.log_metrics({f"final_{name}": value for name, value in final.items()})
+        summary = model_summary(model)
+        mlflow.log_text(summary, "model_summary.txt")
+        model_uri = log_keras_model(model)
+        _write_outputs(outputs, model, history, final, summary)
+        write_json(
+            outputs.run_info,
+            {
+                "run_id": run.info.run_id,
+                "experiment_id": experiment_id,
+                "model_uri": model_uri,
+                "tracking_uri": tracking_uri(),
+                "classes": data.classes,
+            },
+        )
+    checkpoint.remove()
+    log.info("MLflow run %s finished; model at %s", run.info.run_id, outputs.model)
+    return final
+
+
+def final_metrics(history: list[EpochRow], restore_best: bool) -> dict[str, float]:
+    """Metrics of the epoch whose weights were kept, plus timing over the whole training."""
+    kept = max(history, key=lambda row: row[BEST_MONITOR]) if restore_best else history[-1]
+    return {
+        "epoch": kept["epoch"],
+        "loss": kept["loss"],
+        "accuracy": kept["accuracy"],
+        "val_loss": kept["val_loss"],
+        "val_accuracy": kept["val_accuracy"],
+        "train_seconds": sum(row["seconds"] for row in history),
+        "images_per_s": sum(row["images_per_s"] for row in history) / len(history),
+    }
+
+
+def _log_epoch_metrics(row: EpochRow) -> None:
+    import mlflow
+
+    metrics = {name: row[column] for column, name in EPOCH_METRICS.items() if column in row}
+    mlflow.log_metrics(metrics, step=int(row["epoch"]))
+
+
+def _write_outputs(
+    outputs: TrainOutputs,
+    model: keras.Model,
+    history: list[EpochRow],
+    final: dict[str, float],
+    summary: str,
+) -> None:
+    # Keras insists on the .keras suffix, so the temp file keeps it.
+    outputs.models_dir.mkdir(parents=True, exist_ok=True)
+    partial = outputs.model.with_name(f".{outputs.model.stem}.partial.keras")
+    try:
+        model.save(partial)
+        os.replace(partial, outputs.model)
+    finally:
+        partial.unlink(missing_ok=True)
+    with atomic_path(outputs.reports_dir / "history.csv") as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, HISTORY_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(history)
+    write_json(outputs.reports_dir / "train_metrics.json", final)
+    write_text(outputs.reports_dir / "model_summary.txt", summary)
