@@ -98,4 +98,5 @@ def fit_inputs(
     dataset = tf.data.Dataset.from_tensor_slices((x, y))
     if shuffle:
         dataset = dataset.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
-    return {"x": dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)}
+    # shuffle=False tells Keras not to shuffle again: the dataset already did, with our seed.
+    return {"x": dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE), "shuffle": False}

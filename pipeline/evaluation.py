@@ -54,7 +54,8 @@ def read_run_info(models_dir: Path) -> RunInfo:
     for name in ("model.keras", "run.json"):
         if not (models_dir / name).is_file():
             raise PipelineError(
-                f"{models_dir / name} not found: the model is not trained yet; run `dvc repro train`"
+                f"{models_dir / name} not found: the model is not trained yet; "
+                "run `dvc repro train`"
             )
     path = models_dir / "run.json"
     try:
@@ -77,7 +78,9 @@ def load_test_split(prepared_dir: Path) -> tuple[np.ndarray, np.ndarray, list[st
         x, y = data["x"], data["y"]
     classes = json.loads(classes_path.read_text(encoding="utf-8"))
     if len(x) == 0 or len(x) != len(y) or x.shape[1:] != (32, 32, 3):
-        raise PipelineError(f"{test_path}: expected x (N,32,32,3) and y (N,), got {x.shape}, {y.shape}")
+        raise PipelineError(
+            f"{test_path}: expected x (N,32,32,3) and y (N,), got {x.shape}, {y.shape}"
+        )
     if y.max() >= len(classes):
         raise PipelineError(f"{test_path}: label {int(y.max())} has no name in {classes_path}")
     return x, y.astype(np.int64), classes
@@ -99,7 +102,9 @@ def load_trained_model(path: Path, num_classes: int) -> Any:
     try:
         model = keras.saving.load_model(path, compile=False)
     except Exception as exc:  # Keras raises many types for a damaged or foreign file
-        raise PipelineError(f"{path}: cannot load the model ({exc}); rerun `dvc repro train`") from None
+        raise PipelineError(
+            f"{path}: cannot load the model ({exc}); rerun `dvc repro train`"
+        ) from None
     outputs = model.output_shape
     if not isinstance(outputs, tuple) or outputs[-1] != num_classes:
         raise PipelineError(
@@ -115,7 +120,9 @@ def predict_probabilities(model: Any, x: np.ndarray) -> np.ndarray:
     return np.asarray(probabilities, dtype=np.float32)
 
 
-def evaluate_predictions(y_true: np.ndarray, probabilities: np.ndarray, classes: list[str]) -> Evaluation:
+def evaluate_predictions(
+    y_true: np.ndarray, probabilities: np.ndarray, classes: list[str]
+) -> Evaluation:
     """Accuracy, loss, per-class and macro precision/recall/F1 and the confusion matrix."""
     labels = list(range(len(classes)))
     y_pred = probabilities.argmax(axis=1)
@@ -190,7 +197,9 @@ def most_confused_pairs(confusion: pd.DataFrame, top: int = 5) -> pd.DataFrame:
     rates = pairs["count"] / pairs["actual"].map(confusion.sum(axis=1))
     pairs = pairs.assign(rate=rates.to_numpy())
     # Stable sort: ties keep class order, so the report is the same on every run.
-    return pairs.sort_values("count", ascending=False, kind="stable").head(top).reset_index(drop=True)
+    return (
+        pairs.sort_values("count", ascending=False, kind="stable").head(top).reset_index(drop=True)
+    )
 
 
 def most_confident_mistakes(evaluation: Evaluation, limit: int = 24) -> np.ndarray:

@@ -58,7 +58,7 @@ class TrainParams(Section):
     epochs: int = Field(50, ge=1, le=10000)
     batch_size: int = Field(256, ge=1, le=65536)
     optimizer: Literal["rmsprop", "adam", "sgd"] = "rmsprop"
-    learning_rate: float = Field(0.001, gt=0.0, le=10.0)
+    learning_rate: float = Field(0.001, gt=0.0, le=1e4)
     seed: int = Field(42, ge=0)
     deterministic: bool = True
     mixed_precision: Literal["auto", "on", "off"] = "auto"

@@ -61,7 +61,7 @@ def split_indices(
                 f" {len(train_idx):,} training images left after carving {val_size:,} for"
                 " validation; lower it or set it to null"
             )
-        train_idx = np.sort(rng.choice(train_idx, max_train_images, replace=False))
+        train_idx = _stratified_sample(train_idx, y[train_idx], max_train_images, rng, "training")
     return train_idx, val_idx
 
 

@@ -145,8 +145,10 @@ def fit(
         score = rows[-1].get(BEST_MONITOR, float("-inf"))
         is_best = best is None or score > best
         best = score if is_best else best
-        checkpoint.save(model, len(rows), run_id, rows, best, is_best)
+        # Log before checkpointing: a kill in between then repeats an epoch rather than losing
+        # its metrics from the MLflow run.
         log_epoch(rows[-1])
+        checkpoint.save(model, len(rows), run_id, rows, best, is_best)
 
     initial_epoch = len(history)
     if initial_epoch:

@@ -11,7 +11,6 @@ from pathlib import Path
 from pipeline import paths
 from pipeline.cli import run_stage, stage_parser
 from pipeline.params import Params
-from pipeline.training_run import TrainOutputs, run_training
 
 
 def main() -> None:
@@ -48,6 +47,9 @@ def main() -> None:
     )
 
     def train(args: argparse.Namespace, params: Params) -> None:
+        # Imported here so --help and params errors answer without loading TensorFlow.
+        from pipeline.training_run import TrainOutputs, run_training
+
         outputs = TrainOutputs(args.models_dir, args.reports_dir)
         run_training(params, args.prepared_dir, outputs, args.checkpoints_dir, args.raw_archive)
 

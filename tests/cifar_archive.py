@@ -61,7 +61,8 @@ def build_archive(
     test_x, test_y = random_images(n_test, seed + 1)
     files: dict[str, bytes] = {
         f"data_batch_{i + 1}.bin": encode_records(
-            train_x[i * per_batch : (i + 1) * per_batch], train_y[i * per_batch : (i + 1) * per_batch]
+            train_x[i * per_batch : (i + 1) * per_batch],
+            train_y[i * per_batch : (i + 1) * per_batch],
         )
         for i in range(5)
     }

@@ -1,0 +1,239 @@
+"""Register each trained model in the MLflow Model Registry and decide who is champion.
+
+Aliases, never the deprecated stages: ``challenger`` is always the newest version; ``champion``
+moves to a version only if its test accuracy reaches ``register.min_accuracy`` and beats the
+current champion's (read from the champion's ``test_accuracy`` version tag) by more than
+``register.min_improvement``. ``register.allow_champion: false`` never moves it.
+
+Registration is idempotent: a second call for the same MLflow run reuses its version.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from pipeline.errors import PipelineError
+from pipeline.params import RegisterParams
+
+log = logging.getLogger("pipeline")
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+ACCURACY_TAG = "test_accuracy"
+RUN_ID_TAG = "run_id"
+DECISION_TAG = "registry.decision"
+REASON_TAG = "registry.reason"
+# Lineage tags the train stage sets on its run, copied onto the version under the same names.
+LINEAGE_TAGS = ("git.commit", "git.dirty", "data.raw_md5", "data.prepared_md5")
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What happens to the champion alias, and why, in one sentence."""
+
+    decision: str  # promoted | already_champion | kept | rejected | challenger_only
+    reason: str
+    promote: bool
+
+
+@dataclass(frozen=True)
+class RegistryResult:
+    """The outcome of one registration, as written to ``reports/registry.json``."""
+
+    status: str
+    registered_model: str
+    version: str
+    created: bool
+    run_id: str
+    model_uri: str
+    test_accuracy: float
+    decision: str
+    reason: str
+    champion_version: str | None
+    previous_champion_version: str | None
+    challenger_version: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready dict."""
+        return asdict(self)
+
+
+def lineage_tags(run_id: str, run_tags: dict[str, str]) -> dict[str, str]:
+    """The run id and the run's lineage tags; a tag the run lacks reads "unknown"."""
+    return {RUN_ID_TAG: run_id} | {key: run_tags.get(key, "unknown") for key in LINEAGE_TAGS}
+
+
+def decide(
+    test_accuracy: float,
+    champion_version: str | None,
+    champion_accuracy: float | None,
+    policy: RegisterParams,
+) -> Decision:
+    """Apply the promotion gate to a candidate that is not the champion already."""
+    champion = f"champion v{champion_version}" if champion_version else "no champion"
+    if not policy.allow_champion:
+        return Decision("challenger_only", f"register.allow_champion is false ({champion})", False)
+    if test_accuracy < policy.min_accuracy:
+        return Decision(
+            "rejected",
+            f"test accuracy {test_accuracy:.4f} is below register.min_accuracy "
+            f"{policy.min_accuracy:.4f} ({champion})",
+            False,
+        )
+    if champion_version is None:
+        return Decision(
+            "promoted",
+            f"first version to reach register.min_accuracy {policy.min_accuracy:.4f} "
+            f"(test accuracy {test_accuracy:.4f})",
+            True,
+        )
+    if champion_accuracy is None:
+        # Never silently replace a champion someone picked by hand without a figure to compare.
+        return Decision(
+            "kept", f"{champion} has no valid {ACCURACY_TAG} tag to compare with", False
+        )
+    versus = (
+        f"test accuracy {test_accuracy:.4f} vs {champion} {champion_accuracy:.4f} "
+        f"+ register.min_improvement {policy.min_improvement:.4f}"
+    )
+    if test_accuracy > champion_accuracy + policy.min_improvement:
+        return Decision("promoted", f"beats the champion: {versus}", True)
+    return Decision("kept", f"does not beat the champion: {versus}", False)
+
+
+def register_model_version(
+    name: str,
+    model_uri: str,
+    run_id: str,
+    run_tags: dict[str, str],
+    test_accuracy: float,
+    policy: RegisterParams,
+) -> RegistryResult:
+    """Register ``model_uri`` (once per run), tag it, move the aliases and return the outcome.
+
+    Any registry failure (server gone, invalid name) becomes a PipelineError.
+    """
+    import mlflow
+
+    with mlflow_errors(f"registering {model_uri} as model '{name}'"):
+        client = mlflow.MlflowClient()
+        return _register(client, name, model_uri, run_id, run_tags, test_accuracy, policy)
+
+
+@contextlib.contextmanager
+def mlflow_errors(action: str) -> Iterator[None]:
+    """Turn an MLflow failure (server gone, bad name, store error) into a one-line PipelineError."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        yield
+    except (MlflowException, OSError) as exc:
+        message = " ".join(str(exc).split())
+        raise PipelineError(f"{action} failed: {message}") from None
+
+
+def _register(
+    client: Any,
+    name: str,
+    model_uri: str,
+    run_id: str,
+    run_tags: dict[str, str],
+    test_accuracy: float,
+    policy: RegisterParams,
+) -> RegistryResult:
+    tags = lineage_tags(run_id, run_tags) | {ACCURACY_TAG: repr(float(test_accuracy))}
+    version, created = _find_or_create_version(client, name, model_uri, run_id, tags)
+    if not created:
+        # A rerun may follow a change of test data: the tags must describe this evaluation.
+        for key, value in tags.items():
+            client.set_model_version_tag(name, version, key, value)
+    client.update_model_version(name, version, description=_description(tags))
+
+    champion = _alias_version(client, name, CHAMPION)
+    if champion == version:
+        decision = Decision("already_champion", f"v{version} is already the champion", False)
+    else:
+        champion_accuracy = _champion_accuracy(client, name, champion) if champion else None
+        decision = decide(test_accuracy, champion, champion_accuracy, policy)
+    if decision.promote:
+        client.set_registered_model_alias(name, CHAMPION, version)
+    challenger = _newest_version(client, name)
+    client.set_registered_model_alias(name, CHALLENGER, challenger)
+    client.set_model_version_tag(name, version, DECISION_TAG, decision.decision)
+    client.set_model_version_tag(name, version, REASON_TAG, decision.reason)
+    log.info("registry: %s v%s: %s (%s)", name, version, decision.decision, decision.reason)
+    return RegistryResult(
+        status="registered",
+        registered_model=name,
+        version=version,
+        created=created,
+        run_id=run_id,
+        model_uri=model_uri,
+        test_accuracy=float(test_accuracy),
+        decision=decision.decision,
+        reason=decision.reason,
+        champion_version=version if decision.promote else champion,
+        previous_champion_version=champion,
+        challenger_version=challenger,
+    )
+
+
+def _find_or_create_version(
+    client: Any, name: str, model_uri: str, run_id: str, tags: dict[str, str]
+) -> tuple[str, bool]:
+    """The version already registered for ``run_id``, else a new one: (version, created)."""
+    import mlflow
+
+    # MLflow 3 keeps the run id on versions registered from "models:/m-..." URIs (checked in
+    # tests/test_registry.py), so the registry can be searched by run directly.
+    existing = client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
+    if existing:
+        return str(min(int(v.version) for v in existing)), False
+    created = mlflow.register_model(model_uri, name, tags=tags)
+    return str(created.version), True
+
+
+def _alias_version(client: Any, name: str, alias: str) -> str | None:
+    # The store hands alias targets back as ints, version numbers elsewhere as strings.
+    version = client.get_registered_model(name).aliases.get(alias)
+    return None if version is None else str(version)
+
+
+def _champion_accuracy(client: Any, name: str, version: str) -> float | None:
+    value = client.get_model_version(name, version).tags.get(ACCURACY_TAG)
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _newest_version(client: Any, name: str) -> str:
+    newest = client.search_model_versions(
+        f"name = '{name}'", max_results=1, order_by=["version_number DESC"]
+    )
+    return str(newest[0].version)
+
+
+def _description(tags: dict[str, str]) -> str:
+    return (
+        f"CIFAR-10 CNN trained in MLflow run {tags[RUN_ID_TAG]} at git commit "
+        f"{tags['git.commit']} (dirty: {tags['git.dirty']}); data md5 raw "
+        f"{tags['data.raw_md5']}, prepared {tags['data.prepared_md5']}; "
+        f"test accuracy {float(tags[ACCURACY_TAG]):.4f}."
+    )
+
+
+def failure_record(name: str, model_uri: str, run_id: str, error: str) -> dict[str, Any]:
+    """What ``reports/registry.json`` says when registration failed: never a success."""
+    return {
+        "status": "failed",
+        "registered_model": name,
+        "run_id": run_id,
+        "model_uri": model_uri,
+        "decision": "failed",
+        "reason": error,
+    }

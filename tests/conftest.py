@@ -1,0 +1,60 @@
+"""Fixtures shared by the test modules."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.cifar_archive import CLASSES
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+# Quiet, CPU-only, no telemetry: subprocesses inherit this.
+QUIET_ENV = {
+    "TF_CPP_MIN_LOG_LEVEL": "2",
+    "CUDA_VISIBLE_DEVICES": "",
+    "MLFLOW_ENABLE_TELEMETRY": "false",
+}
+
+
+def write_prepared(folder: Path, sizes: dict[str, int], seed: int = 0) -> Path:
+    """Write train/val/test.npz and classes.json like the preprocess stage does.
+
+    The label is painted into the top-left corner, so a model can learn it in a few epochs.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for split, n in sizes.items():
+        y = (np.arange(n) % 10).astype(np.uint8)
+        x = rng.integers(0, 256, size=(n, 32, 32, 3), dtype=np.uint8)
+        x[:, :8, :8, :] = (y * 25)[:, None, None, None]
+        np.savez(folder / f"{split}.npz", x=x, y=y)
+    (folder / "classes.json").write_text(json.dumps(CLASSES))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def prepared_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small prepared dataset: 200 train, 50 val, 50 test images."""
+    folder = tmp_path_factory.mktemp("prepared")
+    return write_prepared(folder, {"train": 200, "val": 50, "test": 50})
+
+
+def run_stage(
+    stage: str, *args: str, env: dict[str, str] | None = None, timeout: float = 600
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m stages.<stage>`` from the repo root and capture its output."""
+    full_env = {**os.environ, **QUIET_ENV, **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", f"stages.{stage}", *args],
+        cwd=REPO_ROOT,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

@@ -1,0 +1,199 @@
+"""Build what the train stage leaves behind, for real, in a temp folder and a temp MLflow store.
+
+A tiny CNN (pipeline.model.build_model) is fitted for a few epochs on synthetic images whose
+class sets their mean colour, so it reaches a real, imperfect accuracy in about two seconds.
+It is logged to a real MLflow run exactly as the train stage does (keras flavour, uint8 tensor
+signature, lineage tags), and the project folder gets the files of the train stage's contract.
+Also here: subprocess helpers to run a stage or a server and stop it by its process group.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+CLASSES = [
+    "airplane", "automobile", "bird", "cat", "deer",
+    "dog", "frog", "horse", "ship", "truck",
+]  # fmt: skip
+EXPERIMENT = "cifar10-cnn"
+LINEAGE = {"git.commit": "0123abc", "git.dirty": "false", "data.raw_md5": "r" * 32,
+           "data.prepared_md5": "p" * 32}  # fmt: skip
+PIP_REQUIREMENTS = ["tensorflow-cpu==2.21.0", "keras==3.15.1"]
+# Quiet, CPU-only, no telemetry: for every subprocess these tests start.
+QUIET_ENV = {
+    "TF_CPP_MIN_LOG_LEVEL": "2",
+    "CUDA_VISIBLE_DEVICES": "",
+    "MLFLOW_ENABLE_TELEMETRY": "false",
+}
+# Noise this strong against ten well-spread mean colours leaves a few classes confused.
+NOISE_SIGMA = 80.0
+
+
+def sqlite_uri(folder: Path) -> str:
+    """A tracking URI for a fresh SQLite store in ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{folder / 'mlflow.db'}"
+
+
+def synthetic_images(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 (n,32,32,3) images whose mean colour depends on the class, and uint8 labels."""
+    colours = np.random.default_rng(1234).integers(30, 226, size=(len(CLASSES), 3))
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % len(CLASSES)
+    rng.shuffle(y)
+    x = colours[y][:, None, None, :] + rng.normal(0.0, NOISE_SIGMA, size=(n, 32, 32, 3))
+    return np.clip(x, 0, 255).astype(np.uint8), y.astype(np.uint8)
+
+
+def train_tiny_model(num_classes: int = 10, epochs: int = 4, seed: int = 0) -> tuple[Any, list]:
+    """A compiled, briefly fitted small CNN and its history rows (the history.csv columns)."""
+    import keras
+
+    from pipeline.model import build_model
+    from pipeline.params import ModelParams
+
+    keras.utils.set_random_seed(seed)
+    model = build_model(ModelParams(conv_filters=[8], dense_units=16, dropout_conv=0.0,
+                                    dropout_dense=0.0))  # fmt: skip
+    if num_classes != model.output_shape[-1]:
+        # A model that does not fit the 10-class contract, for the bad-input tests.
+        model = keras.Model(model.input, keras.layers.Dense(num_classes)(model.layers[-2].output))
+    model.compile(optimizer=keras.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])  # fmt: skip
+    x, y = synthetic_images(300, seed + 1)
+    vx, vy = synthetic_images(100, seed + 2)
+    y, vy = y % num_classes, vy % num_classes
+    fit = model.fit(x, y, epochs=epochs, batch_size=32, validation_data=(vx, vy), verbose=0)
+    history = [
+        {"epoch": epoch + 1, **{key: values[epoch] for key, values in fit.history.items()},
+         "seconds": 0.5, "images_per_s": 600.0}
+        for epoch in range(epochs)
+    ]  # fmt: skip
+    return model, history
+
+
+def log_training_run(tracking_uri: str, model: Any, tags: dict[str, str] | None = None) -> dict:
+    """Log ``model`` to a new FINISHED run like the train stage does; return its run.json."""
+    import mlflow
+    from mlflow.models import ModelSignature
+    from mlflow.types import Schema, TensorSpec
+
+    mlflow.set_tracking_uri(tracking_uri)
+    client = mlflow.MlflowClient()
+    experiment = client.get_experiment_by_name(EXPERIMENT)
+    if experiment is None:
+        store = Path(tracking_uri.removeprefix("sqlite:///")).parent
+        experiment_id = client.create_experiment(EXPERIMENT, (store / "artifacts").as_uri())
+    else:
+        experiment_id = experiment.experiment_id
+    signature = ModelSignature(
+        inputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, 32, 32, 3))]),
+        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, model.output_shape[-1]))]),
+    )
+    with mlflow.start_run(
+        experiment_id=experiment_id, tags=LINEAGE if tags is None else tags
+    ) as run:
+        mlflow.log_params({"train.epochs": 4, "train.batch_size": 32})
+        # No input_example (breaks log_model in MLflow 3.17); explicit requirements skip inference.
+        info = mlflow.keras.log_model(model, name="model", signature=signature,
+                                      pip_requirements=PIP_REQUIREMENTS)  # fmt: skip
+    return {
+        "run_id": run.info.run_id,
+        "experiment_id": experiment_id,
+        "model_uri": info.model_uri,
+        "tracking_uri": tracking_uri,
+        "classes": list(CLASSES),
+    }
+
+
+def make_project(root: Path, tracking_uri: str, num_classes: int = 10, n_test: int = 200) -> dict:
+    """A folder holding the train stage's outputs and params.yaml; returns its run.json."""
+    import pandas as pd
+
+    model, history = train_tiny_model(num_classes)
+    run_info = log_training_run(tracking_uri, model)
+    prepared, models, reports = root / "data/prepared", root / "models", root / "reports"
+    for folder in (prepared, models, reports):
+        folder.mkdir(parents=True, exist_ok=True)
+    x, y = synthetic_images(n_test, seed=99)
+    np.savez(prepared / "test.npz", x=x, y=y)
+    (prepared / "classes.json").write_text(json.dumps(CLASSES))
+    model.save(models / "model.keras")
+    (models / "run.json").write_text(json.dumps(run_info, indent=2))
+    pd.DataFrame(history).to_csv(reports / "history.csv", index=False)
+    shutil.copy(REPO / "params.yaml", root / "params.yaml")
+    return run_info
+
+
+def run_evaluate(root: Path, tracking_uri: str, *args: str) -> subprocess.CompletedProcess:
+    """``python -m stages.evaluate ARGS`` in ``root`` against ``tracking_uri``."""
+    env = os.environ | QUIET_ENV | {"MLFLOW_TRACKING_URI": tracking_uri}
+    return subprocess.run(
+        [sys.executable, "-m", "stages.evaluate", *args],
+        cwd=root, env=env, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_server(args: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen:
+    """Start ``args`` in its own process group, output to ``log_path``; stop it with stop_server."""
+    with open(log_path, "wb") as log:
+        return subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+
+
+def stop_server(process: subprocess.Popen) -> None:
+    """Stop the server and every worker it forked: its whole process group, by its PID."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+
+
+def wait_for_http(
+    url: str, process: subprocess.Popen, log_path: Path, timeout_s: float = 120
+) -> None:
+    """Poll ``url`` until it answers 200; fail at once if the server died, else after a timeout."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}:\n{log_path.read_text()}")
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(1)
+    raise TimeoutError(f"{url} did not answer in {timeout_s} s:\n{log_path.read_text()[-3000:]}")
+
+
+def http_json(url: str, payload: Any = None, timeout_s: float = 30) -> Any:
+    """GET (or POST ``payload`` as JSON) and decode the JSON answer."""
+    data = None if payload is None else json.dumps(payload).encode()
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=timeout_s) as response:
+        return json.loads(response.read())

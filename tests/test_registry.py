@@ -1,0 +1,181 @@
+"""The Model Registry: versions, aliases and the champion gate, against a real SQLite store.
+
+The runs and model versions are real (a tiny logged Keras model); only the test accuracy handed
+to pipeline.registry is chosen, because the promotion logic is what these tests check. Each test
+uses its own registered model name, so they share one store and its runs.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import mlflow
+import pytest
+
+from pipeline.errors import PipelineError
+from pipeline.params import RegisterParams
+from pipeline.registry import register_model_version
+from tests import mlflow_fixtures as mf
+
+GATE = RegisterParams(min_accuracy=0.70, min_improvement=0.0, allow_champion=True)
+_names = itertools.count()
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
+    """Four FINISHED training runs, each with its own logged model, in a fresh store."""
+    uri = mf.sqlite_uri(tmp_path_factory.mktemp("registry-store"))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_TRACKING_URI", uri)
+        model, _ = mf.train_tiny_model(epochs=1)
+        infos = [mf.log_training_run(uri, model) for _ in range(4)]
+        infos.append(mf.log_training_run(uri, model, tags={}))  # no lineage tags at all
+        yield infos
+
+
+@pytest.fixture
+def name() -> str:
+    """A registered model name no other test uses."""
+    return f"cnn-{next(_names)}"
+
+
+def register(name: str, run: dict, accuracy: float, policy: RegisterParams = GATE) -> dict:
+    """Register ``run``'s model with a chosen test accuracy; return registry.json's content."""
+    return register_model_version(
+        name, run["model_uri"], run["run_id"], _run_tags(run), accuracy, policy
+    ).to_dict()
+
+
+def _run_tags(run: dict) -> dict[str, str]:
+    return dict(mlflow.MlflowClient().get_run(run["run_id"]).data.tags)
+
+
+def aliases(name: str) -> dict[str, str]:
+    aliases = mlflow.MlflowClient().get_registered_model(name).aliases
+    return {alias: str(version) for alias, version in aliases.items()}
+
+
+def test_version_from_logged_model_keeps_its_run_id(runs: list[dict], name: str) -> None:
+    # Idempotency searches versions by run_id: MLflow 3 must keep it for "models:/m-..." sources.
+    assert runs[0]["model_uri"].startswith("models:/m-")
+    register(name, runs[0], 0.8)
+    (version,) = mlflow.MlflowClient().search_model_versions(f"run_id = '{runs[0]['run_id']}'")
+    assert version.run_id == runs[0]["run_id"]
+    assert version.source == runs[0]["model_uri"]
+
+
+def test_first_passing_version_becomes_champion_and_challenger(runs: list[dict], name: str) -> None:
+    result = register(name, runs[0], 0.75)
+    assert (result["status"], result["version"], result["created"]) == ("registered", "1", True)
+    assert result["decision"] == "promoted"
+    assert aliases(name) == {"champion": "1", "challenger": "1"}
+
+
+def test_version_tags_and_description_link_run_commit_data_and_accuracy(
+    runs: list[dict], name: str
+) -> None:
+    register(name, runs[0], 0.75)
+    version = mlflow.MlflowClient().get_model_version(name, "1")
+    assert version.tags["run_id"] == runs[0]["run_id"]
+    assert {key: version.tags[key] for key in mf.LINEAGE} == mf.LINEAGE
+    assert float(version.tags["test_accuracy"]) == 0.75
+    assert version.tags["registry.decision"] == "promoted"
+    assert "first version" in version.tags["registry.reason"]
+    for text in (runs[0]["run_id"], "0123abc", "r" * 32, "p" * 32, "0.7500"):
+        assert text in version.description
+
+
+def test_missing_lineage_tags_read_unknown(runs: list[dict], name: str) -> None:
+    register(name, runs[4], 0.75)
+    tags = mlflow.MlflowClient().get_model_version(name, "1").tags
+    assert all(tags[key] == "unknown" for key in mf.LINEAGE)
+
+
+def test_worse_version_becomes_challenger_only(runs: list[dict], name: str) -> None:
+    register(name, runs[0], 0.80)
+    result = register(name, runs[1], 0.78)
+    assert (result["version"], result["decision"], result["champion_version"]) == ("2", "kept", "1")
+    assert aliases(name) == {"champion": "1", "challenger": "2"}
+
+
+def test_better_version_moves_champion(runs: list[dict], name: str) -> None:
+    register(name, runs[0], 0.80)
+    result = register(name, runs[1], 0.81)
+    assert (result["decision"], result["previous_champion_version"]) == ("promoted", "1")
+    assert aliases(name) == {"champion": "2", "challenger": "2"}
+
+
+def test_equal_accuracy_does_not_move_champion(runs: list[dict], name: str) -> None:
+    register(name, runs[0], 0.80)
+    assert register(name, runs[1], 0.80)["decision"] == "kept"
+    assert aliases(name)["champion"] == "1"
+
+
+def test_min_improvement_is_respected(runs: list[dict], name: str) -> None:
+    gate = GATE.model_copy(update={"min_improvement": 0.05})
+    register(name, runs[0], 0.80, gate)
+    assert register(name, runs[1], 0.84, gate)["decision"] == "kept"
+    assert aliases(name)["champion"] == "1"
+    assert register(name, runs[2], 0.86, gate)["decision"] == "promoted"
+    assert aliases(name) == {"champion": "3", "challenger": "3"}
+
+
+def test_allow_champion_false_never_moves_champion(runs: list[dict], name: str) -> None:
+    closed = GATE.model_copy(update={"allow_champion": False})
+    result = register(name, runs[0], 0.99, closed)
+    assert result["decision"] == "challenger_only"
+    assert aliases(name) == {"challenger": "1"}
+    register(name, runs[1], 0.75)
+    assert register(name, runs[2], 0.99, closed)["decision"] == "challenger_only"
+    assert aliases(name) == {"champion": "2", "challenger": "3"}
+
+
+def test_below_min_accuracy_is_never_champion(runs: list[dict], name: str) -> None:
+    result = register(name, runs[0], 0.69)
+    assert (result["decision"], result["champion_version"]) == ("rejected", None)
+    assert aliases(name) == {"challenger": "1"}
+    # Even far better than a champion, a version below the floor stays out.
+    register(name, runs[1], 0.70)
+    lax = GATE.model_copy(update={"min_accuracy": 0.95})
+    assert register(name, runs[2], 0.94, lax)["decision"] == "rejected"
+    assert aliases(name)["champion"] == "2"
+
+
+def test_rerun_for_same_run_creates_no_second_version(runs: list[dict], name: str) -> None:
+    first = register(name, runs[0], 0.80)
+    again = register(name, runs[0], 0.80)
+    assert (again["version"], again["created"]) == (first["version"], False)
+    assert again["decision"] == "already_champion"
+    assert len(mlflow.MlflowClient().search_model_versions(f"name = '{name}'")) == 1
+    assert aliases(name) == {"champion": "1", "challenger": "1"}
+
+
+def test_rerun_of_older_run_leaves_challenger_on_newest(runs: list[dict], name: str) -> None:
+    register(name, runs[0], 0.80)
+    register(name, runs[1], 0.75)
+    assert register(name, runs[0], 0.80)["challenger_version"] == "2"
+    assert aliases(name) == {"champion": "1", "challenger": "2"}
+
+
+def test_champion_without_accuracy_tag_is_kept(runs: list[dict], name: str) -> None:
+    register(name, runs[0], 0.80)
+    mlflow.MlflowClient().delete_model_version_tag(name, "1", "test_accuracy")
+    result = register(name, runs[1], 0.99)
+    assert result["decision"] == "kept"
+    assert "test_accuracy" in result["reason"]
+
+
+def test_unreachable_tracking_server_is_a_clear_error(
+    runs: list[dict], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dead = f"http://127.0.0.1:{mf.free_port()}"
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    mlflow.set_tracking_uri(dead)
+    try:
+        with pytest.raises(PipelineError, match=r"registering models:/m-\w+ as model 'cnn-dead'"):
+            register_model_version(
+                "cnn-dead", runs[0]["model_uri"], runs[0]["run_id"], {}, 0.9, GATE
+            )
+    finally:
+        mlflow.set_tracking_uri(runs[0]["tracking_uri"])

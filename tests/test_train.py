@@ -1,0 +1,310 @@
+"""The train stage: the reference model, reproducibility, resume, backends and MLflow tracking."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import keras
+import mlflow
+import numpy as np
+import pytest
+
+from pipeline.model import build_model
+from pipeline.params import ModelParams
+from tests.conftest import QUIET_ENV, REPO_ROOT, run_stage, write_prepared
+
+REFERENCE_SHAPES = [
+    (32, 32, 32), (30, 30, 32), (15, 15, 32),
+    (15, 15, 64), (13, 13, 64), (6, 6, 64),
+    (6, 6, 64), (4, 4, 64), (2, 2, 64),
+    (256,), (512,), (10,),
+]  # fmt: skip
+
+
+def shape_changing_outputs(model: keras.Model) -> list[tuple[int, ...]]:
+    """Output shapes of the conv, pool, flatten and dense layers, in order."""
+    kinds = (
+        keras.layers.Conv2D,
+        keras.layers.MaxPooling2D,
+        keras.layers.Flatten,
+        keras.layers.Dense,
+    )
+    return [tuple(layer.output.shape[1:]) for layer in model.layers if isinstance(layer, kinds)]
+
+
+def test_default_model_is_the_reference_architecture() -> None:
+    model = build_model(ModelParams())
+    assert shape_changing_outputs(model) == REFERENCE_SHAPES
+    trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+    assert trainable == 276_138
+    assert model.count_params() == 276_138  # rescaling adds nothing
+    assert model.inputs[0].dtype == "uint8"
+
+
+def test_model_rescales_raw_uint8_pixels_itself() -> None:
+    model = build_model(ModelParams())
+    rescale = keras.Model(model.inputs, model.get_layer("rescale").output)
+    pixels = np.array([[[[0, 128, 255]] * 32] * 32], dtype=np.uint8)
+    out = np.asarray(rescale(pixels))
+    np.testing.assert_allclose(out[0, 0, 0], [0.0, 128 / 255, 1.0], rtol=1e-6)
+
+
+def test_augmentation_changes_training_inputs_only() -> None:
+    model = build_model(ModelParams(augment=True), seed=1)
+    assert model.count_params() == 276_138
+    augmented = keras.Model(model.inputs, model.get_layer("augment_translate").output)
+    images = np.random.default_rng(0).integers(0, 256, (8, 32, 32, 3), dtype=np.uint8)
+    scaled = images.astype("float32") / 255
+    np.testing.assert_allclose(np.asarray(augmented(images, training=False)), scaled, rtol=1e-6)
+    assert not np.allclose(np.asarray(augmented(images, training=True)), scaled)
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    (tmp_path / "mlruns").mkdir()
+    return tmp_path
+
+
+def train_args(workdir: Path, prepared: Path, *sets: str) -> list[str]:
+    args = [
+        "--prepared-dir", str(prepared),
+        "--models-dir", str(workdir / "models"),
+        "--reports-dir", str(workdir / "reports"),
+        "--checkpoints-dir", str(workdir / "checkpoints"),
+        "--raw-archive", str(workdir / "no-archive.tar.gz"),
+        "--set", "train.batch_size=50",
+    ]  # fmt: skip
+    for item in sets:
+        args += ["--set", item]
+    return args
+
+
+def store_env(workdir: Path) -> dict[str, str]:
+    return {"MLFLOW_TRACKING_URI": f"sqlite:///{workdir / 'mlflow.db'}"}
+
+
+def client_for(workdir: Path) -> mlflow.MlflowClient:
+    return mlflow.MlflowClient(tracking_uri=store_env(workdir)["MLFLOW_TRACKING_URI"])
+
+
+def all_runs(workdir: Path) -> list[mlflow.entities.Run]:
+    client = client_for(workdir)
+    experiment = client.get_experiment_by_name("cifar10-cnn")
+    return client.search_runs([experiment.experiment_id]) if experiment else []
+
+
+def weights_of(model_path: Path) -> list[np.ndarray]:
+    return [np.asarray(w) for w in keras.saving.load_model(model_path).weights]
+
+
+def test_train_stage_leaves_one_complete_mlflow_run(workdir: Path, prepared_dir: Path) -> None:
+    result = run_stage("train", *train_args(workdir, prepared_dir, "train.epochs=2"),
+                       env=store_env(workdir))  # fmt: skip
+    assert result.returncode == 0, result.stderr
+
+    runs = all_runs(workdir)
+    assert len(runs) == 1
+    run = runs[0]
+    assert run.info.status == "FINISHED"
+    assert run.data.params["train.epochs"] == "2"
+    assert run.data.params["model.dense_units"] == "512"
+    assert run.data.params["preprocess.val_size"] == "5000"
+    client = client_for(workdir)
+    for metric in ("loss", "accuracy", "val_loss", "val_accuracy", "epoch_seconds", "images_per_s"):
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, metric)]
+        assert sorted(steps) == [1, 2], metric
+    assert "final_val_accuracy" in run.data.metrics
+    tags = run.data.tags
+    for tag in ("git.commit", "git.dirty", "data.raw_md5", "data.prepared_md5", "python.version",
+                "keras.version", "keras.backend", "backend.version", "device",
+                "train.mixed_precision_used"):  # fmt: skip
+        assert tags.get(tag), tag
+    assert tags["keras.backend"] == "tensorflow"
+    assert tags["device"] == "cpu" and tags["train.mixed_precision_used"] == "false"
+
+    info = json.loads((workdir / "models" / "run.json").read_text())
+    assert info["run_id"] == run.info.run_id
+    logged = mlflow.MlflowClient(store_env(workdir)["MLFLOW_TRACKING_URI"]).get_logged_model(
+        info["model_uri"].removeprefix("models:/")
+    )
+    assert logged.source_run_id == run.info.run_id
+    artifacts = [a.path for a in client.list_artifacts(run.info.run_id)]
+    assert "model_summary.txt" in artifacts
+
+    model = keras.saving.load_model(workdir / "models" / "model.keras")
+    assert model.count_params() == 276_138
+    images = np.random.default_rng(1).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
+    probs = np.asarray(model.predict(images, verbose=0))
+    assert probs.shape == (3, 10)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-4)
+
+    history = (workdir / "reports" / "history.csv").read_text().splitlines()
+    assert history[0] == "epoch,loss,accuracy,val_loss,val_accuracy,seconds,images_per_s"
+    assert [line.split(",")[0] for line in history[1:]] == ["1", "2"]
+    assert "276,138" in (workdir / "reports" / "model_summary.txt").read_text()
+    metrics = json.loads((workdir / "reports" / "train_metrics.json").read_text())
+    assert metrics["epoch"] == 2
+    assert not any((workdir / "checkpoints").iterdir()), "a finished run removes its checkpoint"
+
+
+def test_same_seed_same_weights_other_seed_other_weights(
+    tmp_path: Path, prepared_dir: Path
+) -> None:
+    outcomes = {}
+    for name, seed in (("a", 7), ("b", 7), ("c", 8)):
+        workdir = tmp_path / name
+        result = run_stage(
+            "train",
+            *train_args(workdir, prepared_dir, "train.epochs=1", f"train.seed={seed}"),
+            env=store_env(workdir),
+        )
+        assert result.returncode == 0, result.stderr
+        metrics = json.loads((workdir / "reports" / "train_metrics.json").read_text())
+        outcomes[name] = (weights_of(workdir / "models" / "model.keras"), metrics)
+
+    (weights_a, metrics_a), (weights_b, metrics_b), (weights_c, metrics_c) = outcomes.values()
+    assert all(np.array_equal(a, b) for a, b in zip(weights_a, weights_b, strict=True))
+    for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+        assert metrics_a[key] == metrics_b[key], key
+    assert not all(np.array_equal(a, c) for a, c in zip(weights_a, weights_c, strict=True))
+    assert metrics_a["loss"] != metrics_c["loss"]
+
+
+def test_killed_training_resumes_after_last_finished_epoch(tmp_path: Path) -> None:
+    # Enough images that one epoch takes about a second: the kill lands inside epoch 2.
+    prepared = write_prepared(tmp_path / "prepared", {"train": 1000, "val": 50, "test": 10})
+    workdir = tmp_path / "work"
+    args = train_args(workdir, prepared, "train.epochs=3")
+    env = {**os.environ, **QUIET_ENV, **store_env(workdir)}
+    first = subprocess.Popen(
+        [sys.executable, "-m", "stages.train", *args],
+        cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 300
+        state = None
+        while time.monotonic() < deadline and first.poll() is None:
+            states = list((workdir / "checkpoints").glob("*/state.json"))
+            if states:
+                state = json.loads(states[0].read_text())
+                break
+            time.sleep(0.02)
+        assert state is not None, "no checkpoint appeared before the first run ended"
+        first.send_signal(signal.SIGKILL)
+    finally:
+        first.kill()
+        first.wait(timeout=60)
+    assert state["epochs_done"] == 1
+    assert not (workdir / "models" / "model.keras").exists()
+
+    second = run_stage("train", *args, env=store_env(workdir))
+    assert second.returncode == 0, second.stderr
+    assert "resuming after epoch 1 of 3" in second.stderr
+
+    runs = all_runs(workdir)
+    assert len(runs) == 1, "the resumed training continues the same MLflow run"
+    assert runs[0].info.run_id == state["run_id"]
+    assert runs[0].info.status == "FINISHED"
+    steps = [m.step for m in client_for(workdir).get_metric_history(state["run_id"], "val_loss")]
+    assert sorted(steps) == [1, 2, 3]
+    rows = (workdir / "reports" / "history.csv").read_text().splitlines()[1:]
+    assert [row.split(",")[0] for row in rows] == ["1", "2", "3"]
+    assert not any((workdir / "checkpoints").iterdir())
+
+
+def test_jax_backend_trains_one_epoch(workdir: Path, prepared_dir: Path) -> None:
+    result = run_stage(
+        "train",
+        *train_args(workdir, prepared_dir, "train.epochs=1"),
+        env={**store_env(workdir), "KERAS_BACKEND": "jax"},
+    )
+    assert result.returncode == 0, result.stderr
+    (run,) = all_runs(workdir)
+    assert run.data.tags["keras.backend"] == "jax"
+    assert run.data.tags["backend.version"].startswith("0.")
+    assert keras.saving.load_model(workdir / "models" / "model.keras").count_params() == 276_138
+
+
+def test_uses_the_run_named_by_mlflow_run_id(workdir: Path, prepared_dir: Path) -> None:
+    client = client_for(workdir)
+    experiment_id = client.create_experiment("cifar10-cnn")
+    outer = client.create_run(experiment_id)
+    result = run_stage(
+        "train",
+        *train_args(workdir, prepared_dir, "train.epochs=1"),
+        env={**store_env(workdir), "MLFLOW_RUN_ID": outer.info.run_id},
+    )
+    assert result.returncode == 0, result.stderr
+    runs = all_runs(workdir)
+    assert [run.info.run_id for run in runs] == [outer.info.run_id]
+    assert "val_accuracy" in runs[0].data.metrics
+
+
+def test_nan_loss_stops_with_clear_error_and_no_model(workdir: Path, prepared_dir: Path) -> None:
+    result = run_stage(
+        "train",
+        *train_args(
+            workdir,
+            prepared_dir,
+            "train.epochs=3",
+            "train.optimizer=sgd",
+            "train.learning_rate=10000",
+        ),
+        env=store_env(workdir),
+    )
+    assert result.returncode == 1
+    assert "error: training loss became nan" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (workdir / "models" / "model.keras").exists()
+    (run,) = all_runs(workdir)
+    assert run.info.status == "FAILED", "the MLflow run must not be left RUNNING"
+
+
+def test_unreachable_tracking_server_fails_before_training(
+    workdir: Path, prepared_dir: Path
+) -> None:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    result = run_stage(
+        "train",
+        *train_args(workdir, prepared_dir, "train.epochs=1"),
+        env={"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}"},
+    )
+    assert result.returncode == 1
+    assert f"MLflow tracking server http://127.0.0.1:{port} is unreachable" in result.stderr
+    assert "Epoch 1/1" not in result.stdout
+    assert not (workdir / "checkpoints").exists()
+
+
+def test_missing_prepared_data_says_what_to_run(workdir: Path) -> None:
+    result = run_stage("train", *train_args(workdir, workdir / "nothing"), env=store_env(workdir))
+    assert result.returncode == 1
+    assert "run `dvc repro preprocess` first" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        (
+            "train.optimizer=adamw",
+            "train.optimizer: must be 'rmsprop', 'adam' or 'sgd' (got 'adamw')",
+        ),
+        ("train.epochs=0", "train.epochs: must be between 1 and 10000 (got 0)"),
+        ("model.dropout_dense=1.5", "model.dropout_dense: must be >= 0.0 and < 1.0 (got 1.5)"),
+        ("train.mixed_precision=maybe", "train.mixed_precision: must be 'auto', 'on' or 'off'"),
+    ],
+)
+def test_bad_params_exit_2_with_one_line(workdir: Path, override: str, message: str) -> None:
+    result = run_stage("train", *train_args(workdir, workdir, override), env=store_env(workdir))
+    assert result.returncode == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"error: params.yaml: {message}")
