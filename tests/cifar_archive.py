@@ -52,10 +52,10 @@ def build_archive(
     seed: int = 0,
     members: dict[str, bytes] | None = None,
 ) -> TinyCifar:
-    """Write a .tar.gz at ``path`` with five train batches of ``per_batch`` records and a test batch.
+    """Write a .tar.gz at ``path``: five train batches of ``per_batch`` records, a test batch.
 
-    ``members`` replaces or adds archive members (name relative to the batches folder); a value
-    of ``b""`` with a name that exists drops nothing, so use it to inject bad content.
+    ``members`` replaces or adds archive members (names relative to the batches folder), to
+    inject bad content.
     """
     train_x, train_y = random_images(5 * per_batch, seed)
     test_x, test_y = random_images(n_test, seed + 1)

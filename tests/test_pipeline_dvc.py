@@ -1,0 +1,118 @@
+"""The whole pipeline under DVC, in a temporary copy of the repo: reruns only what changed."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import pytest
+import yaml
+
+from tests.cifar_archive import build_archive
+from tests.conftest import QUIET_ENV, REPO_ROOT
+
+VENV_BIN = Path(sys.executable).parent
+GIT_ENV = {
+    "GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@example.com",
+    "GIT_COMMITTER_NAME": "test", "GIT_COMMITTER_EMAIL": "test@example.com",
+}  # fmt: skip
+
+
+def project_files() -> list[str]:
+    """Files a clone would have: tracked plus new, not ignored."""
+    listing = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        cwd=REPO_ROOT, capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    return [name for name in listing.split("\0") if name and (REPO_ROOT / name).is_file()]
+
+
+class Repo:
+    """A scratch copy of the project with its own git, DVC cache and MLflow store."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        # No MLFLOW_TRACKING_URI: stages must fall back to the copy's own mlflow.db.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+        self.env = {**env, **QUIET_ENV, **GIT_ENV, "PATH": f"{VENV_BIN}:{env['PATH']}"}
+
+    def run(self, *cmd: str) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            cmd, cwd=self.root, env=self.env, capture_output=True, text=True, timeout=900
+        )
+        assert result.returncode == 0, f"{cmd} failed:\n{result.stdout}\n{result.stderr}"
+        return result
+
+    def repro(self, *targets: str) -> set[str]:
+        """Run ``dvc repro`` and return the names of the stages that actually ran."""
+        out = self.run("dvc", "repro", *targets).stdout
+        return {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
+
+    def set_params(self, **changes: object) -> None:
+        params = yaml.safe_load((self.root / "params.yaml").read_text())
+        for key, value in changes.items():
+            section, name = key.split("__")
+            params[section][name] = value
+        (self.root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory: pytest.TempPathFactory) -> Repo:
+    root = tmp_path_factory.mktemp("repo")
+    for name in project_files():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO_ROOT / name, root / name)
+    repo = Repo(root)
+    archive = tmp_path_factory.mktemp("archive") / "cifar-10-binary.tar.gz"
+    build_archive(archive, per_batch=60, n_test=50)
+    repo.archive = archive
+    repo.set_params(
+        data__url=str(archive),
+        data__md5=hashlib.md5(archive.read_bytes()).hexdigest(),
+        preprocess__val_size=50,
+        preprocess__max_train_images=200,
+        train__epochs=2,
+        train__batch_size=50,
+        register__min_accuracy=0.0,
+    )
+    repo.run("git", "init", "-q")
+    repo.run("git", "add", "-A")
+    repo.run("git", "commit", "-qm", "scratch copy")
+    return repo
+
+
+def test_repro_runs_everything_then_nothing(repo: Repo) -> None:
+    assert repo.repro("train") == {"download", "preprocess", "train"}
+    assert repo.repro("train") == set(), "a second dvc repro must be a no-op"
+
+    summary = json.loads((repo.root / "reports" / "data_summary.json").read_text())
+    assert summary["train"]["total"] == 200 and summary["val"]["total"] == 50
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{repo.root / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("cifar10-cnn")
+    (run,) = client.search_runs([experiment.experiment_id])
+    assert run.data.params["preprocess.val_size"] == "50"
+    assert len(client.get_metric_history(run.info.run_id, "val_accuracy")) == 2
+    run_info = json.loads((repo.root / "models" / "run.json").read_text())
+    assert run_info["run_id"] == run.info.run_id
+    assert (repo.root / "mlruns").is_dir(), "artifacts land beside mlflow.db in the repo"
+
+
+def test_params_change_reruns_only_downstream(repo: Repo) -> None:
+    repo.repro("train")
+    repo.set_params(preprocess__val_size=60)
+    assert repo.repro("train") == {"preprocess", "train"}
+
+
+def test_same_bytes_at_another_url_skip_preprocess(repo: Repo) -> None:
+    repo.repro("train")
+    copy = repo.archive.with_name("copy-of-cifar.tar.gz")
+    shutil.copy(repo.archive, copy)
+    repo.set_params(data__url=f"file://{copy}")
+    assert repo.repro("train") == {"download"}
