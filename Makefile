@@ -40,3 +40,6 @@ format: setup
 
 clean:  ## remove the environments (not data, models or MLflow runs)
 	rm -rf $(VENV) .tools
+
+ui: setup  ## MLflow UI on http://127.0.0.1:5000 over the repo's own store
+	mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
