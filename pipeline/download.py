@@ -90,15 +90,6 @@ def fetch_archive(
     return digest
 
 
-def file_md5(path: Path) -> str:
-    """The md5 hex digest of the file at ``path``, read in chunks."""
-    digest = hashlib.md5()
-    with Path(path).open("rb") as src:
-        while chunk := src.read(CHUNK_BYTES):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _local_path(url: str) -> Path:
     """The existing file that a file:// URL or plain path names."""
     if url.lower().startswith("file:"):

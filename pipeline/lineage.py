@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import platform
 import subprocess
 from pathlib import Path
@@ -10,25 +9,9 @@ from pathlib import Path
 import keras
 
 from pipeline import backend
+from pipeline.checksums import file_md5, files_md5
 
 UNKNOWN = "unknown"
-
-
-def file_md5(path: Path, chunk_bytes: int = 1 << 20) -> str:
-    """MD5 hex digest of a file, read in chunks."""
-    digest = hashlib.md5()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(chunk_bytes):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def files_md5(paths: list[Path]) -> str:
-    """One MD5 over several files (their names and digests), stable for the same bytes."""
-    digest = hashlib.md5()
-    for path in sorted(paths, key=lambda p: p.name):
-        digest.update(f"{path.name}:{file_md5(path)}\n".encode())
-    return digest.hexdigest()
 
 
 def git_state(repo: Path) -> tuple[str, bool | None]:

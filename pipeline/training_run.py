@@ -13,7 +13,8 @@ import keras
 from pipeline import backend
 from pipeline.atomic import atomic_path, write_json, write_text
 from pipeline.checkpoints import TrainingCheckpoint, checkpoint_key
-from pipeline.lineage import files_md5, lineage_tags
+from pipeline.checksums import files_md5
+from pipeline.lineage import lineage_tags
 from pipeline.model import model_summary
 from pipeline.params import Params, flatten_params
 from pipeline.paths import REPO_ROOT

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.download import fetch_archive, file_md5
+from pipeline.checksums import file_md5
+from pipeline.download import fetch_archive
 from pipeline.errors import PipelineError
 from tests.cifar_archive import build_archive
 
