@@ -185,9 +185,19 @@ def mlflow_metrics(evaluation: Evaluation) -> dict[str, float]:
 
 
 def predictions_frame(evaluation: Evaluation) -> pd.DataFrame:
-    """One row per test image: actual and predicted class names (DVC's confusion plot)."""
+    """Per test image: actual and predicted class names and the predicted class's probability.
+
+    DVC's confusion template counts these rows.
+    """
     names = np.asarray(evaluation.classes, dtype=object)
-    return pd.DataFrame({"actual": names[evaluation.y_true], "predicted": names[evaluation.y_pred]})
+    rows = np.arange(len(evaluation.y_pred))
+    return pd.DataFrame(
+        {
+            "actual": names[evaluation.y_true],
+            "predicted": names[evaluation.y_pred],
+            "confidence": evaluation.probabilities[rows, evaluation.y_pred].round(6),
+        }
+    )
 
 
 def most_confused_pairs(confusion: pd.DataFrame, top: int = 5) -> pd.DataFrame:

@@ -45,5 +45,5 @@ def build_model(params: ModelParams, seed: int | None = None) -> keras.Model:
 def model_summary(model: keras.Model) -> str:
     """The Keras layer table as plain text."""
     lines: list[str] = []
-    model.summary(print_fn=lambda line, **_: lines.append(line), line_length=100)
+    model.summary(print_fn=lambda line, **_: lines.append(line))
     return "\n".join(lines) + "\n"

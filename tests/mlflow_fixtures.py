@@ -71,7 +71,8 @@ def train_tiny_model(num_classes: int = 10, epochs: int = 4, seed: int = 0) -> t
                                     dropout_dense=0.0))  # fmt: skip
     if num_classes != model.output_shape[-1]:
         # A model that does not fit the 10-class contract, for the bad-input tests.
-        model = keras.Model(model.input, keras.layers.Dense(num_classes)(model.layers[-2].output))
+        head = keras.layers.Dense(num_classes, activation="softmax", name="wrong_probs")
+        model = keras.Model(model.input, head(model.layers[-2].output))
     model.compile(optimizer=keras.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy",
                   metrics=["accuracy"])  # fmt: skip
     x, y = synthetic_images(300, seed + 1)
