@@ -309,3 +309,43 @@ def test_bad_params_exit_2_with_one_line(workdir: Path, override: str, message: 
     assert result.returncode == 2
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith(f"error: params.yaml: {message}")
+
+
+def test_sigterm_closes_the_mlflow_run(tmp_path: Path) -> None:
+    prepared = write_prepared(tmp_path / "prepared", {"train": 1000, "val": 50, "test": 10})
+    workdir = tmp_path / "work"
+    env = {**os.environ, **QUIET_ENV, **store_env(workdir)}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "stages.train", *train_args(workdir, prepared, "train.epochs=5")],
+        cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and process.poll() is None:
+            if list((workdir / "checkpoints").glob("*/state.json")):
+                break
+            time.sleep(0.02)
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    assert process.returncode == 130, stderr
+    (run,) = all_runs(workdir)
+    assert run.info.status in {"KILLED", "FAILED"}, "a terminated training must not stay RUNNING"
+
+
+def test_parallel_first_use_of_the_store_is_safe(tmp_path: Path) -> None:
+    code = (
+        "from pipeline.tracking import prepare_tracking, use_experiment\n"
+        "prepare_tracking(); print(use_experiment('cifar10-cnn'))\n"
+    )
+    env = {**os.environ, **QUIET_ENV, **store_env(tmp_path)}
+    processes = [
+        subprocess.Popen([sys.executable, "-c", code], cwd=REPO_ROOT, env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(3)
+    ]  # fmt: skip
+    outputs = [process.communicate(timeout=300) for process in processes]
+    assert [process.returncode for process in processes] == [0, 0, 0], outputs
+    assert len({stdout.strip() for stdout, _ in outputs}) == 1, "one experiment, one id"
+    assert client_for(tmp_path).get_experiment_by_name("cifar10-cnn") is not None
