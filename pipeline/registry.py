@@ -227,8 +227,10 @@ def _description(tags: dict[str, str]) -> str:
     )
 
 
-def failure_record(name: str, model_uri: str, run_id: str, error: str) -> dict[str, Any]:
-    """What ``reports/registry.json`` says when registration failed: never a success."""
+def failure_record(
+    name: str, error: str, model_uri: str | None = None, run_id: str | None = None
+) -> dict[str, Any]:
+    """What ``reports/registry.json`` says when nothing was registered: never a success."""
     return {
         "status": "failed",
         "registered_model": name,

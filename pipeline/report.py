@@ -142,7 +142,14 @@ def build_sections(
                 _key_values(registry_table),
             ],
         ),
-        Section("Confusion matrix", [figures["confusion"], evaluation.confusion]),
+        Section(
+            "Confusion matrix",
+            [
+                figures["confusion"],
+                "Test images by actual class (rows) and predicted class (columns).",
+                evaluation.confusion,
+            ],
+        ),
         Section("Per-class metrics", [_formatted(per_class, {"support": "{:.0f}"})]),
         Section(
             "Most confused class pairs",
@@ -200,7 +207,10 @@ def render_html(sections: list[Section], title: str) -> str:
         parts.append(f"<h2>{html.escape(section.title)}</h2>")
         for block in section.blocks:
             if isinstance(block, pd.DataFrame):
-                parts.append(block.to_html(border=0, escape=True))
+                # As in Markdown, an unnamed index is row numbers nobody needs; a named index
+                # shows without its name, which would take a row of its own.
+                table = block.to_html(border=0, index=bool(block.index.name), index_names=False)
+                parts.append(table)
             elif isinstance(block, Path):
                 data = base64.b64encode(block.read_bytes()).decode("ascii")
                 alt = html.escape(block.stem.replace("_", " "))

@@ -121,8 +121,9 @@ def log_keras_model(model: object, name: str = "model") -> str:
     from pipeline import backend
 
     signature = ModelSignature(
-        inputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, 32, 32, 3), "image")]),
-        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 10), "probs")]),
+        # Unnamed tensors: a named input makes pyfunc pass a dict that Keras warns about.
+        inputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, 32, 32, 3))]),
+        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 10))]),
     )
     backend_package = "tensorflow-cpu" if backend.name() == "tensorflow" else "jax"
     requirements = [

@@ -82,9 +82,6 @@ def run_training(
     data = load_prepared(prepared_dir)
     prepare_tracking()  # a dead tracking server fails here, before any training
     experiment_id = use_experiment(params.mlflow.experiment_name)
-    backend.configure_determinism(params.train.seed, params.train.deterministic)
-    mixed_precision = resolve_mixed_precision(params.train.mixed_precision)
-    keras.mixed_precision.set_global_policy("mixed_float16" if mixed_precision else "float32")
 
     data_md5 = files_md5(data.files)
     key = checkpoint_key(params.model_dump(include={"model", "train"}), data_md5)
@@ -93,6 +90,11 @@ def run_training(
     run_id = os.environ.get("MLFLOW_RUN_ID") or (resume.run_id if resume else None)
 
     with mlflow.start_run(run_id=run_id, experiment_id=experiment_id) as run:
+        # Seed only now: MLflow draws the run name from Python's `random`, and seeding before
+        # start_run would give every run the same name.
+        backend.configure_determinism(params.train.seed, params.train.deterministic)
+        mixed_precision = resolve_mixed_precision(params.train.mixed_precision)
+        keras.mixed_precision.set_global_policy("mixed_float16" if mixed_precision else "float32")
         mlflow.log_params(flatten_params(params))
         mlflow.set_tags(lineage_tags(REPO_ROOT, raw_archive, data.files, mixed_precision))
         model, history = fit(

@@ -1,169 +1,16 @@
-"""Stage evaluate: test-set metrics, confusion matrix, report, and the Model Registry decision.
+"""Evaluate the trained model on the test split and register it in the MLflow Model Registry.
 
-Order matters for failures: every metrics file is written before the registry is touched, so a
-registry failure leaves valid metrics and a ``registry.json`` that says "failed", never success.
-Everything is logged to the training run, which keeps its FINISHED status.
+python -m stages.evaluate [--params FILE] [--set key=value ...] [path options]
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
-import time
 from pathlib import Path
-from typing import Any
 
-from pipeline.atomic import atomic_path, write_json
 from pipeline.cli import run_stage, stage_parser
-from pipeline.errors import PipelineError
-from pipeline.evaluation import (
-    Evaluation,
-    RunInfo,
-    check_classes,
-    evaluate_predictions,
-    load_test_split,
-    load_trained_model,
-    metrics_dict,
-    mlflow_metrics,
-    most_confident_mistakes,
-    most_confused_pairs,
-    predict_probabilities,
-    predictions_frame,
-    read_run_info,
-)
 from pipeline.params import Params
 from pipeline.paths import MODELS_DIR, PREPARED_DIR, REPORTS_DIR
-from pipeline.registry import (
-    failure_record,
-    lineage_tags,
-    mlflow_errors,
-    register_model_version,
-)
-from pipeline.report import (
-    build_sections,
-    plot_confusion_matrix,
-    plot_misclassified,
-    plot_training_curves,
-    read_history,
-    write_report,
-)
-from pipeline.tracking import prepare_tracking
-
-log = logging.getLogger("pipeline")
-
-OUTPUTS = {
-    "metrics": "metrics.json",
-    "predictions": "predictions.csv",
-    "confusion_csv": "confusion_matrix.csv",
-    "confusion": "confusion_matrix.png",
-    "curves": "training_curves.png",
-    "misclassified": "misclassified.png",
-    "registry": "registry.json",
-    "markdown": "report.md",
-    "html": "report.html",
-}
-ARTIFACT_PATH = "report"
-
-
-def _run(args: argparse.Namespace, params: Params) -> None:
-    out = {key: args.reports_dir / name for key, name in OUTPUTS.items()}
-    run_info = read_run_info(args.models_dir)
-    x, y, classes = load_test_split(args.prepared_dir)
-    check_classes(classes, run_info.classes)
-    history = read_history(args.reports_dir / "history.csv")
-    uri = prepare_tracking()
-    run_tags = _training_run_tags(run_info, uri)
-    model = load_trained_model(args.models_dir / "model.keras", len(classes))
-
-    evaluation = evaluate_predictions(y, predict_probabilities(model, x), classes)
-    log.info(
-        "test accuracy %.4f, loss %.4f on %d images", evaluation.accuracy, evaluation.loss, len(y)
-    )
-    _write_evaluation(evaluation, history, x, out)
-    _log_metrics(run_info.run_id, mlflow_metrics(evaluation))
-    _register_and_report(params, run_info, run_tags, evaluation, out)
-    _log_files(run_info.run_id, list(out.values()))
-    log.info("wrote %s and logged it to MLflow run %s", args.reports_dir, run_info.run_id)
-
-
-def _write_evaluation(evaluation: Evaluation, history: Any, x: Any, out: dict[str, Path]) -> None:
-    """Every output that does not depend on the registry."""
-    write_json(out["metrics"], metrics_dict(evaluation))
-    with atomic_path(out["predictions"]) as tmp:
-        predictions_frame(evaluation).to_csv(tmp, index=False)
-    with atomic_path(out["confusion_csv"]) as tmp:
-        evaluation.confusion.to_csv(tmp)
-    plot_confusion_matrix(evaluation.confusion, out["confusion"])
-    plot_training_curves(history, out["curves"])
-    plot_misclassified(x, evaluation, most_confident_mistakes(evaluation), out["misclassified"])
-
-
-def _register_and_report(
-    params: Params,
-    run_info: RunInfo,
-    run_tags: dict[str, str],
-    evaluation: Evaluation,
-    out: dict[str, Path],
-) -> None:
-    """Register, then write registry.json and the report, saying "failed" if registration did."""
-    name = params.mlflow.registered_model_name
-    registry = failure_record(name, run_info.model_uri, run_info.run_id, "not attempted")
-    try:
-        registry = register_model_version(
-            name,
-            run_info.model_uri,
-            run_info.run_id,
-            run_tags,
-            evaluation.accuracy,
-            params.registration,
-        ).to_dict()
-    except PipelineError as exc:
-        registry = failure_record(name, run_info.model_uri, run_info.run_id, str(exc))
-        raise
-    finally:
-        # persist: true in dvc.yaml keeps the last registry.json: always replace it.
-        write_json(out["registry"], registry)
-        provenance = lineage_tags(run_info.run_id, run_tags) | {"model_uri": run_info.model_uri}
-        sections = build_sections(
-            evaluation, most_confused_pairs(evaluation.confusion), registry, provenance, out
-        )
-        write_report(sections, out["markdown"], out["html"], "CIFAR-10 evaluation report")
-
-
-def _training_run_tags(run_info: RunInfo, uri: str) -> dict[str, str]:
-    """The training run's tags; fails if the run is not in this tracking store."""
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
-    try:
-        return dict(mlflow.MlflowClient().get_run(run_info.run_id).data.tags)
-    except MlflowException:
-        raise PipelineError(
-            f"MLflow run {run_info.run_id} (models/run.json) is not in the tracking store {uri}; "
-            f"it was logged to {run_info.tracking_uri}: set MLFLOW_TRACKING_URI to that store, "
-            "or rerun `dvc repro train`"
-        ) from None
-
-
-# The client logs to the run without reopening it, so its FINISHED status never changes,
-# not even when this stage fails half-way (a reopened run would end FAILED).
-def _log_metrics(run_id: str, metrics: dict[str, float]) -> None:
-    import mlflow
-    from mlflow.entities import Metric
-
-    now = int(time.time() * 1000)
-    with mlflow_errors(f"logging test metrics to MLflow run {run_id}"):
-        entities = [Metric(key, value, now, 0) for key, value in metrics.items()]
-        mlflow.MlflowClient().log_batch(run_id, metrics=entities)
-
-
-def _log_files(run_id: str, paths: list[Path]) -> None:
-    import mlflow
-
-    with mlflow_errors(f"logging the report to MLflow run {run_id}"):
-        client = mlflow.MlflowClient()
-        for path in paths:
-            client.log_artifact(run_id, str(path), ARTIFACT_PATH)
 
 
 def main() -> None:
@@ -183,7 +30,14 @@ def main() -> None:
     parser.add_argument(
         "--reports-dir", type=Path, default=REPORTS_DIR, help="history.csv in, reports out"
     )
-    run_stage(parser, _run)
+
+    def evaluate(args: argparse.Namespace, params: Params) -> None:
+        # Imported here so --help and params errors answer without loading TensorFlow.
+        from pipeline.evaluation_run import run_evaluation
+
+        run_evaluation(params, args.prepared_dir, args.models_dir, args.reports_dir)
+
+    run_stage(parser, evaluate)
 
 
 if __name__ == "__main__":

@@ -2,13 +2,14 @@
 
 A tiny CNN (pipeline.model.build_model) is fitted for a few epochs on synthetic images whose
 class sets their mean colour, so it reaches a real, imperfect accuracy in about two seconds.
-It is logged to a real MLflow run exactly as the train stage does (keras flavour, uint8 tensor
-signature, lineage tags), and the project folder gets the files of the train stage's contract.
+It is logged to a real MLflow run with the train stage's own pipeline.tracking.log_keras_model
+and lineage tags, and the project folder gets the files of the train stage's contract.
 Also here: subprocess helpers to run a stage or a server and stop it by its process group.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -30,9 +31,12 @@ CLASSES = [
     "dog", "frog", "horse", "ship", "truck",
 ]  # fmt: skip
 EXPERIMENT = "cifar10-cnn"
-LINEAGE = {"git.commit": "0123abc", "git.dirty": "false", "data.raw_md5": "r" * 32,
-           "data.prepared_md5": "p" * 32}  # fmt: skip
-PIP_REQUIREMENTS = ["tensorflow-cpu==2.21.0", "keras==3.15.1"]
+LINEAGE = {
+    "git.commit": "0123abc",
+    "git.dirty": "false",
+    "data.raw_md5": "r" * 32,
+    "data.prepared_md5": "p" * 32,
+}
 # Quiet, CPU-only, no telemetry: for every subprocess these tests start.
 QUIET_ENV = {
     "TF_CPP_MIN_LOG_LEVEL": "2",
@@ -67,31 +71,39 @@ def train_tiny_model(num_classes: int = 10, epochs: int = 4, seed: int = 0) -> t
     from pipeline.params import ModelParams
 
     keras.utils.set_random_seed(seed)
-    model = build_model(ModelParams(conv_filters=[8], dense_units=16, dropout_conv=0.0,
-                                    dropout_dense=0.0))  # fmt: skip
+    model = build_model(
+        ModelParams(conv_filters=[8], dense_units=16, dropout_conv=0.0, dropout_dense=0.0)
+    )
     if num_classes != model.output_shape[-1]:
         # A model that does not fit the 10-class contract, for the bad-input tests.
         head = keras.layers.Dense(num_classes, activation="softmax", name="wrong_probs")
         model = keras.Model(model.input, head(model.layers[-2].output))
-    model.compile(optimizer=keras.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy",
-                  metrics=["accuracy"])  # fmt: skip
+    model.compile(
+        optimizer=keras.optimizers.Adam(0.01),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
     x, y = synthetic_images(300, seed + 1)
     vx, vy = synthetic_images(100, seed + 2)
     y, vy = y % num_classes, vy % num_classes
     fit = model.fit(x, y, epochs=epochs, batch_size=32, validation_data=(vx, vy), verbose=0)
     history = [
-        {"epoch": epoch + 1, **{key: values[epoch] for key, values in fit.history.items()},
-         "seconds": 0.5, "images_per_s": 600.0}
+        {
+            "epoch": epoch + 1,
+            **{key: values[epoch] for key, values in fit.history.items()},
+            "seconds": 0.5,
+            "images_per_s": 600.0,
+        }
         for epoch in range(epochs)
-    ]  # fmt: skip
+    ]
     return model, history
 
 
 def log_training_run(tracking_uri: str, model: Any, tags: dict[str, str] | None = None) -> dict:
-    """Log ``model`` to a new FINISHED run like the train stage does; return its run.json."""
+    """Log ``model`` to a new FINISHED run as the train stage does; return its run.json."""
     import mlflow
-    from mlflow.models import ModelSignature
-    from mlflow.types import Schema, TensorSpec
+
+    from pipeline.tracking import log_keras_model
 
     mlflow.set_tracking_uri(tracking_uri)
     client = mlflow.MlflowClient()
@@ -101,21 +113,15 @@ def log_training_run(tracking_uri: str, model: Any, tags: dict[str, str] | None 
         experiment_id = client.create_experiment(EXPERIMENT, (store / "artifacts").as_uri())
     else:
         experiment_id = experiment.experiment_id
-    signature = ModelSignature(
-        inputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, 32, 32, 3))]),
-        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, model.output_shape[-1]))]),
-    )
     with mlflow.start_run(
         experiment_id=experiment_id, tags=LINEAGE if tags is None else tags
     ) as run:
         mlflow.log_params({"train.epochs": 4, "train.batch_size": 32})
-        # No input_example (breaks log_model in MLflow 3.17); explicit requirements skip inference.
-        info = mlflow.keras.log_model(model, name="model", signature=signature,
-                                      pip_requirements=PIP_REQUIREMENTS)  # fmt: skip
+        model_uri = log_keras_model(model)
     return {
         "run_id": run.info.run_id,
         "experiment_id": experiment_id,
-        "model_uri": info.model_uri,
+        "model_uri": model_uri,
         "tracking_uri": tracking_uri,
         "classes": list(CLASSES),
     }
@@ -145,8 +151,13 @@ def run_evaluate(root: Path, tracking_uri: str, *args: str) -> subprocess.Comple
     env = os.environ | QUIET_ENV | {"MLFLOW_TRACKING_URI": tracking_uri}
     return subprocess.run(
         [sys.executable, "-m", "stages.evaluate", *args],
-        cwd=root, env=env, capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
 
 
 def free_port() -> int:
@@ -159,19 +170,39 @@ def free_port() -> int:
 def start_server(args: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen:
     """Start ``args`` in its own process group, output to ``log_path``; stop it with stop_server."""
     with open(log_path, "wb") as log:
-        return subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+        return subprocess.Popen(
+            args,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
 
 
-def stop_server(process: subprocess.Popen) -> None:
-    """Stop the server and every worker it forked: its whole process group, by its PID."""
-    if process.poll() is None:
+def stop_server(process: subprocess.Popen, grace_s: float = 20) -> None:
+    """Stop the server and every worker it forked: its whole process group, by its PID.
+
+    Workers (uvicorn, MLflow's job consumers) can outlive the parent by seconds, so wait for
+    the group to be empty, and kill what is left after ``grace_s``.
+    """
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
+    deadline = time.monotonic() + grace_s
+    while _group_alive(process) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=10)
+
+
+def _group_alive(process: subprocess.Popen) -> bool:
+    process.poll()  # reap the leader, or the group never looks empty
+    try:
+        os.killpg(process.pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def wait_for_http(

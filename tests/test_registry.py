@@ -33,6 +33,13 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
         yield infos
 
 
+@pytest.fixture(autouse=True)
+def store(runs: list[dict], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Point MLflow at this module's store, whatever another module pointed it at."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", runs[0]["tracking_uri"])
+    mlflow.set_tracking_uri(runs[0]["tracking_uri"])
+
+
 @pytest.fixture
 def name() -> str:
     """A registered model name no other test uses."""

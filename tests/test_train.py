@@ -158,6 +158,7 @@ def test_same_seed_same_weights_other_seed_other_weights(
     tmp_path: Path, prepared_dir: Path
 ) -> None:
     outcomes = {}
+    run_names: list[str] = []
     for name, seed in (("a", 7), ("b", 7), ("c", 8)):
         workdir = tmp_path / name
         result = run_stage(
@@ -168,6 +169,7 @@ def test_same_seed_same_weights_other_seed_other_weights(
         assert result.returncode == 0, result.stderr
         metrics = json.loads((workdir / "reports" / "train_metrics.json").read_text())
         outcomes[name] = (weights_of(workdir / "models" / "model.keras"), metrics)
+        run_names.append(all_runs(workdir)[0].info.run_name)
 
     (weights_a, metrics_a), (weights_b, metrics_b), (weights_c, metrics_c) = outcomes.values()
     assert all(np.array_equal(a, b) for a, b in zip(weights_a, weights_b, strict=True))
@@ -175,6 +177,8 @@ def test_same_seed_same_weights_other_seed_other_weights(
         assert metrics_a[key] == metrics_b[key], key
     assert not all(np.array_equal(a, c) for a, c in zip(weights_a, weights_c, strict=True))
     assert metrics_a["loss"] != metrics_c["loss"]
+    # Seeding must not leak into MLflow's random run names.
+    assert run_names[0] != run_names[1]
 
 
 def test_killed_training_resumes_after_last_finished_epoch(tmp_path: Path) -> None:

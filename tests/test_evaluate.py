@@ -1,0 +1,290 @@
+"""The evaluate stage: metrics on known answers, its outputs end to end, and bad input.
+
+End-to-end tests run ``python -m stages.evaluate`` in a subprocess against a real MLflow run
+(tests/mlflow_fixtures.py) in a temp SQLite store.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline.evaluation import (
+    evaluate_predictions,
+    metrics_dict,
+    mlflow_metrics,
+    most_confident_mistakes,
+    most_confused_pairs,
+    predictions_frame,
+)
+from pipeline.report import Section, render_html, render_markdown
+from tests import mlflow_fixtures as mf
+
+# Six images of three classes; predictions 0,1,1,1,2,0 make every figure easy to work out.
+NAMES = ["cat", "dog", "frog"]
+Y_TRUE = np.array([0, 0, 1, 1, 2, 2])
+PROBS = np.array(
+    [
+        [0.7, 0.2, 0.1],
+        [0.3, 0.6, 0.1],
+        [0.1, 0.8, 0.1],
+        [0.2, 0.5, 0.3],
+        [0.1, 0.1, 0.8],
+        [0.5, 0.1, 0.4],
+    ],
+    dtype=np.float32,
+)
+OUTPUT_FILES = [
+    "metrics.json",
+    "predictions.csv",
+    "confusion_matrix.csv",
+    "confusion_matrix.png",
+    "training_curves.png",
+    "misclassified.png",
+    "registry.json",
+    "report.md",
+    "report.html",
+]
+
+
+def test_metrics_on_known_predictions() -> None:
+    ev = evaluate_predictions(Y_TRUE, PROBS, NAMES)
+    assert ev.accuracy == pytest.approx(4 / 6)
+    expected_loss = -np.mean(np.log([0.7, 0.3, 0.8, 0.5, 0.8, 0.4]))
+    assert ev.loss == pytest.approx(expected_loss, rel=1e-6)
+    assert ev.per_class["precision"].tolist() == pytest.approx([1 / 2, 2 / 3, 1.0])
+    assert ev.per_class["recall"].tolist() == pytest.approx([1 / 2, 1.0, 1 / 2])
+    assert ev.per_class.loc["dog", "f1"] == pytest.approx(0.8)
+    assert ev.per_class["support"].tolist() == [2, 2, 2]
+    assert ev.macro["precision"] == pytest.approx((1 / 2 + 2 / 3 + 1) / 3)
+    assert ev.confusion.to_numpy().tolist() == [[1, 1, 0], [0, 2, 0], [1, 0, 1]]
+    assert list(ev.confusion.index) == NAMES == list(ev.confusion.columns)
+
+
+def test_loss_matches_keras_sparse_categorical_crossentropy() -> None:
+    import keras
+
+    probs = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], *PROBS], dtype=np.float32)
+    y = np.array([1, 1, *Y_TRUE])  # the first row has probability 0 for its class: clipped
+    reference = keras.ops.mean(keras.losses.sparse_categorical_crossentropy(y, probs))
+    assert evaluate_predictions(y, probs, NAMES).loss == pytest.approx(float(reference), rel=1e-5)
+
+
+def test_predictions_frame_has_one_row_of_class_names_per_sample() -> None:
+    frame = predictions_frame(evaluate_predictions(Y_TRUE, PROBS, NAMES))
+    assert list(frame.columns) == ["actual", "predicted", "confidence"]
+    assert frame["actual"].tolist() == ["cat", "cat", "dog", "dog", "frog", "frog"]
+    assert frame["predicted"].tolist() == ["cat", "dog", "dog", "dog", "frog", "cat"]
+    assert frame["confidence"].tolist() == pytest.approx([0.7, 0.6, 0.8, 0.5, 0.8, 0.5])
+
+
+def test_metrics_dict_has_top_level_accuracy_and_loss() -> None:
+    metrics = metrics_dict(evaluate_predictions(Y_TRUE, PROBS, NAMES))
+    assert {"accuracy", "loss", "macro_precision", "macro_recall", "macro_f1"} <= metrics.keys()
+    assert metrics["per_class"]["frog"] == {
+        "precision": 1.0,
+        "recall": 0.5,
+        "f1": 0.666667,
+        "support": 2,
+    }
+    json.dumps(metrics)  # plain JSON types only
+
+
+def test_mlflow_metrics_are_prefixed_with_test() -> None:
+    metrics = mlflow_metrics(evaluate_predictions(Y_TRUE, PROBS, NAMES))
+    assert {"test_accuracy", "test_loss", "test_macro_f1", "test_f1_cat"} <= metrics.keys()
+    assert all(key.startswith("test_") for key in metrics)
+
+
+def test_most_confused_pairs_are_off_diagonal_by_count() -> None:
+    confusion = pd.DataFrame([[5, 3, 0], [1, 9, 4], [3, 0, 7]], index=NAMES, columns=NAMES)
+    confusion.index.name, confusion.columns.name = "actual", "predicted"
+    pairs = most_confused_pairs(confusion, top=3)
+    assert list(zip(pairs["actual"], pairs["predicted"], pairs["count"], strict=True)) == [
+        ("dog", "frog", 4),
+        ("cat", "dog", 3),
+        ("frog", "cat", 3),
+    ]
+    assert pairs["rate"].tolist() == pytest.approx([4 / 14, 3 / 8, 3 / 10])
+
+
+def test_most_confident_mistakes_come_first() -> None:
+    ev = evaluate_predictions(Y_TRUE, PROBS, NAMES)
+    assert most_confident_mistakes(ev).tolist() == [1, 5]  # 0.6 on dog, then 0.5 on cat
+
+
+def test_html_is_self_contained_and_markdown_links_images(tmp_path: Path) -> None:
+    image = tmp_path / "plot.png"
+    image.write_bytes(b"\x89PNG\r\n\x1a\nfake")
+    sections = [Section("A <b>", ["x < y", pd.DataFrame({"v": [1]}), image])]
+    page = render_html(sections, "T")
+    assert "data:image/png;base64," in page and "plot.png" not in page
+    assert "A &lt;b&gt;" in page and "x &lt; y" in page
+    markdown = render_markdown(sections, "T", tmp_path)
+    assert "![plot](plot.png)" in markdown and "| v |" in markdown
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, dict]:
+    """A project folder after the train stage, with its run in a temp store."""
+    root = tmp_path_factory.mktemp("project")
+    uri = mf.sqlite_uri(root / "store")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_TRACKING_URI", uri)
+        return root, uri, mf.make_project(root, uri)
+
+
+@pytest.fixture(scope="module")
+def evaluated(project: tuple[Path, str, dict]) -> tuple[Path, str, dict]:
+    """The project after one successful evaluate stage; min_accuracy low enough to promote."""
+    root, uri, _run_info = project
+    result = mf.run_evaluate(root, uri, "--set", "register.min_accuracy=0.2")
+    assert result.returncode == 0, result.stderr
+    return project
+
+
+def test_stage_writes_every_output(evaluated: tuple[Path, str, dict]) -> None:
+    reports = evaluated[0] / "reports"
+    for name in OUTPUT_FILES:
+        assert (reports / name).stat().st_size > 0, name
+    for name in ("confusion_matrix.png", "training_curves.png", "misclassified.png"):
+        assert (reports / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    metrics = json.loads((reports / "metrics.json").read_text())
+    predictions = pd.read_csv(reports / "predictions.csv")
+    assert len(predictions) == metrics["test_images"] == 200
+    assert set(predictions["actual"]) == set(mf.CLASSES)
+    assert metrics["accuracy"] == pytest.approx(
+        (predictions["actual"] == predictions["predicted"]).mean()
+    )
+    confusion = pd.read_csv(reports / "confusion_matrix.csv", index_col=0)
+    assert list(confusion.index) == list(confusion.columns) == mf.CLASSES
+    assert confusion.to_numpy().sum() == 200
+
+
+def test_report_holds_every_section(evaluated: tuple[Path, str, dict]) -> None:
+    reports = evaluated[0] / "reports"
+    markdown = (reports / "report.md").read_text()
+    page = (reports / "report.html").read_text()
+    for title in (
+        "Confusion matrix",
+        "Per-class metrics",
+        "Most confused class pairs",
+        "Training curves",
+        "Misclassified test images",
+        "Model Registry",
+    ):
+        assert f"## {title}" in markdown and f"<h2>{title}</h2>" in page
+    assert "Decision: promoted" in markdown and "Decision: promoted" in page
+    assert page.count('src="data:image/png;base64,') == 3
+    assert 'src="http' not in page and "href=" not in page
+
+
+def test_stage_logs_to_the_training_run_which_stays_finished(
+    evaluated: tuple[Path, str, dict],
+) -> None:
+    root, uri, run_info = evaluated
+    client = mlflow.MlflowClient(uri)
+    run = client.get_run(run_info["run_id"])
+    assert run.info.status == "FINISHED"
+    metrics = json.loads((root / "reports/metrics.json").read_text())
+    assert run.data.metrics["test_accuracy"] == pytest.approx(metrics["accuracy"])
+    assert {"test_loss", "test_macro_f1", "test_recall_cat"} <= run.data.metrics.keys()
+    logged = {Path(f.path).name for f in client.list_artifacts(run_info["run_id"], "report")}
+    assert logged == set(OUTPUT_FILES)
+
+
+def test_stage_registers_the_model(evaluated: tuple[Path, str, dict]) -> None:
+    root, uri, _run_info = evaluated
+    registry = json.loads((root / "reports/registry.json").read_text())
+    assert (registry["status"], registry["decision"], registry["version"]) == (
+        "registered",
+        "promoted",
+        "1",
+    )
+    model = mlflow.MlflowClient(registry_uri=uri).get_registered_model("cifar10-cnn")
+    assert {alias: str(v) for alias, v in model.aliases.items()} == {
+        "champion": "1",
+        "challenger": "1",
+    }
+
+
+def test_rerun_overwrites_registry_json_without_a_second_version(
+    evaluated: tuple[Path, str, dict],
+) -> None:
+    root, uri, _ = evaluated
+    result = mf.run_evaluate(root, uri, "--set", "register.min_accuracy=0.2")
+    assert result.returncode == 0, result.stderr
+    registry = json.loads((root / "reports/registry.json").read_text())
+    assert (registry["created"], registry["decision"]) == (False, "already_champion")
+    assert (
+        len(mlflow.MlflowClient(registry_uri=uri).search_model_versions("name = 'cifar10-cnn'"))
+        == 1
+    )
+
+
+def _copy(project: tuple[Path, str, dict], tmp_path: Path) -> Path:
+    """A copy of the project folder as the train stage left it (same MLflow store), to break."""
+    root = tmp_path / "copy"
+    shutil.copytree(project[0], root, ignore=shutil.ignore_patterns("store"))
+    for output in OUTPUT_FILES:  # whatever the evaluate stage wrote in the original
+        (root / "reports" / output).unlink(missing_ok=True)
+    return root
+
+
+def _fails_unregistered(root: Path, uri: str, name: str) -> subprocess.CompletedProcess:
+    """Run the stage registering as ``name``; it must fail and ``name`` must not exist after."""
+    result = mf.run_evaluate(root, uri, "--set", f"mlflow.registered_model_name={name}")
+    assert result.returncode == 1, result.stderr
+    assert not mlflow.MlflowClient(registry_uri=uri).search_registered_models(f"name = '{name}'")
+    return result
+
+
+def test_missing_model_says_run_train(project: tuple[Path, str, dict], tmp_path: Path) -> None:
+    root = _copy(project, tmp_path)
+    (root / "models/model.keras").unlink()
+    (root / "reports/registry.json").write_text('{"status": "registered"}')  # a stale success
+    result = _fails_unregistered(root, project[1], "no-model")
+    assert "model.keras not found" in result.stderr and "dvc repro train" in result.stderr
+    assert "Traceback" not in result.stderr
+    registry = json.loads((root / "reports/registry.json").read_text())
+    assert registry["status"] == "failed"
+
+
+def test_class_mismatch_is_an_error_and_registers_nothing(
+    project: tuple[Path, str, dict], tmp_path: Path
+) -> None:
+    root = _copy(project, tmp_path)
+    (root / "data/prepared/classes.json").write_text(json.dumps(mf.CLASSES[::-1]))
+    result = _fails_unregistered(root, project[1], "mismatch")
+    assert "classes.json" in result.stderr and "run.json" in result.stderr
+
+
+def test_model_without_ten_outputs_is_an_error(
+    project: tuple[Path, str, dict], tmp_path: Path
+) -> None:
+    root = _copy(project, tmp_path)
+    model, _ = mf.train_tiny_model(num_classes=5, epochs=1)
+    model.save(root / "models/model.keras")
+    result = _fails_unregistered(root, project[1], "five-outputs")
+    assert "expected (None, 10)" in result.stderr
+
+
+def test_failed_registration_keeps_metrics_and_says_failed(
+    project: tuple[Path, str, dict], tmp_path: Path
+) -> None:
+    root = _copy(project, tmp_path)
+    (root / "reports/registry.json").write_text('{"status": "registered"}')  # a stale success
+    result = _fails_unregistered(root, project[1], "bad/name")  # the registry refuses "/"
+    assert "registering models:/m-" in result.stderr and "bad/name" in result.stderr
+    metrics = json.loads((root / "reports/metrics.json").read_text())
+    assert 0.0 <= metrics["accuracy"] <= 1.0
+    registry = json.loads((root / "reports/registry.json").read_text())
+    assert (registry["status"], registry["decision"]) == ("failed", "failed")
+    assert "Decision: failed" in (root / "reports/report.md").read_text()

@@ -1,0 +1,147 @@
+"""Serving the champion, and the MLflow UI server, against a project the evaluate stage ran on.
+
+``mlflow models serve`` and ``mlflow server`` run as real subprocesses on free local ports; both
+start once for the module, in parallel, and are stopped by their process group in a finally.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+
+from tests import mlflow_fixtures as mf
+
+MODEL = "cifar10-cnn"
+CHAMPION_URI = f"models:/{MODEL}@champion"
+BIN = Path(sys.executable).parent
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def champion(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, dict]:
+    """A project whose model the evaluate stage registered and made champion."""
+    root = tmp_path_factory.mktemp("serving")
+    uri = mf.sqlite_uri(root / "store")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_TRACKING_URI", uri)
+        run_info = mf.make_project(root, uri)
+    result = mf.run_evaluate(root, uri, "--set", "register.min_accuracy=0.2")
+    assert result.returncode == 0, result.stderr
+    assert json.loads((root / "reports/registry.json").read_text())["decision"] == "promoted"
+    return root, uri, run_info
+
+
+@pytest.fixture(scope="module")
+def servers(champion: tuple[Path, str, dict]) -> Iterator[dict[str, str]]:
+    """Base URLs of ``mlflow models serve`` (the champion) and ``mlflow server`` (the UI)."""
+    root, uri, _ = champion
+    # The CLIs exec uvicorn by name: the venv's bin must be on PATH even when it is not active.
+    env = os.environ | mf.QUIET_ENV | {"PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    ports = {"serve": mf.free_port(), "ui": mf.free_port()}
+    artifacts = str(root / "served-artifacts")
+    commands = {
+        "serve": ["models", "serve", "-m", CHAMPION_URI, "--env-manager", "local"],
+        "ui": ["server", "--backend-store-uri", uri, "--artifacts-destination", artifacts],
+    }
+    processes = {}
+    try:
+        for name, args in commands.items():
+            command = [
+                str(BIN / "mlflow"),
+                *args,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(ports[name]),
+                "--workers",
+                "1",
+            ]
+            processes[name] = mf.start_server(
+                command, env | {"MLFLOW_TRACKING_URI": uri}, root / f"{name}.log"
+            )
+        urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
+        for name, process in processes.items():
+            mf.wait_for_http(f"{urls[name]}/health", process, root / f"{name}.log", timeout_s=120)
+        yield urls
+    finally:
+        for process in processes.values():
+            mf.stop_server(process)
+
+
+@pytest.fixture(scope="module")
+def test_images(champion: tuple[Path, str, dict]) -> tuple[np.ndarray, pd.DataFrame]:
+    """The first test images and the stage's own predictions for them."""
+    root = champion[0]
+    with np.load(root / "data/prepared/test.npz") as data:
+        x = data["x"][:8]
+    return x, pd.read_csv(root / "reports/predictions.csv").head(8)
+
+
+def assert_match_stage(probabilities: np.ndarray, stage: pd.DataFrame) -> None:
+    """Same argmax and same top probability as the evaluate stage computed."""
+    assert probabilities.shape == (len(stage), 10)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+    predicted = [mf.CLASSES[i] for i in probabilities.argmax(axis=1)]
+    assert predicted == stage["predicted"].tolist()
+    np.testing.assert_allclose(probabilities.max(axis=1), stage["confidence"], atol=1e-4)
+
+
+def test_pyfunc_champion_predicts_probabilities_from_raw_images(
+    champion: tuple[Path, str, dict], test_images: tuple[np.ndarray, pd.DataFrame]
+) -> None:
+    x, stage = test_images
+    mlflow.set_tracking_uri(champion[1])
+    model = mlflow.pyfunc.load_model(CHAMPION_URI)
+    probabilities = np.asarray(model.predict(x))
+    assert probabilities.dtype == np.float32
+    assert_match_stage(probabilities, stage)
+
+
+def test_models_serve_answers_invocations(
+    servers: dict[str, str], test_images: tuple[np.ndarray, pd.DataFrame]
+) -> None:
+    x, stage = test_images
+    answer = mf.http_json(f"{servers['serve']}/invocations", {"inputs": x[:2].tolist()})
+    assert_match_stage(np.asarray(answer["predictions"], dtype=np.float32), stage.head(2))
+
+
+def api(servers: dict[str, str], endpoint: str, payload: object = None, **query: str) -> dict:
+    """Call the tracking server's REST API."""
+    url = f"{servers['ui']}/api/2.0/mlflow/{endpoint}"
+    if query:
+        url += "?" + urllib.parse.urlencode(query)
+    return mf.http_json(url, payload)
+
+
+def test_ui_server_shows_run_metrics_report_and_aliases(
+    servers: dict[str, str], champion: tuple[Path, str, dict]
+) -> None:
+    run_id = champion[2]["run_id"]
+    experiment = api(servers, "experiments/get-by-name", experiment_name=mf.EXPERIMENT)
+    found = api(
+        servers, "runs/search", {"experiment_ids": [experiment["experiment"]["experiment_id"]]}
+    )
+    (run,) = [r for r in found["runs"] if r["info"]["run_id"] == run_id]
+    assert run["info"]["status"] == "FINISHED"
+    metrics = {m["key"]: m["value"] for m in run["data"]["metrics"]}
+    assert {"test_accuracy", "test_loss", "test_macro_f1"} <= metrics.keys()
+
+    listed = api(servers, "artifacts/list", run_id=run_id, path="report")
+    names = {Path(f["path"]).name for f in listed["files"]}
+    assert {"report.html", "confusion_matrix.png", "metrics.json", "registry.json"} <= names
+
+    model = api(servers, "registered-models/get", name=MODEL)["registered_model"]
+    aliases = {a["alias"]: a["version"] for a in model["aliases"]}
+    assert aliases == {"champion": "1", "challenger": "1"}
+    with urllib.request.urlopen(f"{servers['ui']}/", timeout=30) as page:
+        assert b"MLflow" in page.read()
