@@ -87,9 +87,20 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Repo:
     return repo
 
 
+ALL_STAGES = {"download", "preprocess", "train", "evaluate"}
+
+
+def registry_state(repo: Repo) -> tuple[list[str], dict[str, str]]:
+    """(version numbers, alias -> version) of the registered model in the copy's store."""
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{repo.root / 'mlflow.db'}")
+    versions = sorted(str(v.version) for v in client.search_model_versions("name='cifar10-cnn'"))
+    aliases = client.get_registered_model("cifar10-cnn").aliases
+    return versions, {alias: str(version) for alias, version in aliases.items()}
+
+
 def test_repro_runs_everything_then_nothing(repo: Repo) -> None:
-    assert repo.repro("train") == {"download", "preprocess", "train"}
-    assert repo.repro("train") == set(), "a second dvc repro must be a no-op"
+    assert repo.repro() == ALL_STAGES
+    assert repo.repro() == set(), "a second dvc repro must be a no-op"
 
     summary = json.loads((repo.root / "reports" / "data_summary.json").read_text())
     assert summary["train"]["total"] == 200 and summary["val"]["total"] == 50
@@ -99,20 +110,55 @@ def test_repro_runs_everything_then_nothing(repo: Repo) -> None:
     (run,) = client.search_runs([experiment.experiment_id])
     assert run.data.params["preprocess.val_size"] == "50"
     assert len(client.get_metric_history(run.info.run_id, "val_accuracy")) == 2
+    assert "test_accuracy" in run.data.metrics
     run_info = json.loads((repo.root / "models" / "run.json").read_text())
     assert run_info["run_id"] == run.info.run_id
     assert (repo.root / "mlruns").is_dir(), "artifacts land beside mlflow.db in the repo"
 
+    metrics = json.loads(repo.run("dvc", "metrics", "show", "--json").stdout)
+    test_metrics = next(iter(metrics.values()))["data"]["reports/metrics.json"]["data"]
+    assert {"accuracy", "loss"} <= set(test_metrics)
+
+    repo.run("dvc", "plots", "show", "-o", "plots_html")
+    page = (repo.root / "plots_html" / "index.html").read_text()
+    # The confusion template's Vega spec, drawn from predictions.csv, and the PNG beside it.
+    assert "Confusion matrix (test set)" in page and "predictions_csv" in page
+    assert 'id="reports_confusion_matrix_png"' in page
+
+    # register.min_accuracy is 0 here, so the first version is both champion and challenger.
+    assert registry_state(repo) == (["1"], {"champion": "1", "challenger": "1"})
+
 
 def test_params_change_reruns_only_downstream(repo: Repo) -> None:
-    repo.repro("train")
+    repo.repro()
     repo.set_params(preprocess__val_size=60)
-    assert repo.repro("train") == {"preprocess", "train"}
+    assert repo.repro() == {"preprocess", "train", "evaluate"}
+    versions, aliases = registry_state(repo)
+    assert versions == ["1", "2"] and aliases["challenger"] == "2"
+
+
+def test_run_cache_never_skips_registration(repo: Repo) -> None:
+    repo.repro()
+    repo.set_params(preprocess__val_size=60)
+    repo.repro()
+    before_versions, before_aliases = registry_state(repo)
+    (repo.root / "reports" / "registry.json").unlink()
+
+    # Back to an earlier value: DVC restores preprocess and train from its run-cache...
+    repo.set_params(preprocess__val_size=50)
+    assert repo.repro() == {"evaluate"}, "...but evaluate (with registration) must run again"
+
+    record = json.loads((repo.root / "reports" / "registry.json").read_text())
+    run_info = json.loads((repo.root / "models" / "run.json").read_text())
+    assert record["run_id"] == run_info["run_id"]
+    assert record["status"] != "failed"
+    # The restored model was registered before: no new version, aliases unchanged.
+    assert registry_state(repo) == (before_versions, before_aliases)
 
 
 def test_same_bytes_at_another_url_skip_preprocess(repo: Repo) -> None:
-    repo.repro("train")
+    repo.repro()
     copy = repo.archive.with_name("copy-of-cifar.tar.gz")
     shutil.copy(repo.archive, copy)
     repo.set_params(data__url=f"file://{copy}")
-    assert repo.repro("train") == {"download"}
+    assert repo.repro() == {"download"}
