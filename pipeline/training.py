@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -166,7 +167,8 @@ def fit(
         epochs=train_params.epochs,
         initial_epoch=initial_epoch,
         callbacks=[StopOnNaN(), EpochRecorder(len(data.train_x), history, on_epoch)],
-        verbose=1,
+        # The live progress bar on a terminal; one line per epoch in logs (CI, redirected output).
+        verbose=1 if sys.stdout.isatty() else 2,
     )
     if train_params.restore_best:
         state = checkpoint.load()
