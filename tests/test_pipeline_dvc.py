@@ -162,3 +162,26 @@ def test_same_bytes_at_another_url_skip_preprocess(repo: Repo) -> None:
     shutil.copy(repo.archive, copy)
     repo.set_params(data__url=f"file://{copy}")
     assert repo.repro() == {"download"}
+
+
+# Last in this module on purpose: it overwrites the copy's models/ and reports/ outside DVC.
+def test_mlflow_run_uses_the_same_stage_code_and_run(repo: Repo) -> None:
+    repo.repro()
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{repo.root / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("cifar10-cnn")
+    before = {run.info.run_id for run in client.search_runs([experiment.experiment_id])}
+
+    repo.run("mlflow", "run", ".", "-e", "train", "-P", "epochs=1", "--env-manager", "local",
+             "--experiment-name", "cifar10-cnn")  # fmt: skip
+
+    runs = [
+        r for r in client.search_runs([experiment.experiment_id]) if r.info.run_id not in before
+    ]
+    assert len(runs) == 1, "the train stage must log into the run that `mlflow run` opened"
+    (run,) = runs
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["mlflow.project.entryPoint"] == "train"
+    assert run.data.params["train.epochs"] == "1"
+    assert "val_accuracy" in run.data.metrics
+    run_info = json.loads((repo.root / "models" / "run.json").read_text())
+    assert run_info["run_id"] == run.info.run_id
