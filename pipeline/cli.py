@@ -18,8 +18,6 @@ from pathlib import Path
 from pipeline.errors import PipelineError
 from pipeline.params import Params, load_params
 
-log = logging.getLogger("pipeline")
-
 
 def stage_parser(name: str, description: str) -> argparse.ArgumentParser:
     """An argument parser with the options every stage shares; add path options to it."""

@@ -24,11 +24,11 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from pipeline.atomic import atomic_path
+from pipeline.checksums import CHUNK_BYTES
 from pipeline.errors import PipelineError
 
 log = logging.getLogger("pipeline")
 
-CHUNK_BYTES = 1 << 20
 LOCAL_COPY_HINT = (
     "to use a local copy instead: "
     "dvc exp run -S data.url=/path/to/cifar-10-binary.tar.gz -S data.md5=<its md5>"

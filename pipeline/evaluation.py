@@ -20,18 +20,6 @@ from pipeline.errors import PipelineError
 PREDICT_BATCH_SIZE = 256
 # Keras clips probabilities to this before the log, so our loss matches model.evaluate().
 PROBABILITY_EPSILON = 1e-7
-RUN_INFO_KEYS = ("run_id", "experiment_id", "model_uri", "tracking_uri", "classes")
-
-
-@dataclass(frozen=True)
-class RunInfo:
-    """``models/run.json``: which MLflow run trained ``models/model.keras``."""
-
-    run_id: str
-    experiment_id: str
-    model_uri: str
-    tracking_uri: str
-    classes: list[str]
 
 
 @dataclass(frozen=True)
@@ -47,25 +35,6 @@ class Evaluation:
     per_class: pd.DataFrame  # index: class name; columns: precision, recall, f1, support
     macro: dict[str, float]  # precision, recall, f1
     confusion: pd.DataFrame  # counts; index: actual class, columns: predicted class
-
-
-def read_run_info(models_dir: Path) -> RunInfo:
-    """Read ``run.json`` beside the model; missing train outputs say to run the train stage."""
-    for name in ("model.keras", "run.json"):
-        if not (models_dir / name).is_file():
-            raise PipelineError(
-                f"{models_dir / name} not found: the model is not trained yet; "
-                "run `dvc repro train`"
-            )
-    path = models_dir / "run.json"
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise PipelineError(f"{path}: not valid JSON ({exc}); rerun `dvc repro train`") from None
-    missing = [key for key in RUN_INFO_KEYS if not isinstance(data, dict) or key not in data]
-    if missing:
-        raise PipelineError(f"{path}: missing {', '.join(missing)}; rerun `dvc repro train`")
-    return RunInfo(**{key: data[key] for key in RUN_INFO_KEYS})
 
 
 def load_test_split(prepared_dir: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:

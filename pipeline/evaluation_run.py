@@ -18,7 +18,6 @@ from pipeline.atomic import atomic_path, write_json
 from pipeline.errors import PipelineError
 from pipeline.evaluation import (
     Evaluation,
-    RunInfo,
     check_classes,
     evaluate_predictions,
     load_test_split,
@@ -29,14 +28,13 @@ from pipeline.evaluation import (
     most_confused_pairs,
     predict_probabilities,
     predictions_frame,
-    read_run_info,
 )
 from pipeline.params import Params
 from pipeline.registry import (
     failure_record,
-    lineage_tags,
     mlflow_errors,
     register_model_version,
+    version_lineage,
 )
 from pipeline.report import (
     build_sections,
@@ -46,6 +44,7 @@ from pipeline.report import (
     read_history,
     write_report,
 )
+from pipeline.run_info import RunInfo, read_run_info
 from pipeline.tracking import prepare_tracking
 
 log = logging.getLogger("pipeline")
@@ -133,7 +132,7 @@ def _register_and_report(
         raise
     finally:
         write_json(out["registry"], registry)
-        provenance = lineage_tags(run_info.run_id, run_tags) | {"model_uri": run_info.model_uri}
+        provenance = version_lineage(run_info.run_id, run_tags) | {"model_uri": run_info.model_uri}
         sections = build_sections(
             evaluation, most_confused_pairs(evaluation.confusion), registry, provenance, out
         )

@@ -6,12 +6,11 @@ import platform
 import subprocess
 from pathlib import Path
 
-import keras
-
-from pipeline import backend
-from pipeline.checksums import file_md5, files_md5
+from pipeline.checksums import file_md5
 
 UNKNOWN = "unknown"
+# The tags that say which code and data made a model; the registry copies them onto versions.
+CODE_AND_DATA_TAGS = ("git.commit", "git.dirty", "data.raw_md5", "data.prepared_md5")
 
 
 def git_state(repo: Path) -> tuple[str, bool | None]:
@@ -26,15 +25,20 @@ def git_state(repo: Path) -> tuple[str, bool | None]:
 
 
 def lineage_tags(
-    repo: Path, raw_archive: Path, prepared_files: list[Path], mixed_precision: bool
+    repo: Path, raw_archive: Path, prepared_md5: str, mixed_precision: bool
 ) -> dict[str, str]:
     """The tags that tie a run to its code, data and software."""
+    # Imported here: the registry reads CODE_AND_DATA_TAGS without loading a Keras backend.
+    import keras
+
+    from pipeline import backend
+
     commit, dirty = git_state(repo)
     return {
         "git.commit": commit,
         "git.dirty": UNKNOWN if dirty is None else str(dirty).lower(),
         "data.raw_md5": file_md5(raw_archive) if raw_archive.is_file() else UNKNOWN,
-        "data.prepared_md5": files_md5(prepared_files),
+        "data.prepared_md5": prepared_md5,
         "python.version": platform.python_version(),
         "keras.version": keras.__version__,
         "keras.backend": backend.name(),

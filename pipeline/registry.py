@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from pipeline.errors import PipelineError
+from pipeline.lineage import CODE_AND_DATA_TAGS, UNKNOWN
 from pipeline.params import RegisterParams
 
 log = logging.getLogger("pipeline")
@@ -27,8 +28,6 @@ ACCURACY_TAG = "test_accuracy"
 RUN_ID_TAG = "run_id"
 DECISION_TAG = "registry.decision"
 REASON_TAG = "registry.reason"
-# Lineage tags the train stage sets on its run, copied onto the version under the same names.
-LINEAGE_TAGS = ("git.commit", "git.dirty", "data.raw_md5", "data.prepared_md5")
 
 
 @dataclass(frozen=True)
@@ -62,9 +61,9 @@ class RegistryResult:
         return asdict(self)
 
 
-def lineage_tags(run_id: str, run_tags: dict[str, str]) -> dict[str, str]:
-    """The run id and the run's lineage tags; a tag the run lacks reads "unknown"."""
-    return {RUN_ID_TAG: run_id} | {key: run_tags.get(key, "unknown") for key in LINEAGE_TAGS}
+def version_lineage(run_id: str, run_tags: dict[str, str]) -> dict[str, str]:
+    """The run id and the run's code and data tags, for the version; missing ones read "unknown"."""
+    return {RUN_ID_TAG: run_id} | {key: run_tags.get(key, UNKNOWN) for key in CODE_AND_DATA_TAGS}
 
 
 def decide(
@@ -145,7 +144,7 @@ def _register(
     test_accuracy: float,
     policy: RegisterParams,
 ) -> RegistryResult:
-    tags = lineage_tags(run_id, run_tags) | {ACCURACY_TAG: repr(float(test_accuracy))}
+    tags = version_lineage(run_id, run_tags) | {ACCURACY_TAG: repr(float(test_accuracy))}
     version, created = _find_or_create_version(client, name, model_uri, run_id, tags)
     if not created:
         # A rerun may follow a change of test data: the tags must describe this evaluation.

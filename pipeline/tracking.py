@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import logging
 import os
 import urllib.error
 import urllib.request
@@ -17,8 +16,6 @@ from pathlib import Path
 
 from pipeline.errors import PipelineError
 from pipeline.paths import REPO_ROOT
-
-log = logging.getLogger("pipeline")
 
 DEFAULT_DB = REPO_ROOT / "mlflow.db"
 DEFAULT_ARTIFACTS = REPO_ROOT / "mlruns"

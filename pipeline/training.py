@@ -50,10 +50,9 @@ def load_prepared(prepared_dir: Path) -> PreparedData:
         raise PipelineError(
             f"prepared data not found ({', '.join(missing)}): run `dvc repro preprocess` first"
         )
+    classes = json.loads(files[2].read_text())
     with np.load(files[0]) as train, np.load(files[1]) as val:
-        data = PreparedData(train["x"], train["y"], val["x"], val["y"], [], files)
-    data.classes = json.loads(files[2].read_text())
-    return data
+        return PreparedData(train["x"], train["y"], val["x"], val["y"], classes, files)
 
 
 def resolve_mixed_precision(setting: str) -> bool:

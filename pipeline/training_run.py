@@ -18,6 +18,7 @@ from pipeline.lineage import lineage_tags
 from pipeline.model import model_summary
 from pipeline.params import Params, flatten_params
 from pipeline.paths import REPO_ROOT
+from pipeline.run_info import RunInfo, write_run_info
 from pipeline.tracking import log_keras_model, prepare_tracking, tracking_uri, use_experiment
 from pipeline.training import (
     BEST_MONITOR,
@@ -96,7 +97,7 @@ def run_training(
         mixed_precision = resolve_mixed_precision(params.train.mixed_precision)
         keras.mixed_precision.set_global_policy("mixed_float16" if mixed_precision else "float32")
         mlflow.log_params(flatten_params(params))
-        mlflow.set_tags(lineage_tags(REPO_ROOT, raw_archive, data.files, mixed_precision))
+        mlflow.set_tags(lineage_tags(REPO_ROOT, raw_archive, data_md5, mixed_precision))
         model, history = fit(
             data,
             params.model,
@@ -112,15 +113,9 @@ def run_training(
         mlflow.log_text(summary, "model_summary.txt")
         model_uri = log_keras_model(model)
         _write_outputs(outputs, model, history, final, summary)
-        write_json(
+        write_run_info(
             outputs.run_info,
-            {
-                "run_id": run.info.run_id,
-                "experiment_id": experiment_id,
-                "model_uri": model_uri,
-                "tracking_uri": tracking_uri(),
-                "classes": data.classes,
-            },
+            RunInfo(run.info.run_id, experiment_id, model_uri, tracking_uri(), data.classes),
         )
     checkpoint.remove()
     log.info("MLflow run %s finished; model at %s", run.info.run_id, outputs.model)
