@@ -45,17 +45,12 @@ def random_images(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
-def build_archive(
-    path: Path,
-    per_batch: int = 60,
-    n_test: int = 50,
-    seed: int = 0,
-    members: dict[str, bytes] | None = None,
-) -> TinyCifar:
-    """Write a .tar.gz at ``path``: five train batches of ``per_batch`` records, a test batch.
+def archive_members(
+    per_batch: int = 60, n_test: int = 50, seed: int = 0
+) -> tuple[TinyCifar, dict[str, bytes]]:
+    """What a valid archive holds, and its members (names relative to the batches folder).
 
-    ``members`` replaces or adds archive members (names relative to the batches folder), to
-    inject bad content.
+    Five train batches of ``per_batch`` records, a test batch of ``n_test``, the class names.
     """
     train_x, train_y = random_images(5 * per_batch, seed)
     test_x, test_y = random_images(n_test, seed + 1)
@@ -69,9 +64,25 @@ def build_archive(
     files["test_batch.bin"] = encode_records(test_x, test_y)
     files["batches.meta.txt"] = ("\n".join(CLASSES) + "\n\n").encode()
     files["readme.html"] = b"<html>tiny test archive</html>"
+    return TinyCifar(train_x, train_y, test_x, test_y), files
+
+
+def build_archive(
+    path: Path,
+    per_batch: int = 60,
+    n_test: int = 50,
+    seed: int = 0,
+    members: dict[str, bytes] | None = None,
+) -> TinyCifar:
+    """Write a .tar.gz at ``path``: five train batches of ``per_batch`` records, a test batch.
+
+    ``members`` replaces or adds archive members (names relative to the batches folder), to
+    inject bad content.
+    """
+    known, files = archive_members(per_batch, n_test, seed)
     files.update(members or {})
     write_tar_gz(path, {f"{PREFIX}/{name}": data for name, data in files.items()})
-    return TinyCifar(train_x, train_y, test_x, test_y)
+    return known
 
 
 def write_tar_gz(path: Path, files: dict[str, bytes]) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +14,12 @@ import pytest
 
 from tests.cifar_archive import CLASSES
 
+# A helper module that asserts: show the compared values on failure, as in the test modules.
+pytest.register_assert_rewrite("tests.mlflow_fixtures")
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# The venv's bin: CLIs that exec other tools by name (dvc, mlflow -> uvicorn) need it on PATH.
+VENV_BIN = Path(sys.executable).parent
 # Quiet, CPU-only, no telemetry: subprocesses inherit this.
 QUIET_ENV = {
     "TF_CPP_MIN_LOG_LEVEL": "2",
@@ -45,14 +51,25 @@ def prepared_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_prepared(folder, {"train": 200, "val": 50, "test": 50})
 
 
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def run_stage(
-    stage: str, *args: str, env: dict[str, str] | None = None, timeout: float = 600
+    stage: str,
+    *args: str | Path,
+    env: dict[str, str] | None = None,
+    timeout: float = 600,
+    cwd: Path = REPO_ROOT,
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m stages.<stage>`` from the repo root and capture its output."""
+    """Run ``python -m stages.<stage>`` (from the repo root by default) and capture its output."""
     full_env = {**os.environ, **QUIET_ENV, **(env or {})}
     return subprocess.run(
-        [sys.executable, "-m", f"stages.{stage}", *args],
-        cwd=REPO_ROOT,
+        [sys.executable, "-m", f"stages.{stage}", *map(str, args)],
+        cwd=cwd,
         env=full_env,
         capture_output=True,
         text=True,

@@ -14,9 +14,7 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -24,24 +22,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 
-REPO = Path(__file__).resolve().parent.parent
-CLASSES = [
-    "airplane", "automobile", "bird", "cat", "deer",
-    "dog", "frog", "horse", "ship", "truck",
-]  # fmt: skip
+from tests.cifar_archive import CLASSES
+from tests.conftest import REPO_ROOT, run_stage
+
 EXPERIMENT = "cifar10-cnn"
 LINEAGE = {
     "git.commit": "0123abc",
     "git.dirty": "false",
     "data.raw_md5": "r" * 32,
     "data.prepared_md5": "p" * 32,
-}
-# Quiet, CPU-only, no telemetry: for every subprocess these tests start.
-QUIET_ENV = {
-    "TF_CPP_MIN_LOG_LEVEL": "2",
-    "CUDA_VISIBLE_DEVICES": "",
-    "MLFLOW_ENABLE_TELEMETRY": "false",
 }
 # Noise this strong against ten well-spread mean colours leaves a few classes confused.
 NOISE_SIGMA = 80.0
@@ -142,29 +133,32 @@ def make_project(root: Path, tracking_uri: str, num_classes: int = 10, n_test: i
     model.save(models / "model.keras")
     (models / "run.json").write_text(json.dumps(run_info, indent=2))
     pd.DataFrame(history).to_csv(reports / "history.csv", index=False)
-    shutil.copy(REPO / "params.yaml", root / "params.yaml")
+    shutil.copy(REPO_ROOT / "params.yaml", root / "params.yaml")
     return run_info
+
+
+def trained_project(
+    tmp_path_factory: pytest.TempPathFactory, basename: str
+) -> tuple[Path, str, dict]:
+    """(root, tracking URI, run.json): a fresh project after the train stage, its store inside."""
+    root = tmp_path_factory.mktemp(basename)
+    uri = sqlite_uri(root / "store")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_TRACKING_URI", uri)
+        return root, uri, make_project(root, uri)
 
 
 def run_evaluate(root: Path, tracking_uri: str, *args: str) -> subprocess.CompletedProcess:
     """``python -m stages.evaluate ARGS`` in ``root`` against ``tracking_uri``."""
-    env = os.environ | QUIET_ENV | {"MLFLOW_TRACKING_URI": tracking_uri}
-    return subprocess.run(
-        [sys.executable, "-m", "stages.evaluate", *args],
-        cwd=root,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
+    return run_stage(
+        "evaluate", *args, env={"MLFLOW_TRACKING_URI": tracking_uri}, cwd=root, timeout=300
     )
 
 
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def evaluate_promoting(root: Path, tracking_uri: str) -> None:
+    """Run the evaluate stage with min_accuracy low enough to promote; it must succeed."""
+    result = run_evaluate(root, tracking_uri, "--set", "register.min_accuracy=0.2")
+    assert result.returncode == 0, result.stderr
 
 
 def start_server(args: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen:

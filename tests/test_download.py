@@ -7,7 +7,6 @@ import http.server
 import logging
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -21,8 +20,8 @@ from pipeline.checksums import file_md5
 from pipeline.download import fetch_archive
 from pipeline.errors import PipelineError
 from tests.cifar_archive import build_archive
+from tests.conftest import REPO_ROOT, free_port, run_stage
 
-REPO = Path(__file__).resolve().parent.parent
 # Tiny backoff so retries cost milliseconds; a timeout long enough for a loaded CI machine.
 FAST = {"attempts": 3, "backoff_s": 0.01, "timeout_s": 10.0}
 
@@ -193,9 +192,7 @@ def test_failure_keeps_previous_output_intact(server, tmp_path):
 
 
 def test_connection_refused_points_at_local_copy(tmp_path, caplog):
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     dest = tmp_path / "raw" / "a.tar.gz"
     with caplog.at_level(logging.WARNING, logger="pipeline"), pytest.raises(PipelineError) as err:
         fetch_archive(f"http://127.0.0.1:{port}/x.tar.gz", None, dest, **FAST)
@@ -235,9 +232,8 @@ def test_missing_local_file(tmp_path):
     assert_nothing_written(dest)
 
 
-def run_stage(*args: str, params: Path) -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, "-m", "stages.download", "--params", str(params), *args]
-    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=60)
+def run_download(*args: str, params: Path) -> subprocess.CompletedProcess[str]:
+    return run_stage("download", "--params", str(params), *args, timeout=60)
 
 
 def error_lines(stderr: str) -> list[str]:
@@ -254,7 +250,7 @@ def params_file(tmp_path: Path) -> Path:
 def test_stage_cli(archive, tmp_path, params_file):
     out = tmp_path / "raw" / "x.tar.gz"
     good = file_md5(archive)
-    done = run_stage(
+    done = run_download(
         *("--set", f"data.url={archive}", "--set", f"data.md5={good}", "--out", str(out)),
         params=params_file,
     )
@@ -263,7 +259,7 @@ def test_stage_cli(archive, tmp_path, params_file):
     assert "B/s" in done.stderr  # the progress bar, with its speed
 
     out.unlink()
-    bad = run_stage(
+    bad = run_download(
         *("--set", f"data.url={archive}", "--set", f"data.md5={'a' * 32}", "--out", str(out)),
         params=params_file,
     )
@@ -271,7 +267,7 @@ def test_stage_cli(archive, tmp_path, params_file):
     assert len(error_lines(bad.stderr)) == 1 and "md5 mismatch" in bad.stderr
     assert_nothing_written(out)
 
-    invalid = run_stage("--set", "data.md5=zz", "--out", str(out), params=params_file)
+    invalid = run_download("--set", "data.md5=zz", "--out", str(out), params=params_file)
     assert invalid.returncode == 2
     assert error_lines(invalid.stderr) == [
         "error: params.yaml: data.md5: must be 32 hex digits, or null to skip the check (got 'zz')"
@@ -294,7 +290,7 @@ def test_full_disk(archive, tmp_path, params_file):
     script = f'{mount} || exit 99; "$@"; rc=$?; echo "left:$(ls -A {mnt}/raw)"; exit $rc'
     done = subprocess.run(
         [unshare, "-rm", "sh", "-c", script, "sh", *stage],
-        cwd=REPO,
+        cwd=REPO_ROOT,
         capture_output=True,
         text=True,
         timeout=60,

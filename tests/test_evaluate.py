@@ -134,19 +134,14 @@ def test_html_is_self_contained_and_markdown_links_images(tmp_path: Path) -> Non
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, dict]:
     """A project folder after the train stage, with its run in a temp store."""
-    root = tmp_path_factory.mktemp("project")
-    uri = mf.sqlite_uri(root / "store")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("MLFLOW_TRACKING_URI", uri)
-        return root, uri, mf.make_project(root, uri)
+    return mf.trained_project(tmp_path_factory, "project")
 
 
 @pytest.fixture(scope="module")
 def evaluated(project: tuple[Path, str, dict]) -> tuple[Path, str, dict]:
     """The project after one successful evaluate stage; min_accuracy low enough to promote."""
     root, uri, _run_info = project
-    result = mf.run_evaluate(root, uri, "--set", "register.min_accuracy=0.2")
-    assert result.returncode == 0, result.stderr
+    mf.evaluate_promoting(root, uri)
     return project
 
 
@@ -219,8 +214,7 @@ def test_rerun_overwrites_registry_json_without_a_second_version(
     evaluated: tuple[Path, str, dict],
 ) -> None:
     root, uri, _ = evaluated
-    result = mf.run_evaluate(root, uri, "--set", "register.min_accuracy=0.2")
-    assert result.returncode == 0, result.stderr
+    mf.evaluate_promoting(root, uri)
     registry = json.loads((root / "reports/registry.json").read_text())
     assert (registry["created"], registry["decision"]) == (False, "already_champion")
     assert (

@@ -7,7 +7,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import mlflow
@@ -15,9 +14,8 @@ import pytest
 import yaml
 
 from tests.cifar_archive import build_archive
-from tests.conftest import QUIET_ENV, REPO_ROOT
+from tests.conftest import QUIET_ENV, REPO_ROOT, VENV_BIN
 
-VENV_BIN = Path(sys.executable).parent
 GIT_ENV = {
     "GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@example.com",
     "GIT_COMMITTER_NAME": "test", "GIT_COMMITTER_EMAIL": "test@example.com",

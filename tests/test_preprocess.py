@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import io
 import json
-import subprocess
-import sys
 import tarfile
 from pathlib import Path
 
@@ -27,13 +25,13 @@ from tests.cifar_archive import (
     CLASSES,
     PREFIX,
     TinyCifar,
+    archive_members,
     build_archive,
-    encode_records,
     random_images,
     write_tar_gz,
 )
+from tests.conftest import run_stage
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 PER_BATCH, N_TEST = 60, 50  # 300 training images, 30 per class; 50 test images, 5 per class
 OUTPUTS = {
     "prepared": ["train.npz", "val.npz", "test.npz", "classes.json"],
@@ -49,19 +47,8 @@ def tiny(tmp_path: Path) -> tuple[Path, TinyCifar]:
 
 def official_members(**replace: bytes) -> dict[str, bytes]:
     """The members of a valid tiny archive (names relative to the batches folder)."""
-    x, y = random_images(5 * PER_BATCH, seed=0)
-    tx, ty = random_images(N_TEST, seed=1)
-    files = {
-        f"data_batch_{i + 1}.bin": encode_records(
-            x[i * PER_BATCH : (i + 1) * PER_BATCH], y[i * PER_BATCH : (i + 1) * PER_BATCH]
-        )
-        for i in range(5)
-    }
-    files["test_batch.bin"] = encode_records(tx, ty)
-    files["batches.meta.txt"] = ("\n".join(CLASSES) + "\n\n").encode()
-    files["readme.html"] = b"<html>tiny</html>"
-    files.update(replace)
-    return files
+    _, files = archive_members(PER_BATCH, N_TEST)
+    return files | replace
 
 
 def write_members(path: Path, files: dict[str, bytes], prefix: str = PREFIX) -> Path:
@@ -416,16 +403,6 @@ def test_preview_shows_the_exact_pixels_sharp(tiny: tuple[Path, TinyCifar], tmp_
 # --- the stage CLI, end to end -----------------------------------------------------------------
 
 
-def run_stage(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "stages.preprocess", *map(str, args)],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
 def stage_paths(tmp_path: Path, archive: Path) -> list[str | Path]:
     return [
         "--archive",
@@ -439,7 +416,13 @@ def stage_paths(tmp_path: Path, archive: Path) -> list[str | Path]:
 
 def test_stage_cli_end_to_end(tiny: tuple[Path, TinyCifar], tmp_path: Path) -> None:
     archive, known = tiny
-    result = run_stage(*stage_paths(tmp_path, archive), "--set", "preprocess.val_size=50")
+    result = run_stage(
+        "preprocess",
+        *stage_paths(tmp_path, archive),
+        "--set",
+        "preprocess.val_size=50",
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
 
     prepared, reports = tmp_path / "prepared", tmp_path / "reports"
@@ -470,7 +453,7 @@ def test_stage_cli_end_to_end(tiny: tuple[Path, TinyCifar], tmp_path: Path) -> N
 def test_stage_cli_corrupt_archive(tmp_path: Path) -> None:
     archive = tmp_path / "a.tar.gz"
     _truncated(archive)
-    result = run_stage(*stage_paths(tmp_path, archive))
+    result = run_stage("preprocess", *stage_paths(tmp_path, archive), timeout=120)
     assert result.returncode == 1
     assert [line for line in result.stderr.splitlines() if line.startswith("error:")] == [
         result.stderr.strip()
@@ -481,7 +464,9 @@ def test_stage_cli_corrupt_archive(tmp_path: Path) -> None:
 
 def test_stage_cli_bad_param(tiny: tuple[Path, TinyCifar], tmp_path: Path) -> None:
     archive, _ = tiny
-    result = run_stage(*stage_paths(tmp_path, archive), "--set", "preprocess.val_size=0")
+    result = run_stage(
+        "preprocess", *stage_paths(tmp_path, archive), "--set", "preprocess.val_size=0", timeout=120
+    )
     assert result.returncode == 2
     assert "preprocess.val_size: must be between 10 and 25000 (got 0)" in result.stderr
     assert files_under(tmp_path / "prepared", tmp_path / "reports") == []

@@ -16,6 +16,7 @@ from pipeline.errors import PipelineError
 from pipeline.params import RegisterParams
 from pipeline.registry import register_model_version
 from tests import mlflow_fixtures as mf
+from tests.conftest import free_port
 
 GATE = RegisterParams(min_accuracy=0.70, min_improvement=0.0, allow_champion=True)
 _names = itertools.count()
@@ -66,7 +67,9 @@ def test_version_from_logged_model_keeps_its_run_id(runs: list[dict], name: str)
     # Idempotency searches versions by run_id: MLflow 3 must keep it for "models:/m-..." sources.
     assert runs[0]["model_uri"].startswith("models:/m-")
     register(name, runs[0], 0.8)
-    (version,) = mlflow.MlflowClient().search_model_versions(f"run_id = '{runs[0]['run_id']}'")
+    # The same query as the idempotency check: other tests register runs[0] under other names.
+    query = f"name = '{name}' and run_id = '{runs[0]['run_id']}'"
+    (version,) = mlflow.MlflowClient().search_model_versions(query)
     assert version.run_id == runs[0]["run_id"]
     assert version.source == runs[0]["model_uri"]
 
@@ -175,7 +178,7 @@ def test_champion_without_accuracy_tag_is_kept(runs: list[dict], name: str) -> N
 def test_unreachable_tracking_server_is_a_clear_error(
     runs: list[dict], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    dead = f"http://127.0.0.1:{mf.free_port()}"
+    dead = f"http://127.0.0.1:{free_port()}"
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
     mlflow.set_tracking_uri(dead)

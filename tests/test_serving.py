@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
@@ -20,23 +19,18 @@ import pandas as pd
 import pytest
 
 from tests import mlflow_fixtures as mf
+from tests.conftest import QUIET_ENV, VENV_BIN, free_port
 
 MODEL = "cifar10-cnn"
 CHAMPION_URI = f"models:/{MODEL}@champion"
-BIN = Path(sys.executable).parent
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def champion(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, dict]:
     """A project whose model the evaluate stage registered and made champion."""
-    root = tmp_path_factory.mktemp("serving")
-    uri = mf.sqlite_uri(root / "store")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("MLFLOW_TRACKING_URI", uri)
-        run_info = mf.make_project(root, uri)
-    result = mf.run_evaluate(root, uri, "--set", "register.min_accuracy=0.2")
-    assert result.returncode == 0, result.stderr
+    root, uri, run_info = mf.trained_project(tmp_path_factory, "serving")
+    mf.evaluate_promoting(root, uri)
     assert json.loads((root / "reports/registry.json").read_text())["decision"] == "promoted"
     return root, uri, run_info
 
@@ -46,8 +40,8 @@ def servers(champion: tuple[Path, str, dict]) -> Iterator[dict[str, str]]:
     """Base URLs of ``mlflow models serve`` (the champion) and ``mlflow server`` (the UI)."""
     root, uri, _ = champion
     # The CLIs exec uvicorn by name: the venv's bin must be on PATH even when it is not active.
-    env = os.environ | mf.QUIET_ENV | {"PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
-    ports = {"serve": mf.free_port(), "ui": mf.free_port()}
+    env = os.environ | QUIET_ENV | {"PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}"}
+    ports = {"serve": free_port(), "ui": free_port()}
     artifacts = str(root / "served-artifacts")
     commands = {
         "serve": ["models", "serve", "-m", CHAMPION_URI, "--env-manager", "local"],
@@ -57,7 +51,7 @@ def servers(champion: tuple[Path, str, dict]) -> Iterator[dict[str, str]]:
     try:
         for name, args in commands.items():
             command = [
-                str(BIN / "mlflow"),
+                str(VENV_BIN / "mlflow"),
                 *args,
                 "--host",
                 "127.0.0.1",

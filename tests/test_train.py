@@ -17,7 +17,7 @@ import pytest
 
 from pipeline.model import build_model
 from pipeline.params import ModelParams
-from tests.conftest import QUIET_ENV, REPO_ROOT, run_stage, write_prepared
+from tests.conftest import QUIET_ENV, REPO_ROOT, free_port, run_stage, write_prepared
 
 REFERENCE_SHAPES = [
     (32, 32, 32), (30, 30, 32), (15, 15, 32),
@@ -103,6 +103,28 @@ def weights_of(model_path: Path) -> list[np.ndarray]:
     return [np.asarray(w) for w in keras.saving.load_model(model_path).weights]
 
 
+def start_training(args: list[str], workdir: Path, stderr: int) -> subprocess.Popen[str]:
+    """``python -m stages.train ARGS`` in the background, against ``workdir``'s store."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "stages.train", *args],
+        cwd=REPO_ROOT, env={**os.environ, **QUIET_ENV, **store_env(workdir)},
+        stdout=subprocess.DEVNULL, stderr=stderr, text=True,
+    )  # fmt: skip
+
+
+def first_checkpoint_state(
+    process: subprocess.Popen[str], workdir: Path, timeout_s: float = 300
+) -> dict | None:
+    """The first checkpoint's state.json once it appears; None if the training ends first."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and process.poll() is None:
+        states = list((workdir / "checkpoints").glob("*/state.json"))
+        if states:
+            return json.loads(states[0].read_text())
+        time.sleep(0.02)
+    return None
+
+
 def test_train_stage_leaves_one_complete_mlflow_run(workdir: Path, prepared_dir: Path) -> None:
     result = run_stage("train", *train_args(workdir, prepared_dir, "train.epochs=2"),
                        env=store_env(workdir))  # fmt: skip
@@ -186,20 +208,9 @@ def test_killed_training_resumes_after_last_finished_epoch(tmp_path: Path) -> No
     prepared = write_prepared(tmp_path / "prepared", {"train": 1000, "val": 50, "test": 10})
     workdir = tmp_path / "work"
     args = train_args(workdir, prepared, "train.epochs=3")
-    env = {**os.environ, **QUIET_ENV, **store_env(workdir)}
-    first = subprocess.Popen(
-        [sys.executable, "-m", "stages.train", *args],
-        cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    first = start_training(args, workdir, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 300
-        state = None
-        while time.monotonic() < deadline and first.poll() is None:
-            states = list((workdir / "checkpoints").glob("*/state.json"))
-            if states:
-                state = json.loads(states[0].read_text())
-                break
-            time.sleep(0.02)
+        state = first_checkpoint_state(first, workdir)
         assert state is not None, "no checkpoint appeared before the first run ended"
         first.send_signal(signal.SIGKILL)
     finally:
@@ -274,11 +285,7 @@ def test_nan_loss_stops_with_clear_error_and_no_model(workdir: Path, prepared_di
 def test_unreachable_tracking_server_fails_before_training(
     workdir: Path, prepared_dir: Path
 ) -> None:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     result = run_stage(
         "train",
         *train_args(workdir, prepared_dir, "train.epochs=1"),
@@ -318,17 +325,11 @@ def test_bad_params_exit_2_with_one_line(workdir: Path, override: str, message: 
 def test_sigterm_closes_the_mlflow_run(tmp_path: Path) -> None:
     prepared = write_prepared(tmp_path / "prepared", {"train": 1000, "val": 50, "test": 10})
     workdir = tmp_path / "work"
-    env = {**os.environ, **QUIET_ENV, **store_env(workdir)}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "stages.train", *train_args(workdir, prepared, "train.epochs=5")],
-        cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    args = train_args(workdir, prepared, "train.epochs=5")
+    process = start_training(args, workdir, stderr=subprocess.PIPE)
     try:
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline and process.poll() is None:
-            if list((workdir / "checkpoints").glob("*/state.json")):
-                break
-            time.sleep(0.02)
+        # SIGTERM must land mid-training, once there is a checkpoint to leave behind.
+        assert first_checkpoint_state(process, workdir) is not None, "no checkpoint appeared"
         process.send_signal(signal.SIGTERM)
         _, stderr = process.communicate(timeout=120)
     finally:
