@@ -20,7 +20,7 @@ $(UV):
 	.tools/bin/pip install --quiet uv==$(UV_VERSION)
 
 $(VENV)/.synced: pyproject.toml uv.lock | $(UV)
-	$(UV) sync --frozen
+	$(UV) sync --frozen --extra cpu --extra kubeflow --extra server
 	touch $@
 
 run: setup  ## run the pipeline: dvc repro (only what changed)

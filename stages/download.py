@@ -1,29 +1,29 @@
-"""Stage download: fetch the CIFAR-10 binary archive named by data.url and verify data.md5."""
+"""Stage download: fetch the CIFAR-10 binary archive named by data.url and verify data.md5.
+
+data.url may be http(s)://, file:// or a local path; interrupted downloads resume.
+"""
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
-from pipeline.cli import run_stage, stage_parser
-from pipeline.download import fetch_archive
+from pipeline import paths
 from pipeline.params import Params
-from pipeline.paths import RAW_ARCHIVE
+from stages.cli import stage_main
+
+PATH_OPTIONS = ("archive",)
 
 
-def _run(args: argparse.Namespace, params: Params) -> None:
-    fetch_archive(params.data.url, params.data.md5, args.out)
+def run(params: Params, archive: Path = paths.RAW_ARCHIVE) -> str:
+    """Download ``params.data.url`` to ``archive``, check ``params.data.md5``; return its md5."""
+    from pipeline.download import fetch_archive
+
+    return fetch_archive(params.data.url, params.data.md5, archive)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     """Entry point of ``python -m stages.download``."""
-    parser = stage_parser(
-        "download",
-        "Download the CIFAR-10 binary archive from data.url (http(s)://, file:// or a local "
-        "path), check its md5 against data.md5 and write it to --out.",
-    )
-    parser.add_argument("--out", type=Path, default=RAW_ARCHIVE, help="where to write the archive")
-    run_stage(parser, _run)
+    stage_main("download", __doc__, run, PATH_OPTIONS, argv)
 
 
 if __name__ == "__main__":

@@ -251,7 +251,7 @@ def test_stage_cli(archive, tmp_path, params_file):
     out = tmp_path / "raw" / "x.tar.gz"
     good = file_md5(archive)
     done = run_download(
-        *("--set", f"data.url={archive}", "--set", f"data.md5={good}", "--out", str(out)),
+        *("--set", f"data.url={archive}", "--set", f"data.md5={good}", "--archive", str(out)),
         params=params_file,
     )
     assert done.returncode == 0, done.stderr
@@ -260,14 +260,14 @@ def test_stage_cli(archive, tmp_path, params_file):
 
     out.unlink()
     bad = run_download(
-        *("--set", f"data.url={archive}", "--set", f"data.md5={'a' * 32}", "--out", str(out)),
+        *("--set", f"data.url={archive}", "--set", f"data.md5={'a' * 32}", "--archive", str(out)),
         params=params_file,
     )
     assert bad.returncode == 1
     assert len(error_lines(bad.stderr)) == 1 and "md5 mismatch" in bad.stderr
     assert_nothing_written(out)
 
-    invalid = run_download("--set", "data.md5=zz", "--out", str(out), params=params_file)
+    invalid = run_download("--set", "data.md5=zz", "--archive", str(out), params=params_file)
     assert invalid.returncode == 2
     assert error_lines(invalid.stderr) == [
         "error: params.yaml: data.md5: must be 32 hex digits, or null to skip the check (got 'zz')"
@@ -285,7 +285,7 @@ def test_full_disk(archive, tmp_path, params_file):
         pytest.skip("unprivileged user namespaces with tmpfs mounts are not available here")
     out = mnt / "raw" / "x.tar.gz"
     stage = [sys.executable, "-m", "stages.download", "--params", str(params_file)]
-    stage += ["--set", f"data.url={archive}", "--set", "data.md5=null", "--out", str(out)]
+    stage += ["--set", f"data.url={archive}", "--set", "data.md5=null", "--archive", str(out)]
     # The tmpfs lives only as long as the namespace, so list what is left from inside it.
     script = f'{mount} || exit 99; "$@"; rc=$?; echo "left:$(ls -A {mnt}/raw)"; exit $rc'
     done = subprocess.run(

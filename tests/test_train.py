@@ -77,7 +77,7 @@ def train_args(workdir: Path, prepared: Path, *sets: str) -> list[str]:
         "--models-dir", str(workdir / "models"),
         "--reports-dir", str(workdir / "reports"),
         "--checkpoints-dir", str(workdir / "checkpoints"),
-        "--raw-archive", str(workdir / "no-archive.tar.gz"),
+        "--archive", str(workdir / "no-archive.tar.gz"),
         "--set", "train.batch_size=50",
     ]  # fmt: skip
     for item in sets:

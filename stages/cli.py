@@ -1,0 +1,85 @@
+"""The command line every stage shares: ``python -m stages.NAME [--params F] [--set k=v] [paths]``.
+
+Each stage module has the same shape: ``run(params, **paths)`` does the work (Kubeflow components
+and tests call it directly) and ``main()`` hands it to :func:`stage_main`. The path options are
+declared once here; their defaults are the paths in dvc.yaml, so ``dvc repro`` passes none while
+MLproject and Kubeflow pass their own. ``--set`` overrides go through the same schema as
+params.yaml.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from pipeline import paths
+from pipeline.errors import PipelineError
+from pipeline.params import load_params
+
+# Every path option a stage may take: keyword of run() -> (default, help).
+PATH_OPTIONS: dict[str, tuple[Path, str]] = {
+    "archive": (paths.RAW_ARCHIVE, "the CIFAR-10 binary .tar.gz"),
+    "prepared_dir": (paths.PREPARED_DIR, "train/val/test.npz and classes.json"),
+    "models_dir": (paths.MODELS_DIR, "model.keras and run.json"),
+    "reports_dir": (paths.REPORTS_DIR, "metrics, plots and reports"),
+    "checkpoints_dir": (paths.CHECKPOINTS_DIR, "per-epoch checkpoints for resuming"),
+}
+
+
+def build_parser(
+    name: str, description: str, path_options: Sequence[str]
+) -> argparse.ArgumentParser:
+    """The parser of ``python -m stages.<name>``: --params, --set and the named path options."""
+    parser = argparse.ArgumentParser(
+        prog=f"python -m stages.{name}",
+        description=description,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument(
+        "--params", type=Path, default=Path("params.yaml"), help="params file to read"
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one param, e.g. --set train.epochs=2 (repeatable; validated like the file)",
+    )
+    for option in path_options:
+        default, help_text = PATH_OPTIONS[option]
+        flag = "--" + option.replace("_", "-")
+        parser.add_argument(flag, dest=option, type=Path, default=default, help=help_text)
+    return parser
+
+
+def stage_main(
+    name: str,
+    description: str,
+    run: Callable[..., Any],
+    path_options: Sequence[str],
+    argv: Sequence[str] | None = None,
+) -> None:
+    """Parse the command line, validate params once, call ``run(params, **paths)``, exit cleanly.
+
+    A PipelineError becomes one ``error:`` line on stderr and its exit code (2 for params);
+    Ctrl-C or SIGTERM exits 130. Anything else is a bug and keeps its traceback.
+    """
+    args = build_parser(name, description, path_options).parse_args(argv)
+    # A SIGTERM (kill, CI cancel, Kubernetes) unwinds like Ctrl-C, so open MLflow runs get closed.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    try:
+        params = load_params(args.params, args.overrides)
+        run(params, **{option: getattr(args, option) for option in path_options})
+    except PipelineError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
