@@ -8,31 +8,53 @@ UV_VERSION := 0.13.8
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: setup run test lint format ui bench clean help
+# GPU=1 installs CUDA TensorFlow + CUDA JAX (the `gpu` extra) instead of tensorflow-cpu. The stamp
+# names the flavour, so switching between GPU=1 and not resyncs .venv.
+FLAVOUR := $(if $(filter 1 yes true,$(GPU)),gpu,cpu)
+STAMP := $(VENV)/.synced-$(FLAVOUR)
+# The first of these that is Python 3.11-3.13 (PYTHON=/path/to/python picks one by hand). Expanded
+# only when a recipe needs it; prints nothing when none qualifies.
+PYTHON_CANDIDATES := python3 python3.13 python3.12 python3.11
+SUPPORTED_PYTHON := 3.11, 3.12 or 3.13
+PYTHON ?= $(shell for p in $(PYTHON_CANDIDATES); do \
+	$$p -c 'import sys; assert (3, 11) <= sys.version_info[:2] <= (3, 13); print(sys._base_executable)' \
+	2>/dev/null && break; done)
+
+DOCKERFILES := docker/Dockerfile docker/Dockerfile.gpu
+
+.PHONY: setup check-python run test lint format ui bench clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
-setup: $(VENV)/.synced  ## create .venv from uv.lock (exact versions)
+setup: $(STAMP)  ## create .venv from uv.lock (exact versions); GPU=1: the CUDA flavour
 
-$(UV):
-	python3 -m venv .tools
+check-python:
+	@test -n "$(PYTHON)" || { echo "error: no supported Python found (tried: \
+	$(PYTHON_CANDIDATES)); install Python $(SUPPORTED_PYTHON), or pass PYTHON=/path/to/python" >&2; \
+	exit 1; }
+
+$(UV): | check-python
+	$(PYTHON) -m venv .tools
 	.tools/bin/pip install --quiet uv==$(UV_VERSION)
 
-$(VENV)/.synced: pyproject.toml uv.lock | $(UV)
-	$(UV) sync --frozen --extra cpu --extra kubeflow --extra server
+$(STAMP): pyproject.toml uv.lock | $(UV) check-python
+	$(UV) sync --frozen --python $(PYTHON) --extra $(FLAVOUR) --extra kubeflow --extra server
+	rm -f $(VENV)/.synced*
 	touch $@
 
-run: setup  ## run the pipeline: dvc repro (only what changed)
+run: setup  ## run the pipeline: dvc repro (only what changed); GPU=1: on the GPU
 	dvc repro
 
 test: setup  ## lint, then run every test
 	$(PY) -m ruff check .
+	$(VENV)/bin/hadolint $(DOCKERFILES)
 	$(PY) -m pytest
 
-lint: setup  ## ruff lint + format check
+lint: setup  ## ruff lint + format check, hadolint over the Dockerfiles
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(VENV)/bin/hadolint $(DOCKERFILES)
 
 format: setup
 	$(PY) -m ruff format .

@@ -1,18 +1,30 @@
 """Everything that differs between Keras backends, and nowhere else.
 
-Seeding and op determinism, the device and distribution strategy, and the input pipeline
-(tf.data on TensorFlow, plain arrays elsewhere). The model and training loop stay backend-neutral.
+Device choice, seeding and op determinism, the distribution strategy, the input pipeline (tf.data
+on TensorFlow, plain arrays elsewhere) and the installed packages that a logged model needs. The
+model and training loop stay backend-neutral.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from importlib import metadata
 from typing import Any
 
 import keras
 import numpy as np
+
+from pipeline.errors import PipelineError
+
+# What train.device=gpu prints when no GPU is visible: the usual causes, and the way out.
+NO_GPU_FIX = (
+    "train.device=gpu but {backend} sees no GPU: check the NVIDIA driver (`nvidia-smi`), "
+    "CUDA_VISIBLE_DEVICES and the CUDA install (`make setup GPU=1`), "
+    "or train on the CPU with --set train.device=cpu"
+)
+DETERMINISTIC_XLA_FLAG = "--xla_gpu_deterministic_ops=true"
 
 
 def name() -> str:
@@ -31,33 +43,72 @@ def version() -> str:
     return jax.__version__
 
 
+def select_device(device: str, deterministic: bool) -> list[str]:
+    """Apply ``train.device`` (auto | cpu | gpu); return the GPUs that training will use.
+
+    Call it before anything else touches the backend: hiding GPUs and the XLA flags only take
+    effect before the backend creates its devices. Raises PipelineError for ``gpu`` when none is
+    visible, so a runner whose driver broke fails instead of training on the CPU.
+    """
+    if deterministic and name() == "jax":
+        # XLA on CPU is deterministic already; this flag covers GPU reductions.
+        flags = os.environ.get("XLA_FLAGS", "")
+        if DETERMINISTIC_XLA_FLAG not in flags:
+            os.environ["XLA_FLAGS"] = f"{flags} {DETERMINISTIC_XLA_FLAG}".strip()
+    if device == "cpu":
+        # The environment also covers child processes and a backend not initialised yet...
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
+        if name() == "tensorflow":
+            import tensorflow as tf
+
+            try:  # ...and this the TensorFlow runtime in this process.
+                tf.config.set_visible_devices([], "GPU")
+            except RuntimeError:
+                raise PipelineError(
+                    "train.device=cpu: TensorFlow already started on the GPU in this process; "
+                    "set CUDA_VISIBLE_DEVICES= before starting it"
+                ) from None
+        else:
+            import jax
+
+            os.environ["JAX_PLATFORMS"] = "cpu"
+            jax.config.update("jax_platforms", "cpu")
+        return []
+    gpus = gpu_names()
+    if device == "gpu" and not gpus:
+        raise PipelineError(NO_GPU_FIX.format(backend=name()))
+    return gpus
+
+
+def jit_enabled(model: keras.Model) -> bool:
+    """Whether ``model`` (compiled) trains through XLA: always on JAX, on TensorFlow with a GPU."""
+    return bool(getattr(model, "jit_compile", False))
+
+
 def configure_determinism(seed: int, deterministic: bool) -> None:
     """Seed Python, NumPy and the backend; with ``deterministic``, also force deterministic ops.
 
-    Deterministic TensorFlow ops are slower on a GPU, which is why this is a param.
+    Deterministic TensorFlow ops are slower on a GPU, which is why this is a param. On JAX,
+    :func:`select_device` has set the XLA flag that does the same.
     """
     keras.utils.set_random_seed(seed)
-    if not deterministic:
-        return
-    if name() == "tensorflow":
+    if deterministic and name() == "tensorflow":
         import tensorflow as tf
 
         tf.config.experimental.enable_op_determinism()
-    else:
-        # XLA on CPU is deterministic already; this flag covers GPU reductions. It only takes
-        # effect if set before JAX creates its backend, which happens at first use.
-        os.environ.setdefault("XLA_FLAGS", "--xla_gpu_deterministic_ops=true")
 
 
 def gpu_names() -> list[str]:
-    """Names of the GPUs the backend can use (empty on a CPU-only machine)."""
+    """Card names of the GPUs the backend can use (empty on a CPU-only machine)."""
     if name() == "tensorflow":
         import tensorflow as tf
 
-        return [gpu.name for gpu in tf.config.list_physical_devices("GPU")]
+        gpus = tf.config.list_physical_devices("GPU")
+        details = [tf.config.experimental.get_device_details(gpu) for gpu in gpus]
+        return [info.get("device_name", gpu.name) for gpu, info in zip(gpus, details, strict=True)]
     import jax
 
-    return [str(device) for device in jax.devices() if device.platform == "gpu"]
+    return [device.device_kind for device in jax.devices() if device.platform == "gpu"]
 
 
 def device_description() -> str:
@@ -100,3 +151,46 @@ def fit_inputs(
         dataset = dataset.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
     # shuffle=False tells Keras not to shuffle again: the dataset already did, with our seed.
     return {"x": dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE), "shuffle": False}
+
+
+def requirements() -> list[str]:
+    """Pip requirements, exact versions, of the backend packages installed here.
+
+    A model trained with tensorflow-cpu names tensorflow-cpu, one trained with the CUDA build names
+    tensorflow[and-cuda], and a JAX model names jax, jaxlib and, on a GPU install, the CUDA plugin:
+    so an environment rebuilt from a logged model installs what trained it.
+    """
+    return backend_requirements(name(), _installed_version)
+
+
+def backend_requirements(backend: str, installed: Callable[[str], str | None]) -> list[str]:
+    """The requirements of ``backend`` given ``installed(distribution) -> version | None``."""
+    if backend == "tensorflow":
+        for dist, requirement in (
+            ("tensorflow-cpu", "tensorflow-cpu"),
+            ("tensorflow", "tensorflow[and-cuda]"),
+        ):
+            version = installed(dist)
+            if version:
+                if requirement.endswith("[and-cuda]") and not installed("nvidia-cudnn-cu12"):
+                    requirement = "tensorflow"  # a plain tensorflow, without the CUDA wheels
+                return [f"{requirement}=={version}"]
+        raise PipelineError(
+            "the tensorflow backend is active but no tensorflow package is installed"
+        )
+    pins = [f"{dist}=={installed(dist)}" for dist in ("jax", "jaxlib") if installed(dist)]
+    plugin = installed("jax-cuda12-plugin")
+    if plugin:
+        # with-cuda brings the CUDA libraries as wheels, the way jax[cuda12] installs them.
+        pins.append(f"jax-cuda12-plugin[with-cuda]=={plugin}")
+        pjrt = installed("jax-cuda12-pjrt")
+        if pjrt:
+            pins.append(f"jax-cuda12-pjrt=={pjrt}")
+    return pins
+
+
+def _installed_version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None

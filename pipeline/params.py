@@ -63,6 +63,10 @@ class TrainParams(Section):
     deterministic: bool = True
     mixed_precision: Literal["auto", "on", "off"] = "auto"
     restore_best: bool = False
+    # auto: a GPU when one is visible; gpu: fail unless one is; cpu: hide the GPUs.
+    device: Literal["auto", "cpu", "gpu"] = "auto"
+    # Training steps per compiled call: more cuts per-step dispatch overhead on a fast GPU.
+    steps_per_execution: int = Field(1, ge=1, le=10000)
 
 
 class MlflowParams(Section):

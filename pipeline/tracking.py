@@ -122,11 +122,11 @@ def log_keras_model(model: object, name: str = "model") -> str:
         inputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, 32, 32, 3))]),
         outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 10))]),
     )
-    backend_package = "tensorflow-cpu" if backend.name() == "tensorflow" else "jax"
     requirements = [
         f"mlflow=={mlflow.__version__}",
         f"keras=={keras.__version__}",
-        f"{backend_package}=={backend.version()}",
+        # The backend package actually installed: tensorflow-cpu, CUDA tensorflow or jax (+ CUDA).
+        *backend.requirements(),
         f"numpy=={np.__version__}",
     ]
     info = mlflow.keras.log_model(

@@ -75,8 +75,19 @@ def new_model(model_params: ModelParams, train_params: TrainParams) -> keras.Mod
         # Same math as the reference's categorical cross-entropy, without one-hot label copies.
         loss=keras.losses.SparseCategoricalCrossentropy(),
         metrics=["accuracy"],
+        steps_per_execution=train_params.steps_per_execution,
     )
     return model
+
+
+def describe_setup(model: keras.Model) -> str:
+    """One line saying how ``model`` (compiled) will train: device, backend, precision, XLA."""
+    return (
+        f"training on {backend.device_description()}, backend {backend.name()} "
+        f"{backend.version()}, precision policy {keras.mixed_precision.global_policy().name}, "
+        f"XLA/JIT {'on' if backend.jit_enabled(model) else 'off'}, "
+        f"steps_per_execution {model.steps_per_execution}"
+    )
 
 
 class StopOnNaN(keras.callbacks.Callback):
@@ -150,6 +161,7 @@ def fit(
         log_epoch(rows[-1])
         checkpoint.save(model, len(rows), run_id, rows, best, is_best)
 
+    log.info("%s", describe_setup(model))
     initial_epoch = len(history)
     if initial_epoch:
         log.info("resuming after epoch %d of %d", initial_epoch, train_params.epochs)

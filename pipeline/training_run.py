@@ -80,6 +80,8 @@ def run_training(
     """
     import mlflow
 
+    # First: train.device=gpu without a GPU must fail before any run, store or output exists.
+    backend.select_device(params.train.device, params.train.deterministic)
     data = load_prepared(prepared_dir)
     prepare_tracking()  # a dead tracking server fails here, before any training
     experiment_id = use_experiment(params.mlflow.experiment_name)
