@@ -103,7 +103,8 @@ def gpu_names() -> list[str]:
     if name() == "tensorflow":
         import tensorflow as tf
 
-        gpus = tf.config.list_physical_devices("GPU")
+        # Visible ones: train.device=cpu hides the GPUs without removing them physically.
+        gpus = tf.config.get_visible_devices("GPU")
         details = [tf.config.experimental.get_device_details(gpu) for gpu in gpus]
         return [info.get("device_name", gpu.name) for gpu, info in zip(gpus, details, strict=True)]
     import jax

@@ -79,7 +79,7 @@ def test_image_installs_from_the_lock_with_makes_uv_as_a_non_root_user(flavour: 
     sync = uv_sync_command(dockerfile)
     assert {"--frozen", "--no-dev"} <= set(sync)
     extras = {sync[i + 1] for i, arg in enumerate(sync) if arg == "--extra"}
-    assert extras == {flavour, "kubeflow"}
+    assert extras == {flavour, "kubeflow", "s3"}
     assert sum(item.startswith("FROM python:") for item in items) == 2  # build + runtime stages
     (user,) = [item.split()[1] for item in items if item.startswith("USER ")]
     assert user.split(":")[0] not in {"0", "root"}
