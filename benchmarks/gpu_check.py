@@ -133,7 +133,12 @@ def measure(args: argparse.Namespace, result: dict[str, Any]) -> None:
     from pipeline.training import describe_setup, resolve_mixed_precision
 
     params = reference_params(args)
-    gpus = backend.select_device("auto" if args.allow_cpu else "gpu", deterministic=True)
+    gpus = backend.select_device("auto", deterministic=True)
+    if not gpus and not args.allow_cpu:
+        raise RuntimeError(
+            f"{backend.name()} sees no GPU (driver, CUDA_VISIBLE_DEVICES, a CUDA build of "
+            f"{backend.name()}?); --allow-cpu runs this on the CPU"
+        )
     mixed = resolve_mixed_precision(params.train.mixed_precision)
     keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
     result.update(
