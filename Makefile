@@ -22,7 +22,7 @@ PYTHON ?= $(shell for p in $(PYTHON_CANDIDATES); do \
 
 DOCKERFILES := docker/Dockerfile docker/Dockerfile.gpu
 
-.PHONY: setup check-python run test lint format ui bench clean help
+.PHONY: setup check-python run test lint format ui bench clean help kfp
 
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -59,6 +59,9 @@ lint: setup  ## ruff lint + format check, hadolint over the Dockerfiles
 format: setup
 	$(PY) -m ruff format .
 	$(PY) -m ruff check --fix .
+
+kfp: setup  ## compile the Kubeflow pipeline to kubeflow/cifar10_pipeline.yaml (KFP_IMAGE, KFP_GPU_IMAGE)
+	$(PY) -m kubeflow.compile
 
 clean:  ## remove the environments (not data, models or MLflow runs)
 	rm -rf $(VENV) .tools

@@ -112,6 +112,11 @@ def load_params(
         raise ParamsError(f"{label}: must be a mapping of sections (got {_show(raw)})")
     for override in overrides or []:
         _apply_override(raw, override, label)
+    return validate_params(raw, label)
+
+
+def validate_params(raw: dict[str, Any], label: str = "params") -> Params:
+    """Validate a nested mapping of sections; ParamsError names ``label``, the key and the value."""
     try:
         return Params.model_validate(raw)
     except ValidationError as exc:

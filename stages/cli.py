@@ -15,11 +15,13 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pipeline import paths
 from pipeline.errors import PipelineError
 from pipeline.params import load_params
+
+T = TypeVar("T")
 
 # Every path option a stage may take: keyword of run() -> (default, help).
 PATH_OPTIONS: dict[str, tuple[Path, str]] = {
@@ -65,18 +67,23 @@ def stage_main(
     path_options: Sequence[str],
     argv: Sequence[str] | None = None,
 ) -> None:
-    """Parse the command line, validate params once, call ``run(params, **paths)``, exit cleanly.
+    """Parse the command line, validate params once, call ``run(params, **paths)``, exit cleanly."""
+    args = build_parser(name, description, path_options).parse_args(argv)
+    path_args = {option: getattr(args, option) for option in path_options}
+    call_stage(lambda: run(load_params(args.params, args.overrides), **path_args))
+
+
+def call_stage(work: Callable[[], T]) -> T:
+    """Run a stage's work the way every entry point does (DVC, MLproject, Kubeflow components).
 
     A PipelineError becomes one ``error:`` line on stderr and its exit code (2 for params);
     Ctrl-C or SIGTERM exits 130. Anything else is a bug and keeps its traceback.
     """
-    args = build_parser(name, description, path_options).parse_args(argv)
     # A SIGTERM (kill, CI cancel, Kubernetes) unwinds like Ctrl-C, so open MLflow runs get closed.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     try:
-        params = load_params(args.params, args.overrides)
-        run(params, **{option: getattr(args, option) for option in path_options})
+        return work()
     except PipelineError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)
