@@ -185,8 +185,7 @@ def train_step(
                 checkpoints_dir=Path(checkpoints),
                 archive=Path(archive.path),
             )
-        for name, value in final.items():
-            train_metrics.log_metric(name, value)
+        log_metrics(train_metrics, final)
         info = read_run_info(models_dir)
         model.metadata.update(
             {
@@ -241,9 +240,20 @@ def publish_evaluation(reports: Path, test_metrics: Any, confusion: Any, report:
     import pandas as pd
 
     metrics = json.loads((reports / "metrics.json").read_text(encoding="utf-8"))
-    for name, value in metrics.items():
-        if isinstance(value, int | float):
-            test_metrics.log_metric(name, value)
+    log_metrics(test_metrics, {k: v for k, v in metrics.items() if isinstance(v, int | float)})
     matrix = pd.read_csv(reports / "confusion_matrix.csv", index_col=0)
     confusion.log_confusion_matrix(list(matrix.columns), matrix.to_numpy().tolist())
+    shutil.copyfile(reports / "confusion_matrix.csv", confusion.path)
     shutil.copyfile(reports / "report.html", report.path)
+
+
+def log_metrics(artifact: Any, metrics: Mapping[str, float]) -> None:
+    """Log ``metrics`` to a Metrics artifact, and write them as JSON to its file as well.
+
+    The UI reads the metadata; the file exists so that the artifact does too (kfp.local treats a
+    cached output whose file is missing as a cache miss, and would retrain).
+    """
+    for name, value in metrics.items():
+        artifact.log_metric(name, value)
+    Path(artifact.path).parent.mkdir(parents=True, exist_ok=True)
+    Path(artifact.path).write_text(json.dumps(dict(metrics), indent=2) + "\n", encoding="utf-8")

@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import difflib
 import logging
+import urllib.error
+import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -75,6 +77,7 @@ def submit(
     """Create a run of ``package`` on the KFP API at ``host``; return its run id."""
     import kfp
 
+    _check_reachable(host)
     try:
         client = kfp.Client(host=host)
         run = client.create_run_from_pipeline_package(
@@ -88,6 +91,24 @@ def submit(
         reason = " ".join(str(exc).split())[:300] or type(exc).__name__
         raise PipelineError(f"cannot submit to Kubeflow Pipelines at {host}: {reason}") from None
     return run.run_id
+
+
+def _check_reachable(host: str, timeout_s: float = 10.0) -> None:
+    """Fail in seconds on an API nobody answers (the KFP client retries for ~25 s, loudly).
+
+    Any HTTP answer counts as reachable: a cluster behind a login answers 302 or 401 here.
+    """
+    url = host.rstrip("/") + "/apis/v2beta1/healthz"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as response:
+            response.read(64)
+    except urllib.error.HTTPError:
+        return
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise PipelineError(
+            f"cannot submit to Kubeflow Pipelines at {host}: unreachable ({reason})"
+        ) from None
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -1,0 +1,501 @@
+"""Kubeflow Pipelines: the compiled YAML, submission, and whole runs with kfp.local.
+
+No cluster here: the YAML is checked as KFP would read it, submission goes to a real HTTP server
+that answers like the KFP API, and the pipeline runs with kfp.local's SubprocessRunner (each
+component a subprocess of this interpreter, no Docker, no Kubernetes).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+import yaml
+
+from kubeflow.compile import OUTPUT, compile_pipeline
+from kubeflow.pipeline import DEFAULT_GPU_IMAGE, DEFAULT_IMAGE, Settings, build_pipeline
+from kubeflow.runtime import flat_name, to_pipeline_value
+from pipeline.errors import ParamsError
+from pipeline.params import flatten_params, load_params
+from tests.cifar_archive import CLASSES, build_archive
+from tests.conftest import QUIET_ENV, REPO_ROOT, free_port, run_stage
+
+# kfp.local warns that our image names do not look like Python images; it runs this interpreter.
+pytestmark = pytest.mark.filterwarnings("ignore:You may be attemping:RuntimeWarning")
+
+STAGES = ["download", "preprocess", "train", "evaluate"]
+EXPECTED_ARTIFACTS = {
+    ("download", "archive"): "system.Dataset",
+    ("preprocess", "prepared"): "system.Dataset",
+    ("train", "model"): "system.Model",
+    ("train", "train_metrics"): "system.Metrics",
+    ("evaluate", "test_metrics"): "system.Metrics",
+    ("evaluate", "confusion"): "system.ClassificationMetrics",
+    ("evaluate", "report"): "system.HTML",
+}
+# Tiny run: 5 batches x 50 = 250 training images, 50 carved for validation, 50 test images.
+PER_BATCH, N_TEST, VAL_SIZE = 50, 50, 50
+
+
+def test_our_kubeflow_package_is_the_one_imported_and_kfp_needs_no_other() -> None:
+    # A top-level `kubeflow` could shadow (or be shadowed by) another distribution's package.
+    code = (
+        "import sys, kfp, kfp.kubernetes, kfp.local, kfp.client, kfp.compiler;"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'kubeflow'));"
+        "import kubeflow; print(kubeflow.__file__)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    loaded_by_kfp, ours = result.stdout.splitlines()
+    assert loaded_by_kfp == "[]"
+    assert Path(ours) == REPO_ROOT / "kubeflow" / "__init__.py"
+
+
+def compiled(tmp_path: Path, settings: Settings | None = None) -> tuple[dict, dict]:
+    """Compile to ``tmp_path``; return (pipeline spec, kubernetes platform spec)."""
+    path = compile_pipeline(tmp_path / "pipeline.yaml", settings or Settings())
+    spec, platform = yaml.safe_load_all(path.read_text())
+    return spec, platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+
+
+def executor(spec: dict, stage: str) -> dict:
+    return spec["deploymentSpec"]["executors"][f"exec-{stage}"]["container"]
+
+
+@pytest.fixture(scope="module")
+def spec_and_platform(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, dict]:
+    return compiled(tmp_path_factory.mktemp("kfp"))
+
+
+def test_four_tasks_in_dependency_order(spec_and_platform: tuple[dict, dict]) -> None:
+    tasks = spec_and_platform[0]["root"]["dag"]["tasks"]
+    depends = {name: set(task.get("dependentTasks", [])) for name, task in tasks.items()}
+    assert depends == {
+        "download": set(),
+        "preprocess": {"download"},
+        "train": {"download", "preprocess"},
+        "evaluate": {"preprocess", "train"},
+    }
+    order: list[str] = []
+    while len(order) < len(depends):
+        order += sorted(n for n, d in depends.items() if n not in order and d <= set(order))
+    assert order == STAGES
+
+
+def test_only_train_asks_for_one_nvidia_gpu_in_the_gpu_image(
+    spec_and_platform: tuple[dict, dict],
+) -> None:
+    spec = spec_and_platform[0]
+    for stage in STAGES:
+        container = executor(spec, stage)
+        resources = container["resources"]
+        assert resources["cpuRequest"] > 0 and resources["memoryRequest"] > 0, stage
+        if stage == "train":
+            accelerator = resources["accelerator"]
+            assert accelerator["resourceType"] == "nvidia.com/gpu"
+            assert accelerator["resourceCount"] == "1"
+            assert container["image"] == DEFAULT_GPU_IMAGE
+        else:
+            assert "accelerator" not in resources, stage
+            assert container["image"] == DEFAULT_IMAGE, stage
+        # The image holds the locked environment: nothing is pip-installed at run time.
+        assert "pip install" not in " ".join(container["command"]), stage
+    train_inputs = spec["root"]["dag"]["tasks"]["train"]["inputs"]["parameters"]
+    assert train_inputs["train_device"] == {"runtimeValue": {"constant": "gpu"}}
+
+
+def test_cpu_only_build_asks_for_no_gpu(tmp_path: Path) -> None:
+    spec, _ = compiled(tmp_path, Settings(gpu=False, image="registry.example/cifar:1"))
+    for stage in STAGES:
+        assert "accelerator" not in executor(spec, stage)["resources"]
+        assert executor(spec, stage)["image"] == "registry.example/cifar:1"
+    train_inputs = spec["root"]["dag"]["tasks"]["train"]["inputs"]["parameters"]
+    assert train_inputs["train_device"] == {"runtimeValue": {"constant": "cpu"}}
+
+
+def test_artifact_types(spec_and_platform: tuple[dict, dict]) -> None:
+    components = spec_and_platform[0]["components"]
+    for (stage, name), schema in EXPECTED_ARTIFACTS.items():
+        artifact = components[f"comp-{stage}"]["outputDefinitions"]["artifacts"][name]
+        assert artifact["artifactType"]["schemaTitle"] == schema, (stage, name)
+    # Downstream tasks take the upstream artifacts, not copies or paths in parameters.
+    evaluate_inputs = components["comp-evaluate"]["inputDefinitions"]["artifacts"]
+    assert evaluate_inputs["model"]["artifactType"]["schemaTitle"] == "system.Model"
+    assert evaluate_inputs["prepared"]["artifactType"]["schemaTitle"] == "system.Dataset"
+
+
+def test_every_parameter_default_is_the_params_yaml_value(
+    spec_and_platform: tuple[dict, dict],
+) -> None:
+    parameters = spec_and_platform[0]["root"]["inputDefinitions"]["parameters"]
+    flat = flatten_params(load_params(REPO_ROOT / "params.yaml"))
+    # train.device is not a run parameter: the compiled pipeline fixes it with the GPU request.
+    expected = {flat_name(key): to_pipeline_value(key, v) for key, v in flat.items()}
+    expected.pop("train_device", None)
+    assert set(parameters) == set(expected)
+    for name, value in expected.items():
+        assert parameters[name]["defaultValue"] == value, name
+    # null travels as the empty value of its type, which the schema never accepts as a value.
+    assert flat["preprocess.max_train_images"] is None
+    assert parameters["preprocess_max_train_images"]["defaultValue"] == 0
+
+
+def test_defaults_are_read_from_the_params_file_when_compiling(tmp_path: Path) -> None:
+    raw = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+    raw["train"]["epochs"] = 7
+    raw["preprocess"]["max_train_images"] = 500
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(yaml.safe_dump(raw))
+    spec, _ = compiled(tmp_path, Settings(params_file=params_file))
+    parameters = spec["root"]["inputDefinitions"]["parameters"]
+    assert parameters["train_epochs"]["defaultValue"] == 7
+    assert parameters["preprocess_max_train_images"]["defaultValue"] == 500
+
+
+def test_evaluate_never_comes_from_the_cache(spec_and_platform: tuple[dict, dict]) -> None:
+    tasks = spec_and_platform[0]["root"]["dag"]["tasks"]
+    caching = {
+        name: task["cachingOptions"].get("enableCache", False) for name, task in tasks.items()
+    }
+    assert caching == {"download": True, "preprocess": True, "train": True, "evaluate": False}
+
+
+def test_mlflow_address_and_credentials_come_from_the_secret(
+    spec_and_platform: tuple[dict, dict],
+) -> None:
+    platform = spec_and_platform[1]
+    assert set(platform) == {"exec-train", "exec-evaluate"}
+    for name in ("exec-train", "exec-evaluate"):
+        secrets = platform[name]["secretAsEnv"]
+        required = [s for s in secrets if not s.get("optional")]
+        assert len(required) == 1 and required[0]["secretName"] == "mlflow-tracking"
+        assert required[0]["keyToEnv"] == [
+            {"secretKey": "MLFLOW_TRACKING_URI", "envVar": "MLFLOW_TRACKING_URI"}
+        ]
+        optional_envs = {m["envVar"] for s in secrets if s.get("optional") for m in s["keyToEnv"]}
+        assert {"MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"} <= optional_envs
+
+
+def test_committed_yaml_is_what_make_kfp_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("KFP_IMAGE", "KFP_GPU_IMAGE", "KFP_MLFLOW_SECRET"):
+        monkeypatch.delenv(name, raising=False)
+    fresh = compile_pipeline(tmp_path / "fresh.yaml", Settings.from_env())
+    assert OUTPUT.read_text() == fresh.read_text(), "stale: run `make kfp` and commit the YAML"
+
+
+def test_images_and_secret_from_the_environment_or_options(tmp_path: Path) -> None:
+    env = {
+        "KFP_IMAGE": "registry.example/team/cifar:2",
+        "KFP_GPU_IMAGE": "registry.example/team/cifar:2-gpu",
+        "KFP_MLFLOW_SECRET": "from-env",
+    }
+    output = tmp_path / "p.yaml"
+    result = run_module(
+        "kubeflow.compile", "--output", output, "--mlflow-secret", "from-option", env=env
+    )
+    assert result.returncode == 0, result.stderr
+    spec, platform = yaml.safe_load_all(output.read_text())
+    assert executor(spec, "download")["image"] == env["KFP_IMAGE"]
+    assert executor(spec, "train")["image"] == env["KFP_GPU_IMAGE"]
+    secrets = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-train"]
+    assert {s["secretName"] for s in secrets["secretAsEnv"]} == {"from-option"}
+
+
+def test_a_component_reading_a_key_params_yaml_lacks_fails_the_build(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import kubeflow.pipeline as kfp_pipeline
+
+    def train(train_epoch: int) -> None:  # one letter short of train_epochs
+        pass
+
+    monkeypatch.setitem(kfp_pipeline.STAGES, "train", train)
+    with pytest.raises(ParamsError, match=r"component train reads train_epoch, which is not"):
+        build_pipeline(Settings())
+
+
+def run_module(
+    module: str, *args: str | Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``python -m MODULE ARGS`` from the repo root."""
+    import os
+
+    return subprocess.run(
+        [sys.executable, "-m", module, *map(str, args)],
+        cwd=REPO_ROOT,
+        env={**os.environ, **QUIET_ENV, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+class FakeKfpApi(BaseHTTPRequestHandler):
+    """Answers the KFP v2beta1 calls that `kfp.Client.create_run_from_pipeline_package` makes."""
+
+    requests: ClassVar[list[tuple[str, str, Any]]] = []
+
+    def do_GET(self) -> None:
+        self.requests.append(("GET", self.path, None))
+        if self.path.startswith("/apis/v2beta1/healthz"):
+            self._answer({"multi_user": False})
+        elif self.path.startswith("/apis/v2beta1/experiments"):
+            self._answer({"experiments": [{"experiment_id": "exp-1", "display_name": "x"}]})
+        else:
+            self._answer({"error": "not found"}, 404)
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        self.requests.append(("POST", self.path, body))
+        if self.path.startswith("/apis/v2beta1/runs"):
+            self._answer({"run_id": "run-1", "display_name": body.get("display_name")})
+        elif self.path.startswith("/apis/v2beta1/experiments"):
+            self._answer({"experiment_id": "exp-1", "display_name": body.get("display_name")})
+        else:
+            self._answer({"error": "not found"}, 404)
+
+    def _answer(self, payload: Any, status: int = 200) -> None:
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args: Any) -> None:  # quiet
+        pass
+
+
+@contextlib.contextmanager
+def fake_kfp_api() -> Iterator[tuple[str, list]]:
+    """A real HTTP server on 127.0.0.1 speaking the bits of the KFP API the client uses."""
+    FakeKfpApi.requests = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeKfpApi)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", FakeKfpApi.requests
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+def test_submit_sends_the_compiled_pipeline_with_typed_overrides() -> None:
+    with fake_kfp_api() as (host, requests):
+        result = run_module(
+            "kubeflow.submit", "--host", host, "--run-name", "smoke",
+            "--set", "train.epochs=2", "--set", "preprocess_max_train_images=500",
+            "--set", "data.md5=null", "--set", "train.learning_rate=1",
+        )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert f"run run-1: {host}/#/runs/details/run-1" in result.stdout
+    runs = [body for method, path, body in requests if method == "POST" and "/runs" in path]
+    assert len(runs) == 1
+    run = runs[0]
+    assert run["display_name"] == "smoke"
+    assert run["experiment_id"] == "exp-1"
+    sent = run["pipeline_spec"]
+    assert sent["pipeline_spec"]["pipelineInfo"]["name"] == "cifar10-pipeline"
+    # The secret mounts travel in the platform spec beside the pipeline spec.
+    assert (
+        "exec-train"
+        in sent["platform_spec"]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    )
+    # Only the overrides travel; learning_rate became a float, null the empty md5.
+    assert run["runtime_config"]["parameters"] == {
+        "train_epochs": 2,
+        "preprocess_max_train_images": 500,
+        "data_md5": "",
+        "train_learning_rate": 1.0,
+    }
+    assert isinstance(run["runtime_config"]["parameters"]["train_learning_rate"], float)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("train.epoch=2", "unknown pipeline parameter train_epoch; did you mean train_epochs?"),
+        ("trian_epochs=2", "unknown pipeline parameter trian_epochs; did you mean train_epochs?"),
+        ("train_device=cpu", "unknown pipeline parameter train_device"),
+        ("train.epochs=0", "train.epochs: must be between 1 and 10000 (got 0)"),
+    ],
+)
+def test_submit_refuses_a_bad_parameter_in_one_line_before_any_request(
+    override: str, message: str
+) -> None:
+    with fake_kfp_api() as (host, requests):
+        result = run_module("kubeflow.submit", "--host", host, "--set", override)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
+    assert requests == []
+
+
+def test_submit_to_an_unreachable_api_is_one_line() -> None:
+    host = f"http://127.0.0.1:{free_port()}"
+    result = run_module("kubeflow.submit", "--host", host, "--set", "train.epochs=2")
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1].startswith(f"error: cannot submit to Kubeflow Pipelines at {host}: "), lines
+
+
+# --- Whole runs with kfp.local -------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def local_session(
+    root: Path, tracking_uri: str, caching: bool = False
+) -> Iterator[pytest.MonkeyPatch]:
+    """kfp.local with subprocesses of this interpreter; components import the repo's packages."""
+    from kfp import local
+
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in QUIET_ENV.items():
+            patch.setenv(name, value)
+        # Component code runs in a fresh interpreter in another folder: `kubeflow` comes from here.
+        patch.setenv("PYTHONPATH", str(REPO_ROOT))
+        patch.setenv("MLFLOW_TRACKING_URI", tracking_uri)
+        local.init(
+            local.SubprocessRunner(use_venv=False),
+            pipeline_root=str(root / "outputs"),
+            raise_on_error=True,
+            enable_caching=caching,
+            cache_root=str(root / "cache"),
+        )
+        yield patch
+
+
+def tiny_run_arguments(folder: Path) -> dict[str, Any]:
+    """Pipeline arguments for a run on a tiny archive: 1 epoch, 200 training images."""
+    archive = folder / "cifar-10-binary.tar.gz"
+    build_archive(archive, per_batch=PER_BATCH, n_test=N_TEST)
+    return {
+        "data_url": str(archive),
+        "data_md5": hashlib.md5(archive.read_bytes()).hexdigest(),
+        "preprocess_val_size": VAL_SIZE,
+        "train_epochs": 1,
+        "train_batch_size": 64,
+    }
+
+
+@pytest.fixture(scope="module")
+def local_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The CPU build of the pipeline run twice with kfp.local caching on, into one MLflow store.
+
+    The second run has the same arguments: download, preprocess and train come from the cache,
+    evaluate runs again.
+    """
+    root = tmp_path_factory.mktemp("kfp-local")
+    tracking_uri = f"sqlite:///{root / 'mlflow.db'}"
+    arguments = tiny_run_arguments(root)
+    pipeline = build_pipeline(Settings(gpu=False))
+    with local_session(root, tracking_uri, caching=True):
+        first = pipeline(**arguments)
+        second = pipeline(**arguments)
+    return {"first": first.outputs, "second": second.outputs, "tracking_uri": tracking_uri}
+
+
+@pytest.mark.slow
+def test_local_run_model_artifact_is_the_reference_cnn(local_runs: dict[str, Any]) -> None:
+    import keras
+
+    model = local_runs["first"]["model"]
+    path = Path(model.path) / model.metadata["file"]
+    assert path.suffix == ".keras"
+    assert keras.saving.load_model(path, compile=False).count_params() == 276_138
+    run_info = json.loads((Path(model.path) / "run.json").read_text())
+    assert model.metadata["mlflow_run_id"] == run_info["run_id"]
+
+
+@pytest.mark.slow
+def test_local_run_classification_metrics_cover_the_test_set(local_runs: dict[str, Any]) -> None:
+    matrix = local_runs["first"]["confusion"].metadata["confusionMatrix"]
+    assert [spec["displayName"] for spec in matrix["annotationSpecs"]] == CLASSES
+    rows = [row["row"] for row in matrix["rows"]]
+    assert len(rows) == 10 and all(len(row) == 10 for row in rows)
+    assert sum(map(sum, rows)) == N_TEST
+    metrics = local_runs["first"]["test_metrics"].metadata
+    assert metrics["test_images"] == N_TEST
+    assert 0.0 <= metrics["accuracy"] <= 1.0 and metrics["loss"] > 0
+    html = Path(local_runs["first"]["report"].path).read_text()
+    assert html.startswith("<!DOCTYPE html>") and "CIFAR-10 evaluation report" in html
+
+
+@pytest.mark.slow
+def test_local_run_train_and_evaluate_share_one_finished_mlflow_run(
+    local_runs: dict[str, Any],
+) -> None:
+    import mlflow
+
+    client = mlflow.MlflowClient(local_runs["tracking_uri"])
+    experiment = client.get_experiment_by_name("cifar10-cnn")
+    runs = client.search_runs([experiment.experiment_id])
+    # Two pipeline runs, one training: the second train came from the cache.
+    assert len(runs) == 1
+    run = runs[0]
+    assert run.info.status == "FINISHED"
+    assert run.info.run_id == local_runs["first"]["model"].metadata["mlflow_run_id"]
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "val_accuracy")] == [1]
+    assert {"loss", "accuracy", "val_loss", "epoch_seconds", "test_accuracy", "test_loss"} <= set(
+        run.data.metrics
+    )
+    # The params logged are the pipeline's, upstream ones included, not the schema defaults.
+    assert run.data.params["preprocess.val_size"] == str(VAL_SIZE)
+    assert run.data.params["train.epochs"] == "1"
+    assert run.data.params["data.url"].endswith("cifar-10-binary.tar.gz")
+
+
+@pytest.mark.slow
+def test_local_run_registers_a_version_and_evaluate_is_never_cached(
+    local_runs: dict[str, Any],
+) -> None:
+    import mlflow
+
+    client = mlflow.MlflowClient(local_runs["tracking_uri"])
+    versions = client.search_model_versions("name='cifar10-cnn'")
+    run_id = local_runs["first"]["model"].metadata["mlflow_run_id"]
+    # One version per evaluate: the second pipeline run evaluated again on the cached model.
+    assert len(versions) == 2
+    assert {version.run_id for version in versions} == {run_id}
+    assert local_runs["second"]["model"].path == local_runs["first"]["model"].path
+    assert local_runs["second"]["report"].path != local_runs["first"]["report"].path
+
+
+@pytest.mark.slow
+def test_unreachable_mlflow_fails_train_with_the_dvc_stage_line(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    tracking_uri = f"http://127.0.0.1:{free_port()}"
+    pipeline = build_pipeline(Settings(gpu=False))
+    with local_session(tmp_path, tracking_uri), pytest.raises(RuntimeError, match="'train'"):
+        pipeline(**tiny_run_arguments(tmp_path))
+    out = capfd.readouterr().out
+    prepared = next((tmp_path / "outputs").glob("*/preprocess/prepared"))
+    dvc = run_stage(
+        "train", "--prepared-dir", prepared, "--models-dir", tmp_path / "dvc-models",
+        "--reports-dir", tmp_path / "dvc-reports", "--checkpoints-dir", tmp_path / "ckpt",
+        env={"MLFLOW_TRACKING_URI": tracking_uri},
+    )  # fmt: skip
+    assert dvc.returncode == 1
+    (line,) = dvc.stderr.strip().splitlines()[-1:]
+    assert line.startswith(f"error: MLflow tracking server {tracking_uri} is unreachable")
+    assert line in out
+    # It failed before training: no epoch line (Keras logs "... - val_loss: ..."), no model.
+    assert "val_loss:" not in out
+    assert "Traceback" not in out
+    assert not any((tmp_path / "outputs").glob("*/train/model/model.keras"))
+    assert "evaluate" not in {p.name for p in (tmp_path / "outputs").glob("*/*")}
