@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import ParamsError
-from pipeline.params import Params, TrainParams, validate_params
+from pipeline.params import Params, TrainParams, flatten_params, validate_params
 from stages.cli import call_stage
 
 log = logging.getLogger("pipeline")
@@ -85,8 +85,6 @@ def from_pipeline_value(dotted: str, value: Any) -> Any:
 
 def pipeline_defaults(params: Params) -> dict[str, Any]:
     """Every params key as a pipeline parameter name -> its value (e.g. from params.yaml)."""
-    from pipeline.params import flatten_params
-
     return {
         flat_name(key): to_pipeline_value(key, value)
         for key, value in flatten_params(params).items()
