@@ -99,6 +99,7 @@ def train(
     train_mixed_precision: str,
     train_restore_best: bool,
     train_device: str,
+    train_steps_per_execution: int,
     mlflow_experiment_name: str,
 ):
     """Stage train: the reference CNN, one MLflow run; model.keras and run.json in ``model``."""
@@ -204,6 +205,23 @@ def pipeline_parameters(defaults: dict[str, Any], fixed: dict[str, Any]) -> list
     return list(parameters.values())
 
 
+def build_components(settings: Settings) -> dict[str, Any]:
+    """The four KFP components, each in its image: train in the GPU one when ``settings.gpu``."""
+    images = {stage: settings.image for stage in STAGES}
+    if settings.gpu:
+        images["train"] = settings.gpu_image
+    return {
+        stage: dsl.component(
+            func,
+            base_image=images[stage],
+            # The image holds the locked environment, kfp included: nothing to pip install.
+            packages_to_install=[],
+            install_kfp_package=False,
+        )
+        for stage, func in STAGES.items()
+    }
+
+
 def build_pipeline(settings: Settings | None = None) -> Any:
     """The KFP pipeline for ``settings``: parameters and defaults from its params file."""
     settings = settings or Settings()
@@ -212,19 +230,9 @@ def build_pipeline(settings: Settings | None = None) -> Any:
     parameters = pipeline_parameters(defaults, fixed)
     names = [parameter.name for parameter in parameters]
 
-    def component(stage: str, image: str) -> Any:
-        return dsl.component(
-            STAGES[stage],
-            base_image=image,
-            # The image holds the locked environment, kfp included: nothing to pip install.
-            packages_to_install=[],
-            install_kfp_package=False,
-        )
-
-    download_op = component("download", settings.image)
-    preprocess_op = component("preprocess", settings.image)
-    train_op = component("train", settings.gpu_image if settings.gpu else settings.image)
-    evaluate_op = component("evaluate", settings.image)
+    ops = build_components(settings)
+    download_op, preprocess_op = ops["download"], ops["preprocess"]
+    train_op, evaluate_op = ops["train"], ops["evaluate"]
 
     def cifar10_pipeline(*channels: Any) -> Outputs:
         # KFP calls the pipeline function positionally, in the order of its signature.

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import ParamsError
-from pipeline.params import Params, TrainParams, flatten_params, validate_params
+from pipeline.params import Params, flatten_params, validate_params
 from stages.cli import call_stage
 
 log = logging.getLogger("pipeline")
@@ -164,11 +164,6 @@ def train_step(
     """
     from pipeline.run_info import read_run_info
     from stages import train
-
-    if "device" not in TrainParams.model_fields:
-        # Params from before train.device existed: Keras picks the device itself.
-        log.warning("train.device is not a param of this version; ignoring train_device")
-        values = {name: value for name, value in values.items() if name != "train_device"}
 
     def work() -> None:
         params, used = stage_params(values, upstream_params(archive, prepared))

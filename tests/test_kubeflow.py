@@ -501,3 +501,38 @@ def test_unreachable_mlflow_fails_train_with_the_dvc_stage_line(
     assert "Traceback" not in out
     assert not any((tmp_path / "outputs").glob("*/train/model/model.keras"))
     assert "evaluate" not in {p.name for p in (tmp_path / "outputs").glob("*/*")}
+
+
+@pytest.mark.slow
+def test_gpu_train_component_without_a_gpu_fails_at_once(
+    tmp_path: Path, prepared_dir: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    from kfp import dsl
+
+    from kubeflow.pipeline import build_components, stage_parameters
+    from kubeflow.pipeline import train as train_func
+    from kubeflow.runtime import pipeline_defaults
+
+    train_op = build_components(Settings())["train"]  # the compiled one: GPU image, GPU request
+    defaults = pipeline_defaults(load_params(REPO_ROOT / "params.yaml"))
+    arguments = {name: defaults[name] for name in stage_parameters(train_func)} | {
+        "train_device": "gpu",  # what the compiled pipeline passes
+        "train_epochs": 1,
+    }
+
+    @dsl.pipeline(name="train-only")
+    def train_only():  # no annotations: KFP would read "None" (a string here) as a type
+        prepared = dsl.importer(artifact_uri=str(prepared_dir), artifact_class=dsl.Dataset)
+        archive = dsl.importer(
+            artifact_uri=str(tmp_path / "none.tar.gz"), artifact_class=dsl.Dataset
+        )
+        train_op(prepared=prepared.output, archive=archive.output, **arguments)
+
+    tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    with local_session(tmp_path, tracking_uri), pytest.raises(RuntimeError, match="'train'"):
+        train_only()
+    out = capfd.readouterr().out
+    assert "error: train.device=gpu but" in out and "sees no GPU" in out
+    assert "Traceback" not in out and "val_loss:" not in out
+    # Before any run or store: the tracking store was never created.
+    assert not (tmp_path / "mlflow.db").exists()
