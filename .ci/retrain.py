@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-# Run as a script, this folder is on sys.path (for ci_report) but the repo root is not.
-sys.path.insert(0, str(REPO))
+# The library and ci_report beside this file, however this file was started or imported.
+sys.path[:0] = [str(REPO), str(Path(__file__).resolve().parent)]
 
 import ci_report  # noqa: E402
 
@@ -106,21 +106,56 @@ def dvc(*args: str, stream: bool = False) -> str:
     return out
 
 
+def push_run_cache_files(remote: str) -> int:
+    """Push the files that local run-cache entries record but ``dvc push`` leaves out; return
+    how many were sent.
+
+    DVC 3.67's ``dvc push --run-cache`` sends the entries and the workspace's cached outputs,
+    not the ``cache: false`` outputs (metrics, plots) an entry also records. Restoring such an
+    entry from the remote (train, preprocess) then fails with "cache files do not exist" and
+    the stage reruns. This sends them the same way ``dvc repro --pull`` fetches them.
+    """
+    from dvc.repo import Repo
+
+    with Repo(str(REPO)) as repo:
+        runs = Path(repo.cache.legacy.path) / "runs"
+        entries = [(entry.parent.name, entry.name) for entry in runs.glob("*/*/*")]
+        local = set()
+        for objs in repo.stage_cache.get_used_objs(entries).values():
+            for obj in objs:
+                cache = repo.cache.legacy if obj.name == "md5-dos2unix" else repo.cache.local
+                # Entries pulled from the remote point at files only the remote has.
+                if cache.exists(obj.value):
+                    local.add(obj)
+        transferred = repo.cloud.push(local, remote=remote)
+    if transferred.failed:
+        raise RetrainError(f"pushing {len(transferred.failed)} run-cache file(s) failed")
+    return len(transferred.transferred)
+
+
 def check_gpu(required: bool) -> str | None:
-    """With ``required``, the GPUs the Keras backend sees; none stops the run with one line."""
+    """With ``required``, the GPUs the Keras backend sees; none stops the run with one line.
+
+    Asked in a child process, so the backend's start-up chatter stays out of the one line.
+    """
     if not required:
         return None
-    from pipeline import backend
-
-    gpus = backend.gpu_names()
-    if not gpus:
+    probe = "from pipeline import backend; print(backend.name()); print(*backend.gpu_names())"
+    result = subprocess.run(
+        [sys.executable, "-c", probe], cwd=REPO, env=ENV, capture_output=True, text=True
+    )
+    if result.returncode != 0:
+        last = (result.stderr.strip().splitlines() or ["?"])[-1]
+        raise RetrainError(f"a GPU was required but the backend failed to start: {last}")
+    name, _, gpus = result.stdout.strip().partition("\n")
+    if not gpus.strip():
         visible = os.environ.get("CUDA_VISIBLE_DEVICES")
         hint = f" (CUDA_VISIBLE_DEVICES={visible!r})" if visible is not None else ""
         raise RetrainError(
-            f"a GPU was required but the {backend.name()} backend sees none{hint}: "
+            f"a GPU was required but the {name} backend sees none{hint}: "
             "install with `make setup GPU=1` and check `nvidia-smi`"
         )
-    return ", ".join(gpus)
+    return gpus.strip()
 
 
 def gpu_requested(params_path: Path, overrides: list[str]) -> bool:
@@ -190,6 +225,9 @@ def retrain(args: argparse.Namespace) -> Path:
         print(f"retrain: pushing outputs and run-cache to '{remote}'", flush=True)
         pushed = dvc("push", "--run-cache").strip().splitlines()[-1:]
         pushed = pushed[0] if pushed else ""
+        extra = push_run_cache_files(remote)
+        if extra:
+            pushed += f" (+{extra} metrics/plots files of run-cache entries)"
     facts = ci_report.Facts(
         base=args.base,
         base_commit=base_commit,

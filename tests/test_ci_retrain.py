@@ -211,11 +211,9 @@ def test_pull_request_report_and_registry(team: Team, pr_run: CiRun) -> None:
     base, new = base_metrics["accuracy"], new_metrics["accuracy"]
     assert f"Test accuracy **{new:.4f}** (base {base:.4f}, {new - base:+.4f})" in report
     # DVC's own diff table, against the base's committed metrics.
-    loss_row = next(
-        line for line in report.splitlines() if "| reports/metrics.json | loss " in line
-    )
-    assert loss_row.split("|")[3].strip() == str(round(base_metrics["loss"], 5))
-    assert loss_row.split("|")[4].strip() == str(round(new_metrics["loss"], 5))
+    cells = [[cell.strip() for cell in line.split("|")[1:-1]] for line in report.splitlines()]
+    loss = next(row for row in cells if row[:2] == ["reports/metrics.json", "loss"])
+    assert loss[2:4] == [str(round(base_metrics["loss"], 5)), str(round(new_metrics["loss"], 5))]
     assert "![Confusion matrix](confusion_matrix.png)" in report
     assert (pr_run.repo.root / "reports" / "confusion_matrix.png").stat().st_size > 1000
     assert "| **airplane** |" in report, "the confusion matrix as a table, too"
