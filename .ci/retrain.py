@@ -16,6 +16,7 @@ so after the merge, main restores the same trained model from the run-cache and 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import re
@@ -183,8 +184,6 @@ def apply_overrides(params_path: Path, overrides: list[str]) -> None:
         for section in sections:
             node = node.setdefault(section, {})
         node[name] = yaml.safe_load(text) if text else None
-    import io
-
     buffer = io.StringIO()
     editor.dump(document, buffer)
     write_text(params_path, buffer.getvalue())
@@ -223,8 +222,7 @@ def retrain(args: argparse.Namespace) -> Path:
     pushed = ""
     if args.push:
         print(f"retrain: pushing outputs and run-cache to '{remote}'", flush=True)
-        pushed = dvc("push", "--run-cache").strip().splitlines()[-1:]
-        pushed = pushed[0] if pushed else ""
+        pushed = (dvc("push", "--run-cache").strip().splitlines() or [""])[-1]
         extra = push_run_cache_files(remote)
         if extra:
             pushed += f" (+{extra} metrics/plots files of run-cache entries)"
