@@ -1,0 +1,331 @@
+"""Retrain in CI (or by hand): pull, ``dvc repro``, push, and write ``reports/ci_report.md``.
+
+    python .ci/retrain.py [--base REF] [--pull-request] [--set KEY=VALUE ...] [--require-gpu]
+
+The GitHub workflow only calls this; all the logic lives here so a person can run the same thing.
+
+Param overrides (``--set``, and ``--pull-request`` which means ``register.allow_champion=false``)
+are validated by the params schema and then written into ``params.yaml`` before ``dvc repro``,
+exactly what ``dvc exp run -S`` does to the workspace, minus the experiment commit. So the
+``dvc.lock`` this run produces records the params the results were really made with, and the
+run-cache entries it pushes are keyed on them: the training stage does not read ``register.*``,
+so after the merge, main restores the same trained model from the run-cache and only
+``evaluate`` reruns, this time under the champion gate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+# The library and ci_report beside this file, however this file was started or imported.
+sys.path[:0] = [str(REPO), str(Path(__file__).resolve().parent)]
+
+import ci_report  # noqa: E402
+
+from pipeline.atomic import write_text  # noqa: E402
+from pipeline.errors import PipelineError  # noqa: E402
+from pipeline.params import load_params  # noqa: E402
+
+PR_OVERRIDE = "register.allow_champion=false"
+# dvc, and the `python -m stages.X` that dvc.yaml runs, must be this interpreter's environment.
+ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+REPORT = Path("reports/ci_report.md")
+# dvc repro's line for each way a stage can go (DVC 3.x wording).
+STAGE_LINES = {
+    "ran": re.compile(r"^Running stage '([^']+)'"),
+    "restored": re.compile(r"^Stage '([^']+)' is cached - skipping run"),
+    "unchanged": re.compile(r"^Stage '([^']+)' didn't change"),
+}
+
+
+class RetrainError(PipelineError):
+    """A retraining step failed; the message is the one line the user sees."""
+
+
+@dataclass
+class Outcome:
+    """What happened to each stage of the pipeline in this run."""
+
+    ran: list[str] = field(default_factory=list)
+    restored: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+
+
+def parse_repro(output: str) -> Outcome:
+    """Sort the stages named in ``dvc repro`` output into ran / restored / unchanged."""
+    outcome = Outcome()
+    for line in output.splitlines():
+        for kind, pattern in STAGE_LINES.items():
+            match = pattern.match(line.strip())
+            if match and match.group(1) not in getattr(outcome, kind):
+                getattr(outcome, kind).append(match.group(1))
+    return outcome
+
+
+def dvc(*args: str, stream: bool = False) -> str:
+    """Run ``dvc ARGS`` in the repo; return stdout, or raise one line from its error output.
+
+    With ``stream`` the output is also echoed as it comes, so CI logs show training progress.
+    """
+    command = ["dvc", *args]
+    try:
+        process = subprocess.Popen(
+            command,
+            cwd=REPO,
+            env=ENV,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT if stream else subprocess.PIPE,
+            text=True,
+        )
+    except FileNotFoundError:
+        raise RetrainError("dvc not found: run `make setup` and use .venv/bin") from None
+    if stream:
+        lines = []
+        assert process.stdout is not None
+        for line in process.stdout:
+            sys.stdout.write(line)
+            sys.stdout.flush()
+            lines.append(line)
+        process.wait()
+        out, err = "".join(lines), "".join(lines)
+    else:
+        out, err = process.communicate()
+    if process.returncode != 0:
+        last = [line.strip() for line in err.splitlines() if line.strip()]
+        reason = last[-1] if last else f"exit code {process.returncode}"
+        raise RetrainError(f"`{' '.join(command)}` failed: {reason}")
+    return out
+
+
+def push_run_cache_files(remote: str) -> int:
+    """Push the files that local run-cache entries record but ``dvc push`` leaves out; return
+    how many were sent.
+
+    DVC 3.67's ``dvc push --run-cache`` sends the entries and the workspace's cached outputs,
+    not the ``cache: false`` outputs (metrics, plots) an entry also records. Restoring such an
+    entry from the remote (train, preprocess) then fails with "cache files do not exist" and
+    the stage reruns. This sends them the same way ``dvc repro --pull`` fetches them.
+    """
+    from dvc.repo import Repo
+
+    with Repo(str(REPO)) as repo:
+        runs = Path(repo.cache.legacy.path) / "runs"
+        entries = [(entry.parent.name, entry.name) for entry in runs.glob("*/*/*")]
+        local = set()
+        for objs in repo.stage_cache.get_used_objs(entries).values():
+            for obj in objs:
+                cache = repo.cache.legacy if obj.name == "md5-dos2unix" else repo.cache.local
+                # Entries pulled from the remote point at files only the remote has.
+                if cache.exists(obj.value):
+                    local.add(obj)
+        transferred = repo.cloud.push(local, remote=remote)
+    if transferred.failed:
+        raise RetrainError(f"pushing {len(transferred.failed)} run-cache file(s) failed")
+    return len(transferred.transferred)
+
+
+def check_gpu(required: bool) -> str | None:
+    """With ``required``, the GPUs the Keras backend sees; none stops the run with one line.
+
+    Asked in a child process, so the backend's start-up chatter stays out of the one line.
+    """
+    if not required:
+        return None
+    probe = "from pipeline import backend; print(backend.name()); print(*backend.gpu_names())"
+    result = subprocess.run(
+        [sys.executable, "-c", probe], cwd=REPO, env=ENV, capture_output=True, text=True
+    )
+    if result.returncode != 0:
+        last = (result.stderr.strip().splitlines() or ["?"])[-1]
+        raise RetrainError(f"a GPU was required but the backend failed to start: {last}")
+    name, _, gpus = result.stdout.strip().partition("\n")
+    if not gpus.strip():
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        hint = f" (CUDA_VISIBLE_DEVICES={visible!r})" if visible is not None else ""
+        raise RetrainError(
+            f"a GPU was required but the {name} backend sees none{hint}: "
+            "install with `make setup GPU=1` and check `nvidia-smi`"
+        )
+    return gpus.strip()
+
+
+def gpu_requested(params_path: Path, overrides: list[str]) -> bool:
+    """True when the effective params ask for ``train.device: gpu``."""
+    params = load_params(params_path, overrides)
+    # train.device comes with the GPU install; params files without it mean "auto".
+    return getattr(params.train, "device", "auto") == "gpu"
+
+
+def apply_overrides(params_path: Path, overrides: list[str]) -> None:
+    """Validate ``overrides`` with the schema, then write them into params.yaml, comments kept."""
+    if not overrides:
+        return
+    load_params(params_path, overrides)  # one-line ParamsError before anything is written
+    import yaml
+    from ruamel.yaml import YAML  # dvc's own YAML editor (it applies `dvc exp run -S` with it)
+
+    editor = YAML()
+    editor.preserve_quotes = True
+    document = editor.load(params_path.read_text(encoding="utf-8"))
+    for override in overrides:
+        key, _, text = override.partition("=")
+        *sections, name = key.split(".")
+        node = document
+        for section in sections:
+            node = node.setdefault(section, {})
+        node[name] = yaml.safe_load(text) if text else None
+    buffer = io.StringIO()
+    editor.dump(document, buffer)
+    write_text(params_path, buffer.getvalue())
+
+
+def ensure_remote(url: str | None) -> str:
+    """The default DVC remote's name; ``url`` (if given) becomes a local, uncommitted default."""
+    if url:
+        dvc("remote", "add", "--local", "--force", "--default", "ci", url)
+    try:
+        return dvc("remote", "default").strip()
+    except RetrainError:
+        raise RetrainError(
+            "no default DVC remote: `dvc remote add -d storage s3://BUCKET/PATH` and commit "
+            ".dvc/config, or pass --remote-url / set DVC_REMOTE_URL"
+        ) from None
+
+
+def retrain(args: argparse.Namespace) -> Path:
+    """Do the whole run; return the report's path."""
+    params_path = REPO / "params.yaml"
+    overrides = list(args.overrides) + ([PR_OVERRIDE] if args.pull_request else [])
+    load_params(params_path, overrides)  # bad overrides stop here, before any work
+    base_commit = (
+        _git("rev-parse", "--short", "--verify", f"{args.base}^{{commit}}") if args.base else None
+    )
+    gpus = check_gpu(args.require_gpu or gpu_requested(params_path, overrides))
+    remote = ensure_remote(args.remote_url)
+    print(f"retrain: pulling from DVC remote '{remote}'", flush=True)
+    dvc("pull", "--allow-missing")
+    apply_overrides(params_path, overrides)
+    print("retrain: dvc repro --pull", flush=True)
+    # --pull: a stage whose params and deps match a pushed run-cache entry is restored from the
+    # remote instead of rerun (plain `dvc pull --run-cache` fetches the entries, not their files).
+    outcome = parse_repro(dvc("repro", "--pull", stream=True))
+    pushed = ""
+    if args.push:
+        print(f"retrain: pushing outputs and run-cache to '{remote}'", flush=True)
+        pushed = (dvc("push", "--run-cache").strip().splitlines() or [""])[-1]
+        extra = push_run_cache_files(remote)
+        if extra:
+            pushed += f" (+{extra} metrics/plots files of run-cache entries)"
+    facts = ci_report.Facts(
+        base=args.base,
+        base_commit=base_commit,
+        head=_git("rev-parse", "--short", "HEAD"),
+        # A pull-request checkout is a detached merge commit; Actions names the branch.
+        branch=os.environ.get("GITHUB_HEAD_REF") or _git("rev-parse", "--abbrev-ref", "HEAD"),
+        pull_request=args.pull_request,
+        overrides=overrides,
+        ran=outcome.ran,
+        restored=outcome.restored,
+        unchanged=outcome.unchanged,
+        remote=remote,
+        pushed=pushed,
+        gpus=gpus,
+        params_diff=dvc("params", "diff", args.base, "--md") if args.base else "",
+        metrics_diff=dvc("metrics", "diff", args.base, "--md") if args.base else "",
+        ci_run_url=ci_report.ci_run_url(os.environ),
+        base_metrics=_committed_json(args.base, "reports/metrics.json") if args.base else None,
+    )
+    report = REPO / args.report
+    write_text(report, ci_report.render(facts, REPO / "reports", REPO / "models"))
+    print(f"retrain: report at {args.report}", flush=True)
+    return report
+
+
+def _committed_json(ref: str, path: str) -> dict | None:
+    """``path`` as committed at ``ref``, or None where it is not there."""
+    result = subprocess.run(
+        ["git", "show", f"{ref}:{path}"], cwd=REPO, env=ENV, capture_output=True
+    )
+    if result.returncode != 0:
+        return None
+    try:
+        return json.loads(result.stdout)
+    except json.JSONDecodeError:
+        return None
+
+
+def _git(*args: str) -> str:
+    result = subprocess.run(["git", *args], cwd=REPO, env=ENV, capture_output=True, text=True)
+    if result.returncode != 0:
+        message = (result.stderr.strip().splitlines() or ["?"])[-1]
+        raise RetrainError(f"`git {' '.join(args)}` failed: {message}")
+    return result.stdout.strip()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of ``python .ci/retrain.py``."""
+    parser = argparse.ArgumentParser(
+        prog="python .ci/retrain.py",
+        description="Pull from the DVC remote, dvc repro, push outputs and run-cache, and write "
+        "a markdown report of what changed against a base commit.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument(
+        "--base", help="git ref to diff params and metrics against (e.g. origin/main)"
+    )
+    parser.add_argument(
+        "--pull-request",
+        action="store_true",
+        help=f"a pull-request run: adds --set {PR_OVERRIDE} (last, so it wins)",
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a param, written into params.yaml before dvc repro (repeatable)",
+    )
+    parser.add_argument(
+        "--require-gpu",
+        action="store_true",
+        help="fail unless the backend sees a GPU (also implied by train.device: gpu)",
+    )
+    parser.add_argument(
+        "--remote-url",
+        default=os.environ.get("DVC_REMOTE_URL") or None,
+        help="DVC remote to use, set as a local default (env DVC_REMOTE_URL); else the "
+        "committed default remote",
+    )
+    parser.add_argument(
+        "--no-push", dest="push", action="store_false", help="do not push to the DVC remote"
+    )
+    parser.add_argument("--report", type=Path, default=REPORT, help="where to write the report")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point: one ``error:`` line and a non-zero exit on any failure the user can fix."""
+    args = build_parser().parse_args(argv)
+    try:
+        retrain(args)
+    except PipelineError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
