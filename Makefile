@@ -39,7 +39,7 @@ $(UV): | check-python
 	.tools/bin/pip install --quiet uv==$(UV_VERSION)
 
 $(STAMP): pyproject.toml uv.lock | $(UV) check-python
-	$(UV) sync --frozen --python $(PYTHON) --extra $(FLAVOUR) --extra kubeflow --extra server
+	$(UV) sync --frozen --python $(PYTHON) --extra $(FLAVOUR) --extra kubeflow --extra server --extra s3
 	rm -f $(VENV)/.synced*
 	touch $@
 
