@@ -38,7 +38,7 @@ $(UV): | check-python
 	$(PYTHON) -m venv .tools
 	.tools/bin/pip install --quiet uv==$(UV_VERSION)
 
-$(STAMP): pyproject.toml uv.lock | $(UV) check-python
+$(STAMP): pyproject.toml uv.lock Makefile | $(UV) check-python
 	$(UV) sync --frozen --python $(PYTHON) --extra $(FLAVOUR) --extra kubeflow --extra server --extra s3
 	rm -f $(VENV)/.synced*
 	touch $@
