@@ -10,6 +10,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from pipeline.errors import PipelineError
+
 
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
@@ -42,3 +44,33 @@ def write_text(target: str | os.PathLike[str], text: str) -> None:
 def write_json(target: str | os.PathLike[str], data: Any) -> None:
     """Atomically write ``data`` as pretty JSON with a trailing newline."""
     write_text(target, json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def save_keras_atomically(model: Any, target: Path) -> None:
+    """``model.save(target)`` through a temp file beside it, so ``target`` is whole or absent.
+
+    A ``.keras`` file is a zip written by Python (its HDF5 part is built in memory), so a full
+    disk is an ordinary OSError here, never a crash in h5py.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Keras insists on the .keras suffix, so the temp file keeps it.
+    partial = target.with_name(f".{target.stem}.{os.getpid()}.partial.keras")
+    try:
+        model.save(partial)
+        os.replace(partial, target)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def check_writable(folder: str | os.PathLike[str]) -> None:
+    """Create ``folder`` if needed and write a temp file in it, or raise a one-line PipelineError.
+
+    Stages call it before hours of work, not after (a read-only or missing mount, a typo).
+    """
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise PipelineError(f"cannot write to {folder}: {exc.strerror or exc}") from None

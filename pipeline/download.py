@@ -26,6 +26,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from pipeline.atomic import atomic_path
 from pipeline.checksums import CHUNK_BYTES
 from pipeline.errors import PipelineError
+from pipeline.locks import exclusive_lock
 
 log = logging.getLogger("pipeline")
 
@@ -33,6 +34,8 @@ LOCAL_COPY_HINT = (
     "to use a local copy instead: "
     "dvc exp run -S data.url=/path/to/cifar-10-binary.tar.gz -S data.md5=<its md5>"
 )
+# A second download to the same file gives up after this long, naming the one in progress.
+LOCK_WAIT_S = 3.0
 # Failures worth another attempt: URLError covers DNS failures and refused connections, SSLError
 # a TLS connection cut short.
 _TRANSIENT = (
@@ -61,12 +64,38 @@ def fetch_archive(
     check with a warning. Raises PipelineError on any failure, with nothing written at ``dest``.
     """
     dest = Path(dest)
+    if dest.is_dir():
+        raise PipelineError(f"{dest} is a folder: the archive path must name a file")
     scheme = urllib.parse.urlsplit(url).scheme.lower()
     if scheme not in ("", "file", "http", "https"):
         raise PipelineError(f"data.url: unsupported URL scheme {scheme!r} in {url}")
     if md5 is None:
         log.warning("data.md5 is null: skipping the checksum of %s", url)
     source = None if scheme in ("http", "https") else _local_path(url)
+    # The lock keeps a second download from writing beside this one, and from deleting its temp
+    # file as a leftover.
+    with exclusive_lock(
+        dest.with_name(f".{dest.name}.lock"),
+        f"the download to {dest}",
+        LOCK_WAIT_S,
+        "another download is writing it: wait for it, or stop it",
+    ):
+        _remove_leftovers(dest)
+        digest = _fetch(url, md5, dest, source, attempts, backoff_s, timeout_s)
+    log.info("wrote %s (md5 %s)", dest, digest)
+    return digest
+
+
+def _fetch(
+    url: str,
+    md5: str | None,
+    dest: Path,
+    source: Path | None,
+    attempts: int,
+    backoff_s: float,
+    timeout_s: float,
+) -> str:
+    """Stream ``url`` (or copy ``source``) to a temp file beside ``dest``, check, rename."""
     try:
         with (
             atomic_path(dest) as tmp,
@@ -86,8 +115,19 @@ def fetch_archive(
         if exc.errno == errno.ENOSPC:
             raise PipelineError(f"no space left on device writing {dest}") from None
         raise
-    log.info("wrote %s (md5 %s)", dest, digest)
     return digest
+
+
+def _remove_leftovers(dest: Path) -> None:
+    """Delete the temp files of downloads that were killed (``kill -9`` skips every cleanup)."""
+    if not dest.parent.is_dir():
+        return
+    # The names atomic_path gives its temp files: ".<name>.<random>.tmp".
+    prefix = f".{dest.name}."
+    for path in dest.parent.iterdir():
+        if path.name.startswith(prefix) and path.name.endswith(".tmp") and path.is_file():
+            log.warning("removing %s, left by an interrupted download", path)
+            path.unlink(missing_ok=True)
 
 
 def _local_path(url: str) -> Path:

@@ -15,3 +15,9 @@ class ParamsError(PipelineError):
     """params.yaml (or a ``--set`` override) failed validation."""
 
     exit_code = 2
+
+
+class UsageError(PipelineError):
+    """A command-line option names the wrong kind of thing (a folder for a file, ...)."""
+
+    exit_code = 2

@@ -11,13 +11,18 @@ Registration is idempotent: a second call for the same MLflow run reuses its ver
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import logging
+import tempfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 from pipeline.errors import PipelineError
 from pipeline.lineage import CODE_AND_DATA_TAGS, UNKNOWN
+from pipeline.locks import exclusive_lock
 from pipeline.params import RegisterParams
 
 log = logging.getLogger("pipeline")
@@ -28,6 +33,8 @@ ACCURACY_TAG = "test_accuracy"
 RUN_ID_TAG = "run_id"
 DECISION_TAG = "registry.decision"
 REASON_TAG = "registry.reason"
+# Registering takes seconds; a wait this long only fails when something is stuck.
+REGISTRY_LOCK_WAIT_S = 120.0
 
 
 @dataclass(frozen=True)
@@ -104,6 +111,11 @@ def decide(
     return Decision("kept", f"does not beat the champion: {versus}", False)
 
 
+def policy_tags(policy: RegisterParams) -> dict[str, str]:
+    """``register.*`` as version tags: ``{"register.min_accuracy": "0.7", ...}``."""
+    return {f"register.{key}": json.dumps(value) for key, value in policy.model_dump().items()}
+
+
 def register_model_version(
     name: str,
     model_uri: str,
@@ -118,9 +130,32 @@ def register_model_version(
     """
     import mlflow
 
-    with mlflow_errors(f"registering {model_uri} as model '{name}'"):
+    uri = mlflow.get_tracking_uri()
+    # Two evaluates at once would both miss the other's version and register the run twice.
+    with (
+        exclusive_lock(
+            registry_lock_path(uri, name),
+            f"registered model '{name}'",
+            REGISTRY_LOCK_WAIT_S,
+            "another evaluate is registering to it: rerun once it is done",
+        ),
+        mlflow_errors(f"registering {model_uri} as model '{name}'"),
+    ):
         client = mlflow.MlflowClient()
         return _register(client, name, model_uri, run_id, run_tags, test_accuracy, policy)
+
+
+def registry_lock_path(tracking_uri: str, name: str) -> Path:
+    """The lock file of registered model ``name`` in the store at ``tracking_uri``.
+
+    Beside a SQLite store's file; in the temp folder for a server, keyed by its URI, so only
+    processes on the same machine are kept apart (MLflow offers no registry transaction).
+    """
+    digest = hashlib.sha256(f"{tracking_uri}\n{name}".encode()).hexdigest()[:16]
+    if tracking_uri.startswith("sqlite:///"):
+        db = Path(tracking_uri.removeprefix("sqlite:///"))
+        return db.with_name(f"{db.name}.registry-{digest}.lock")
+    return Path(tempfile.gettempdir()) / "cifar10-pipeline-locks" / f"registry-{digest}.lock"
 
 
 @contextlib.contextmanager
@@ -164,6 +199,9 @@ def _register(
     client.set_registered_model_alias(name, CHALLENGER, challenger)
     client.set_model_version_tag(name, version, DECISION_TAG, decision.decision)
     client.set_model_version_tag(name, version, REASON_TAG, decision.reason)
+    # The register.* values this decision used, where it is recorded (not on the training run).
+    for key, value in policy_tags(policy).items():
+        client.set_model_version_tag(name, version, key, value)
     log.info("registry: %s v%s: %s (%s)", name, version, decision.decision, decision.reason)
     return RegistryResult(
         status="registered",

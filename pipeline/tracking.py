@@ -74,8 +74,18 @@ def _create_or_upgrade_sqlite(uri: str) -> None:
 
     db_path = Path(uri.removeprefix("sqlite:///"))
     db_path.parent.mkdir(parents=True, exist_ok=True)
+    from sqlalchemy.exc import SQLAlchemyError
+
     with _file_lock(db_path.with_name(db_path.name + ".lock")):
-        store = SqlAlchemyStore(uri, DEFAULT_ARTIFACTS.as_uri())
+        try:
+            store = SqlAlchemyStore(uri, DEFAULT_ARTIFACTS.as_uri())
+        except SQLAlchemyError as exc:
+            # e.g. "file is not a database": overwritten, truncated, or not SQLite at all.
+            reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+            raise PipelineError(
+                f"the MLflow store {db_path} is unreadable ({reason}): move it aside to start a "
+                "new store, or set MLFLOW_TRACKING_URI to another one"
+            ) from None
         store.engine.dispose()
 
 

@@ -18,7 +18,7 @@ import keras
 import numpy as np
 
 from pipeline import backend
-from pipeline.checkpoints import ResumeState, TrainingCheckpoint
+from pipeline.checkpoints import ResumeState, TrainingCheckpoint, load_best_weights
 from pipeline.errors import PipelineError
 from pipeline.model import build_model
 from pipeline.params import ModelParams, TrainParams
@@ -184,7 +184,7 @@ def fit(
     if train_params.restore_best:
         state = checkpoint.load()
         if state is not None and state.best_path is not None:
-            model.load_weights(state.best_path)
+            load_best_weights(model, state.best_path)
     return model, history
 
 

@@ -11,9 +11,17 @@ from pathlib import Path
 import keras
 
 from pipeline import backend
-from pipeline.atomic import atomic_path, write_json, write_text
-from pipeline.checkpoints import TrainingCheckpoint, checkpoint_key
+from pipeline.atomic import (
+    atomic_path,
+    check_writable,
+    save_keras_atomically,
+    write_json,
+    write_text,
+)
+from pipeline.checkpoints import ResumeState, TrainingCheckpoint, checkpoint_key
 from pipeline.checksums import files_md5
+from pipeline.code_digest import stage_code_md5s
+from pipeline.errors import PipelineError
 from pipeline.lineage import lineage_tags
 from pipeline.model import model_summary
 from pipeline.params import Params, flatten_params
@@ -48,6 +56,9 @@ EPOCH_METRICS = {
     "seconds": "epoch_seconds",
     "images_per_s": "images_per_s",
 }
+# The params logged to the training run (see logged_params).
+LOGGED_SECTIONS = ("data.", "preprocess.", "model.", "train.")
+LOGGED_KEYS = {"mlflow.experiment_name"}
 
 
 @dataclass
@@ -82,46 +93,96 @@ def run_training(
 
     # First: train.device=gpu without a GPU must fail before any run, store or output exists.
     backend.select_device(params.train.device, params.train.deterministic)
+    # Every folder it writes, before the hours of training rather than after.
+    for folder in (outputs.models_dir, outputs.reports_dir, checkpoints_dir):
+        check_writable(folder)
     data = load_prepared(prepared_dir)
     prepare_tracking()  # a dead tracking server fails here, before any training
     experiment_id = use_experiment(params.mlflow.experiment_name)
 
     data_md5 = files_md5(data.files)
     key = checkpoint_key(params.model_dump(include={"model", "train"}), data_md5)
-    checkpoint = TrainingCheckpoint(checkpoints_dir / key)
-    resume = checkpoint.load()
-    run_id = os.environ.get("MLFLOW_RUN_ID") or (resume.run_id if resume else None)
-
-    with mlflow.start_run(run_id=run_id, experiment_id=experiment_id) as run:
-        # Seed only now: MLflow draws the run name from Python's `random`, and seeding before
-        # start_run would give every run the same name.
-        backend.configure_determinism(params.train.seed, params.train.deterministic)
-        mixed_precision = resolve_mixed_precision(params.train.mixed_precision)
-        keras.mixed_precision.set_global_policy("mixed_float16" if mixed_precision else "float32")
-        mlflow.log_params(flatten_params(params))
-        mlflow.set_tags(lineage_tags(REPO_ROOT, raw_archive, data_md5, mixed_precision))
-        model, history = fit(
-            data,
-            params.model,
-            params.train,
-            checkpoint,
-            run.info.run_id,
-            resume,
-            log_epoch=_log_epoch_metrics,
-        )
-        final = final_metrics(history, params.train.restore_best)
-        mlflow.log_metrics({f"final_{name}": value for name, value in final.items()})
-        summary = model_summary(model)
-        mlflow.log_text(summary, "model_summary.txt")
-        model_uri = log_keras_model(model)
-        _write_outputs(outputs, model, history, final, summary)
-        write_run_info(
-            outputs.run_info,
-            RunInfo(run.info.run_id, experiment_id, model_uri, tracking_uri(), data.classes),
-        )
-    checkpoint.remove()
+    checkpoint = TrainingCheckpoint(checkpoints_dir / key, stage_code_md5s(REPO_ROOT, "train"))
+    with checkpoint.lock():
+        resume = checkpoint.load()
+        run_id = os.environ.get("MLFLOW_RUN_ID") or _resumable_run(resume, experiment_id)
+        with mlflow.start_run(run_id=run_id, experiment_id=experiment_id) as run:
+            # Seed only now: MLflow draws the run name from Python's `random`, and seeding
+            # before start_run would give every run the same name.
+            backend.configure_determinism(params.train.seed, params.train.deterministic)
+            mixed_precision = resolve_mixed_precision(params.train.mixed_precision)
+            policy = "mixed_float16" if mixed_precision else "float32"
+            keras.mixed_precision.set_global_policy(policy)
+            mlflow.log_params(logged_params(params))
+            mlflow.set_tags(lineage_tags(REPO_ROOT, raw_archive, data_md5, mixed_precision))
+            if resume is not None and resume.run_id != run.info.run_id:
+                # A new run continues the checkpoint: it gets the epochs done before, too.
+                for row in resume.history:
+                    _log_epoch_metrics(row)
+            model, history = fit(
+                data,
+                params.model,
+                params.train,
+                checkpoint,
+                run.info.run_id,
+                resume,
+                log_epoch=_log_epoch_metrics,
+            )
+            final = final_metrics(history, params.train.restore_best)
+            mlflow.log_metrics({f"final_{name}": value for name, value in final.items()})
+            summary = model_summary(model)
+            mlflow.log_text(summary, "model_summary.txt")
+            model_uri = log_keras_model(model)
+            _write_outputs(outputs, model, history, final, summary)
+            write_run_info(
+                outputs.run_info,
+                RunInfo(run.info.run_id, experiment_id, model_uri, tracking_uri(), data.classes),
+            )
+        checkpoint.remove()
     log.info("MLflow run %s finished; model at %s", run.info.run_id, outputs.model)
     return final
+
+
+def logged_params(params: Params) -> dict[str, object]:
+    """The params of the training run: what made its data and what it read itself.
+
+    Not ``register.*`` nor the registered model name: evaluate reads those, and records them on
+    the model version it registers.
+    """
+    return {
+        key: value
+        for key, value in flatten_params(params).items()
+        if key.startswith(LOGGED_SECTIONS) or key in LOGGED_KEYS
+    }
+
+
+def _resumable_run(resume: ResumeState | None, experiment_id: str) -> str | None:
+    """The checkpoint's MLflow run id if that run can be reopened, else None (a new run).
+
+    A run deleted since, or missing from this store (reset, or another MLFLOW_TRACKING_URI),
+    never blocks the training: it goes on from the checkpoint in a new run, saying so.
+    """
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    if resume is None:
+        return None
+    try:
+        run = mlflow.MlflowClient().get_run(resume.run_id)
+    except MlflowException:
+        problem = f"is not in the tracking store {tracking_uri()} (reset, or another store)"
+    else:
+        if run.info.lifecycle_stage != "active":
+            problem = "was deleted"
+        elif run.info.experiment_id != experiment_id:
+            problem = f"belongs to another experiment (id {run.info.experiment_id})"
+        else:
+            return resume.run_id
+    log.warning(
+        "the checkpoint's MLflow run %s %s: continuing its %d epochs in a new run",
+        *(resume.run_id, problem, resume.epochs_done),
+    )
+    return None
 
 
 def final_metrics(history: list[EpochRow], restore_best: bool) -> dict[str, float]:
@@ -152,17 +213,19 @@ def _write_outputs(
     final: dict[str, float],
     summary: str,
 ) -> None:
-    # Keras insists on the .keras suffix, so the temp file keeps it.
-    outputs.models_dir.mkdir(parents=True, exist_ok=True)
-    partial = outputs.model.with_name(f".{outputs.model.stem}.partial.keras")
+    """The stage's files; a failed write (full disk) is one PipelineError, each file whole."""
+    history_csv = outputs.reports_dir / "history.csv"
     try:
-        model.save(partial)
-        os.replace(partial, outputs.model)
-    finally:
-        partial.unlink(missing_ok=True)
-    with atomic_path(outputs.reports_dir / "history.csv") as tmp, open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, HISTORY_COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(history)
-    write_json(outputs.reports_dir / "train_metrics.json", final)
-    write_text(outputs.reports_dir / "model_summary.txt", summary)
+        save_keras_atomically(model, outputs.model)
+        with atomic_path(history_csv) as tmp, open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, HISTORY_COLUMNS, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(history)
+        write_json(outputs.reports_dir / "train_metrics.json", final)
+        write_text(outputs.reports_dir / "model_summary.txt", summary)
+    except OSError as exc:
+        raise PipelineError(
+            f"cannot write the training outputs to {outputs.models_dir} and "
+            f"{outputs.reports_dir}: {exc.strerror or exc}; the checkpoint is kept, so a rerun "
+            "resumes"
+        ) from None

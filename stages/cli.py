@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from pipeline import paths
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, UsageError
 from pipeline.params import load_params
 
 T = TypeVar("T")
@@ -31,6 +31,10 @@ PATH_OPTIONS: dict[str, tuple[Path, str]] = {
     "reports_dir": (paths.REPORTS_DIR, "metrics, plots and reports"),
     "checkpoints_dir": (paths.CHECKPOINTS_DIR, "per-epoch checkpoints for resuming"),
 }
+
+
+# The path options that name a file; every other one names a folder.
+FILE_OPTIONS = frozenset({"archive"})
 
 
 def build_parser(
@@ -60,6 +64,16 @@ def build_parser(
     return parser
 
 
+def check_path_kinds(paths: dict[str, Path]) -> None:
+    """Refuse a folder where a file is expected and a file where a folder is, in one line."""
+    for option, path in paths.items():
+        flag = "--" + option.replace("_", "-")
+        if option in FILE_OPTIONS and path.is_dir():
+            raise UsageError(f"{flag} {path}: is a folder, expected a file")
+        if option not in FILE_OPTIONS and path.exists() and not path.is_dir():
+            raise UsageError(f"{flag} {path}: is a file, expected a folder")
+
+
 def stage_main(
     name: str,
     description: str,
@@ -70,7 +84,12 @@ def stage_main(
     """Parse the command line, validate params once, call ``run(params, **paths)``, exit cleanly."""
     args = build_parser(name, description, path_options).parse_args(argv)
     path_args = {option: getattr(args, option) for option in path_options}
-    call_stage(lambda: run(load_params(args.params, args.overrides), **path_args))
+
+    def work() -> Any:
+        check_path_kinds(path_args)
+        return run(load_params(args.params, args.overrides), **path_args)
+
+    call_stage(work)
 
 
 def call_stage(work: Callable[[], T]) -> T:

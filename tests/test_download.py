@@ -7,6 +7,7 @@ import http.server
 import logging
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -30,7 +31,7 @@ class ArchiveServer(http.server.ThreadingHTTPServer):
     """Serves one body at any path, following ``plan``: one action per request, then "ok".
 
     Actions: "ok"; "drop" (full Content-Length, half the bytes, then close); "stall" (half the
-    bytes, then silence past the client's timeout); or a status code such as "500".
+    bytes, then ``stall_s`` of silence, past the client's timeout); or a status code such as "500".
     """
 
     daemon_threads = True
@@ -41,6 +42,7 @@ class ArchiveServer(http.server.ThreadingHTTPServer):
         self.plan: list[str] = []
         self.ranges: list[str | None] = []
         self.honour_range = True
+        self.stall_s = 1.0
         self.lock = threading.Lock()
 
     @property
@@ -76,7 +78,7 @@ class ArchiveHandler(http.server.BaseHTTPRequestHandler):
             return
         self.wfile.write(body[: len(body) // 2])
         if action == "stall":
-            time.sleep(1.0)
+            time.sleep(srv.stall_s)
         # Returning closes the socket (HTTP/1.0): the client sees EOF short of Content-Length.
 
     def log_message(self, format: str, *args: object) -> None:
@@ -298,3 +300,47 @@ def test_full_disk(archive, tmp_path, params_file):
     assert done.returncode == 1, done.stderr
     assert error_lines(done.stderr) == [f"error: no space left on device writing {out}"]
     assert done.stdout.strip() == "left:"
+
+
+def test_leftover_of_a_killed_download_is_removed_by_the_next_run(server, tmp_path, params_file):
+    server.plan = ["stall"]
+    server.stall_s = 20.0  # the kill lands while the first half sits in the temp file
+    out = tmp_path / "raw" / "x.tar.gz"
+    args = ["--set", f"data.url={server.url}", "--set", "data.md5=null", "--archive", str(out)]
+    stage = [sys.executable, "-m", "stages.download", "--params", str(params_file), *args]
+    process = subprocess.Popen(
+        stage, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    partial: list[Path] = []
+    try:
+        deadline = time.monotonic() + 60
+        while not partial and time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.01)
+            if out.parent.is_dir():
+                partial = [p for p in out.parent.glob(".x.tar.gz.*.tmp") if p.stat().st_size]
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.kill()
+        process.wait(timeout=60)
+    assert partial, "the download never wrote its temp file"
+
+    done = run_download(*args, params=params_file)
+    assert done.returncode == 0, done.stderr
+    assert f"removing {partial[0]}, left by an interrupted download" in done.stderr
+    assert out.read_bytes() == server.body
+    assert [p.name for p in out.parent.iterdir()] == ["x.tar.gz"]
+
+
+def test_archive_path_naming_a_folder_is_one_line(archive, tmp_path, params_file):
+    folder = tmp_path / "raw"
+    folder.mkdir()
+    done = run_download(
+        "--set", f"data.url={archive}", "--archive", str(folder), params=params_file
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        f"error: --archive {folder}: is a folder, expected a file"
+    ]
+    with pytest.raises(PipelineError, match="is a folder: the archive path must name a file"):
+        fetch_archive(str(archive), None, folder)
+    assert list(folder.iterdir()) == []

@@ -8,6 +8,11 @@ uses its own registered model name, so they share one store and its runs.
 from __future__ import annotations
 
 import itertools
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import mlflow
 import pytest
@@ -16,7 +21,7 @@ from pipeline.errors import PipelineError
 from pipeline.params import RegisterParams
 from pipeline.registry import register_model_version
 from tests import mlflow_fixtures as mf
-from tests.conftest import free_port
+from tests.conftest import QUIET_ENV, REPO_ROOT, free_port
 
 GATE = RegisterParams(min_accuracy=0.70, min_improvement=0.0, allow_champion=True)
 _names = itertools.count()
@@ -189,3 +194,91 @@ def test_unreachable_tracking_server_is_a_clear_error(
             )
     finally:
         mlflow.set_tracking_uri(runs[0]["tracking_uri"])
+
+
+def test_version_records_the_register_params_of_its_decision(runs: list[dict], name: str) -> None:
+    strict = RegisterParams(min_accuracy=0.85, min_improvement=0.01, allow_champion=True)
+    assert register(name, runs[0], 0.80, strict)["decision"] == "rejected"
+    tags = mlflow.MlflowClient().get_model_version(name, "1").tags
+    assert (tags["register.min_accuracy"], tags["register.min_improvement"]) == ("0.85", "0.01")
+    assert tags["register.allow_champion"] == "true"
+    register(name, runs[0], 0.80, GATE)  # a rerun with another gate records that one
+    assert mlflow.MlflowClient().get_model_version(name, "1").tags["register.min_accuracy"] == "0.7"
+
+
+# Registers one run's model once the file argv[4] appears, so every racer starts at once.
+RACER = """
+import json, sys, time
+from pathlib import Path
+import mlflow
+from pipeline.params import RegisterParams
+from pipeline.registry import register_model_version
+name, model_uri, run_id, go = sys.argv[1:5]
+mlflow.MlflowClient().search_registered_models(max_results=1)  # connected before the start
+print("ready", flush=True)
+while not Path(go).exists():
+    time.sleep(0.001)
+result = register_model_version(name, model_uri, run_id, {}, 0.8, RegisterParams())
+print(json.dumps(result.to_dict()), flush=True)
+"""
+
+
+def test_concurrent_registrations_of_one_run_make_one_version(
+    runs: list[dict], name: str, tmp_path: Path
+) -> None:
+    go = tmp_path / "go"
+    env = {**os.environ, **QUIET_ENV, "MLFLOW_TRACKING_URI": runs[1]["tracking_uri"]}
+    command = [sys.executable, "-c", RACER, name, runs[1]["model_uri"], runs[1]["run_id"], str(go)]
+    racers = [
+        subprocess.Popen(command, cwd=REPO_ROOT, env=env, text=True,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for _ in range(4)
+    ]  # fmt: skip
+    try:
+        assert [racer.stdout.readline().strip() for racer in racers] == ["ready"] * 4
+        go.touch()
+        outputs = [racer.communicate(timeout=300) for racer in racers]
+    finally:
+        for racer in racers:
+            racer.kill()
+            racer.wait(timeout=60)
+    assert [racer.returncode for racer in racers] == [0] * 4, outputs
+    results = [json.loads(stdout.strip().splitlines()[-1]) for stdout, _ in outputs]
+    assert len(mlflow.MlflowClient().search_model_versions(f"name = '{name}'")) == 1
+    assert {result["version"] for result in results} == {"1"}
+    assert sorted(result["created"] for result in results) == [False, False, False, True]
+    assert aliases(name) == {"champion": "1", "challenger": "1"}
+
+
+# Holds the lock of registered model argv[1] in store argv[2] until its stdin closes.
+HOLDER = """
+import sys
+from pipeline.locks import exclusive_lock
+from pipeline.registry import registry_lock_path
+with exclusive_lock(registry_lock_path(sys.argv[2], sys.argv[1]), "test", 1.0):
+    print("holding", flush=True)
+    sys.stdin.read()
+"""
+
+
+def test_registration_waits_for_the_lock_and_names_its_holder(
+    runs: list[dict], name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    uri = runs[0]["tracking_uri"]
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, name, uri], cwd=REPO_ROOT, text=True,
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, env={**os.environ, **QUIET_ENV},
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "holding"
+        monkeypatch.setattr("pipeline.registry.REGISTRY_LOCK_WAIT_S", 0.5)
+        with pytest.raises(PipelineError) as err:
+            register(name, runs[0], 0.8)
+    finally:
+        holder.communicate(timeout=60)
+    message = str(err.value)
+    assert f"registered model '{name}' is locked by pid {holder.pid} on host" in message
+    assert "another evaluate is registering to it" in message
+    assert not mlflow.MlflowClient().search_model_versions(f"name = '{name}'")
+    register(name, runs[0], 0.8)  # the lock died with its holder
+    assert len(mlflow.MlflowClient().search_model_versions(f"name = '{name}'")) == 1
