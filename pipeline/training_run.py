@@ -170,7 +170,8 @@ def _resumable_run(resume: ResumeState | None, experiment_id: str) -> str | None
     try:
         run = mlflow.MlflowClient().get_run(resume.run_id)
     except MlflowException:
-        problem = f"is not in the tracking store {tracking_uri()} (reset, or another store)"
+        # No URI in the message: it may hold a password.
+        problem = "is not in this tracking store (reset, or MLFLOW_TRACKING_URI points elsewhere)"
     else:
         if run.info.lifecycle_stage != "active":
             problem = "was deleted"
