@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import tempfile
@@ -63,14 +64,19 @@ def save_keras_atomically(model: Any, target: Path) -> None:
 
 
 def check_writable(folder: str | os.PathLike[str]) -> None:
-    """Create ``folder`` if needed and write a temp file in it, or raise a one-line PipelineError.
+    """Raise a one-line PipelineError unless a file can be written in ``folder``.
 
-    Stages call it before hours of work, not after (a read-only or missing mount, a typo).
+    Stages call it before hours of work, not after (a read-only mount, a full quota). It leaves
+    nothing behind: a missing folder is judged by its nearest existing parent.
     """
     folder = Path(folder)
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
+        if not existing.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, "not a folder", str(existing))
+        with tempfile.TemporaryFile(dir=existing):
             pass
     except OSError as exc:
         raise PipelineError(f"cannot write to {folder}: {exc.strerror or exc}") from None
