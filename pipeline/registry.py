@@ -19,6 +19,7 @@ from typing import Any
 from pipeline.errors import PipelineError
 from pipeline.lineage import CODE_AND_DATA_TAGS, UNKNOWN
 from pipeline.params import RegisterParams
+from pipeline.redact import redact
 
 log = logging.getLogger("pipeline")
 
@@ -132,7 +133,7 @@ def mlflow_errors(action: str) -> Iterator[None]:
         yield
     except (MlflowException, OSError) as exc:
         message = " ".join(str(exc).split())
-        raise PipelineError(f"{action} failed: {message}") from None
+        raise PipelineError(redact(f"{action} failed: {message}")) from None
 
 
 def _register(

@@ -295,10 +295,14 @@ def test_unreachable_tracking_server_fails_before_training(
     result = run_stage(
         "train",
         *train_args(workdir, prepared_dir, "train.epochs=1"),
-        env={"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}"},
+        env={"MLFLOW_TRACKING_URI": f"http://alice:s3cret@127.0.0.1:{port}"},
     )
     assert result.returncode == 1
-    assert f"MLflow tracking server http://127.0.0.1:{port} is unreachable" in result.stderr
+    # The URI is named, its password never.
+    assert (
+        f"MLflow tracking server http://alice:***@127.0.0.1:{port} is unreachable" in result.stderr
+    )
+    assert "s3cret" not in result.stdout + result.stderr
     assert "Epoch 1/1" not in result.stdout
     assert not (workdir / "checkpoints").exists()
 
