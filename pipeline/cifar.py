@@ -17,10 +17,8 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from pipeline.errors import PipelineError
+from pipeline.shapes import CHANNELS, IMAGE_SIZE, NUM_CLASSES
 
-IMAGE_SIZE = 32
-CHANNELS = 3
-NUM_CLASSES = 10
 # 1 label byte, then the red, green and blue planes of a 32x32 image.
 RECORD_BYTES = 1 + CHANNELS * IMAGE_SIZE * IMAGE_SIZE
 

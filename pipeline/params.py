@@ -26,8 +26,8 @@ from pydantic import (
 )
 from pydantic.fields import FieldInfo
 
-from pipeline.cifar import IMAGE_SIZE
 from pipeline.errors import ParamsError
+from pipeline.shapes import IMAGE_SIZE
 
 # numpy and TensorFlow seeds are unsigned 32-bit.
 MAX_SEED = 2**32 - 1
