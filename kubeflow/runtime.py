@@ -113,7 +113,8 @@ def stage_params(
     metadata. Keys nobody passed keep the image's params.yaml values (the stage does not read
     them): the schema holds no values of its own.
     """
-    dotted = dict(upstream or {})
+    # Artifact metadata comes back from KFP with its numbers as floats, too.
+    dotted = {key: _integral_floats_as_ints(value) for key, value in (upstream or {}).items()}
     for name, value in values.items():
         key = dotted_name(name)
         dotted[key] = from_pipeline_value(key, value)
