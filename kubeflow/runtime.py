@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import ParamsError
-from pipeline.params import Params, flatten_params, validate_params
+from pipeline.params import Params, flatten_params, load_params, validate_params
+from pipeline.paths import REPO_ROOT
 from stages.cli import call_stage
 
 log = logging.getLogger("pipeline")
@@ -80,7 +81,19 @@ def to_pipeline_value(dotted: str, value: Any) -> Any:
 def from_pipeline_value(dotted: str, value: Any) -> Any:
     """The inverse of :func:`to_pipeline_value`."""
     kind = nullable_type(dotted)
-    return None if kind is not None and value == NULL_AS[kind] else value
+    if kind is not None and value == NULL_AS[kind]:
+        return None
+    return _integral_floats_as_ints(value)
+
+
+def _integral_floats_as_ints(value: Any) -> Any:
+    """KFP hands every number over as a float (5000.0); the schema's ints are strict, and its
+    floats take ints, so a whole number goes back to an int."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, list):
+        return [_integral_floats_as_ints(item) for item in value]
+    return value
 
 
 def pipeline_defaults(params: Params) -> dict[str, Any]:
@@ -97,14 +110,17 @@ def stage_params(
     """Validated Params from a component's parameters over its inputs' params; and those params.
 
     ``values`` are flat pipeline parameters, ``upstream`` dotted keys from the input artifacts'
-    metadata. Sections nobody passed take the schema defaults (the stage does not read them).
+    metadata. Keys nobody passed keep the image's params.yaml values (the stage does not read
+    them): the schema holds no values of its own.
     """
-    dotted = dict(upstream or {})
+    # Artifact metadata comes back from KFP with its numbers as floats, too.
+    dotted = {key: _integral_floats_as_ints(value) for key, value in (upstream or {}).items()}
     for name, value in values.items():
         key = dotted_name(name)
         dotted[key] = from_pipeline_value(key, value)
+    base = flatten_params(load_params(REPO_ROOT / "params.yaml"))
     nested: dict[str, dict[str, Any]] = {}
-    for key, value in dotted.items():
+    for key, value in (base | dotted).items():
         section, _, field = key.partition(".")
         nested.setdefault(section, {})[field] = value
     return validate_params(nested, "pipeline parameters"), dotted

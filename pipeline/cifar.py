@@ -2,6 +2,8 @@
 
 The archive is streamed member by member: nothing is extracted to disk (so a hostile member name
 can never write outside the project) and nothing is unpickled (the binary release needs no pickle).
+Nor can a small archive that expands to gigabytes cost more than the real one: member sizes are
+checked from the tar headers before a byte is read, and the whole stream is capped.
 """
 
 from __future__ import annotations
@@ -17,10 +19,8 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from pipeline.errors import PipelineError
+from pipeline.shapes import CHANNELS, IMAGE_SIZE, NUM_CLASSES
 
-IMAGE_SIZE = 32
-CHANNELS = 3
-NUM_CLASSES = 10
 # 1 label byte, then the red, green and blue planes of a 32x32 image.
 RECORD_BYTES = 1 + CHANNELS * IMAGE_SIZE * IMAGE_SIZE
 
@@ -28,6 +28,14 @@ TRAIN_BATCHES = tuple(f"data_batch_{i}.bin" for i in range(1, 6))
 TEST_BATCH = "test_batch.bin"
 META_FILE = "batches.meta.txt"
 REQUIRED_MEMBERS = (*TRAIN_BATCHES, TEST_BATCH, META_FILE)
+
+# The limits of the official release, read from its tar headers: a batch holds 10,000 records
+# (30,730,000 bytes), batches.meta.txt is 61 bytes, readme.html 570; nine entries in all, and the
+# gzip stream expands to 184,391,680 bytes. Anything beyond is refused before it is read.
+MAX_BATCH_BYTES = 10_000 * RECORD_BYTES
+MAX_OTHER_MEMBER_BYTES = 1 << 20
+MAX_MEMBERS = 64
+MAX_EXPANDED_BYTES = 200_000_000
 
 # Read in 1 MiB chunks when draining the rest of the gzip stream.
 _CHUNK = 1 << 20
@@ -111,29 +119,36 @@ def _read_members(path: Path) -> tuple[dict[str, Batch], list[str]]:
     where = "at the start of the archive"
     try:
         # gzip.open rather than tarfile's own "r|gz" so the CRC in the gzip trailer is checked.
-        with gzip.open(path, "rb") as gz, tarfile.open(fileobj=gz, mode="r|") as tar:
-            for member in tar:
-                where = f"while reading member {member.name!r}"
-                _check_member(path, member)
-                name = PurePosixPath(member.name).name
-                if not member.isreg() or name not in REQUIRED_MEMBERS:
-                    continue
-                if name in seen:
-                    raise PipelineError(
-                        f"{path}: member {name} appears twice, as {seen[name]!r}"
-                        f" and {member.name!r}"
-                    )
-                seen[name] = member.name
-                data = _read_member(path, tar, member)
-                context = f"{path}: member {member.name!r}"
-                if name == META_FILE:
-                    classes = _parse_classes(data, context)
-                else:
-                    batches[name] = decode_records(data, context)
-            where = "after the last member"
-            # Drain the stream: gzip verifies its CRC only once the end is reached.
-            while gz.read(_CHUNK):
-                pass
+        with gzip.open(path, "rb") as raw:
+            gz = _CappedStream(raw, path)
+            with tarfile.open(fileobj=gz, mode="r|") as tar:
+                for count, member in enumerate(tar, start=1):
+                    where = f"while reading member {member.name!r}"
+                    if count > MAX_MEMBERS:
+                        raise PipelineError(
+                            f"{path}: holds more than {MAX_MEMBERS} members (the CIFAR-10 binary"
+                            " release has 9); refusing this archive"
+                        )
+                    _check_member(path, member)
+                    name = PurePosixPath(member.name).name
+                    if not member.isreg() or name not in REQUIRED_MEMBERS:
+                        continue
+                    if name in seen:
+                        raise PipelineError(
+                            f"{path}: member {name} appears twice, as {seen[name]!r}"
+                            f" and {member.name!r}"
+                        )
+                    seen[name] = member.name
+                    data = _read_member(path, tar, member)
+                    context = f"{path}: member {member.name!r}"
+                    if name == META_FILE:
+                        classes = _parse_classes(data, context)
+                    else:
+                        batches[name] = decode_records(data, context)
+                where = "after the last member"
+                # Drain the stream: gzip verifies its CRC only once the end is reached.
+                while gz.read(_CHUNK):
+                    pass
     except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
         # gzip.BadGzipFile is an OSError.
         raise PipelineError(
@@ -156,9 +171,30 @@ def _read_member(path: Path, tar: tarfile.TarFile, member: tarfile.TarInfo) -> b
     return data
 
 
+class _CappedStream:
+    """The decompressed archive, refused once it expands beyond what the real one does."""
+
+    def __init__(self, raw: gzip.GzipFile, path: Path) -> None:
+        self._raw = raw
+        self._path = path
+        self._total = 0
+
+    def read(self, size: int = -1) -> bytes:
+        allowed = MAX_EXPANDED_BYTES + 1 - self._total
+        data = self._raw.read(allowed if size < 0 else min(size, allowed))
+        self._total += len(data)
+        if self._total > MAX_EXPANDED_BYTES:
+            raise PipelineError(
+                f"{self._path}: expands to more than {MAX_EXPANDED_BYTES:,} bytes (the CIFAR-10"
+                " binary release: 184,391,680); refusing this archive"
+            )
+        return data
+
+
 def _check_member(path: Path, member: tarfile.TarInfo) -> None:
-    """Refuse members that could escape a folder or are not plain data, even though we never
-    extract: such an archive is not the official one and should not be trusted."""
+    """Refuse members that could escape a folder, are not plain data, or are bigger than any
+    member of the official release, even though we never extract: such an archive is not the
+    official one and should not be trusted. Runs on the header, before the member is read."""
     name = member.name
     parts = PurePosixPath(name.replace("\\", "/")).parts
     if name.startswith(("/", "\\")) or _WINDOWS_DRIVE.match(name):
@@ -171,6 +207,13 @@ def _check_member(path: Path, member: tarfile.TarInfo) -> None:
         raise PipelineError(
             f"{path}: member {name!r}: is a device, fifo or other special file;"
             " refusing this archive"
+        )
+    is_batch = PurePosixPath(name).name in (*TRAIN_BATCHES, TEST_BATCH)
+    limit = MAX_BATCH_BYTES if is_batch else MAX_OTHER_MEMBER_BYTES
+    if member.size > limit:
+        raise PipelineError(
+            f"{path}: member {name!r}: declares {member.size:,} bytes, more than the {limit:,}"
+            " of any such member of the CIFAR-10 binary release; refusing this archive"
         )
 
 

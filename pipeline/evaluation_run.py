@@ -30,6 +30,7 @@ from pipeline.evaluation import (
     predictions_frame,
 )
 from pipeline.params import Params
+from pipeline.redact import redact
 from pipeline.registry import (
     failure_record,
     mlflow_errors,
@@ -148,9 +149,10 @@ def _training_run_tags(run_info: RunInfo, uri: str) -> dict[str, str]:
         return dict(mlflow.MlflowClient().get_run(run_info.run_id).data.tags)
     except MlflowException:
         raise PipelineError(
-            f"MLflow run {run_info.run_id} (models/run.json) is not in the tracking store {uri}; "
-            f"it was logged to {run_info.tracking_uri}: set MLFLOW_TRACKING_URI to that store, "
-            "or rerun `dvc repro train`"
+            f"MLflow run {run_info.run_id} (models/run.json) is not in the tracking store "
+            f"{redact(uri)}; it was logged to {redact(run_info.tracking_uri)}: set "
+            "MLFLOW_TRACKING_URI to that store, or train again: `dvc repro --force --single-item "
+            "train`, then `dvc repro`"
         ) from None
 
 

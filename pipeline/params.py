@@ -1,7 +1,10 @@
 """The typed schema of params.yaml, validated once when a stage starts.
 
-Every hyperparameter of the pipeline is declared here with its default and its range. Errors come
-out as one line that names the key, what is wrong and the value given, e.g.
+Every hyperparameter of the pipeline is declared here with its type and its range; the values
+live only in params.yaml, which must set every key (a missing key is an error that names it).
+Types are strict (``true`` is not an epoch count, ``1e20`` is not a seed) and the YAML is read
+the way DVC writes it: YAML 1.2 scalars, duplicate keys refused. Errors come out as one line that
+names the key, what is wrong and the value given, e.g.
 ``params.yaml: preprocess.val_size: must be between 10 and 25000 (got 0)``.
 """
 
@@ -10,24 +13,39 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic.fields import FieldInfo
 
 from pipeline.errors import ParamsError
+from pipeline.shapes import IMAGE_SIZE
+
+# numpy and TensorFlow seeds are unsigned 32-bit.
+MAX_SEED = 2**32 - 1
 
 
 class Section(BaseModel):
-    """Base of every params section: unknown keys are errors, not silently ignored."""
+    """Base of every params section: unknown keys are errors, and so are values of another type.
 
-    model_config = ConfigDict(extra="forbid", validate_default=True, populate_by_name=True)
+    Strict: a bool is not an int (``epochs: true`` would train 1 epoch), a float is not an int.
+    """
+
+    model_config = ConfigDict(extra="forbid", strict=True, populate_by_name=True)
 
 
 class DataParams(Section):
-    url: str = Field("https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz", min_length=1)
+    url: str = Field(min_length=1)
     # null skips the checksum, with a warning.
-    md5: str | None = "c32a1d4ab5d03f1284b67883e8d87530"
+    md5: str | None
 
     @field_validator("md5")
     @classmethod
@@ -38,58 +56,125 @@ class DataParams(Section):
 
 
 class PreprocessParams(Section):
-    val_size: int = Field(5000, ge=10, le=25000)
+    val_size: int = Field(ge=10, le=25000)
     # null: every training image left after the validation split.
-    max_train_images: int | None = Field(None, ge=10)
-    seed: int = Field(42, ge=0)
+    max_train_images: int | None = Field(ge=10)
+    seed: int = Field(ge=0, le=MAX_SEED)
 
 
 class ModelParams(Section):
     # Each block is conv(same) -> conv(valid) -> max-pool, with this many filters.
-    conv_filters: list[int] = Field([32, 64, 64], min_length=1, max_length=3)
-    kernel_size: int = Field(3, ge=1, le=5)
-    dense_units: int = Field(512, ge=1, le=8192)
-    dropout_conv: float = Field(0.25, ge=0.0, lt=1.0)
-    dropout_dense: float = Field(0.5, ge=0.0, lt=1.0)
-    augment: bool = False
+    conv_filters: list[Annotated[int, Field(ge=1, le=4096)]] = Field(min_length=1, max_length=3)
+    kernel_size: int = Field(ge=1, le=5)
+    dense_units: int = Field(ge=1, le=8192)
+    dropout_conv: float = Field(ge=0.0, lt=1.0)
+    dropout_dense: float = Field(ge=0.0, lt=1.0)
+    augment: bool
+
+    @model_validator(mode="after")
+    def _image_survives_the_blocks(self) -> ModelParams:
+        # Checked here, before TensorFlow loads: Keras would fail deep in model building.
+        side = IMAGE_SIZE
+        for block in range(1, len(self.conv_filters) + 1):
+            after_conv = side - (self.kernel_size - 1)  # the "valid" conv trims kernel_size - 1
+            if after_conv < 2:
+                raise ValueError(
+                    f"kernel_size {self.kernel_size} with {len(self.conv_filters)} conv blocks"
+                    f" shrinks the {IMAGE_SIZE}x{IMAGE_SIZE} image to nothing (block {block}"
+                    f" gets {side}x{side}, too small to convolve and pool); use a smaller"
+                    " model.kernel_size or fewer model.conv_filters"
+                )
+            side = after_conv // 2
+        return self
 
 
 class TrainParams(Section):
-    epochs: int = Field(50, ge=1, le=10000)
-    batch_size: int = Field(256, ge=1, le=65536)
-    optimizer: Literal["rmsprop", "adam", "sgd"] = "rmsprop"
-    learning_rate: float = Field(0.001, gt=0.0, le=1e4)
-    seed: int = Field(42, ge=0)
-    deterministic: bool = True
-    mixed_precision: Literal["auto", "on", "off"] = "auto"
-    restore_best: bool = False
+    epochs: int = Field(ge=1, le=10000)
+    batch_size: int = Field(ge=1, le=65536)
+    optimizer: Literal["rmsprop", "adam", "sgd"]
+    learning_rate: float = Field(gt=0.0, le=1e4)
+    seed: int = Field(ge=0, le=MAX_SEED)
+    deterministic: bool
+    mixed_precision: Literal["auto", "on", "off"]
+    restore_best: bool
     # auto: a GPU when one is visible; gpu: fail unless one is; cpu: hide the GPUs.
-    device: Literal["auto", "cpu", "gpu"] = "auto"
+    device: Literal["auto", "cpu", "gpu"]
     # Training steps per compiled call: more cuts per-step dispatch overhead on a fast GPU.
-    steps_per_execution: int = Field(1, ge=1, le=10000)
+    steps_per_execution: int = Field(ge=1, le=10000)
 
 
 class MlflowParams(Section):
-    experiment_name: str = Field("cifar10-cnn", min_length=1)
-    registered_model_name: str = Field("cifar10-cnn", min_length=1)
+    experiment_name: str = Field(min_length=1)
+    registered_model_name: str = Field(min_length=1)
 
 
 class RegisterParams(Section):
-    min_accuracy: float = Field(0.70, ge=0.0, le=1.0)
-    min_improvement: float = Field(0.0, ge=0.0, le=1.0)
-    allow_champion: bool = True
+    min_accuracy: float = Field(ge=0.0, le=1.0)
+    min_improvement: float = Field(ge=0.0, le=1.0)
+    allow_champion: bool
 
 
 class Params(Section):
     """All of params.yaml."""
 
-    data: DataParams = DataParams()
-    preprocess: PreprocessParams = PreprocessParams()
-    model: ModelParams = ModelParams()
-    train: TrainParams = TrainParams()
-    mlflow: MlflowParams = MlflowParams()
+    data: DataParams
+    preprocess: PreprocessParams
+    model: ModelParams
+    train: TrainParams
+    mlflow: MlflowParams
     # "register" would shadow BaseModel.register, hence the alias.
-    registration: RegisterParams = Field(RegisterParams(), alias="register")
+    registration: RegisterParams = Field(alias="register")
+
+
+class _ParamsLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, read the way DVC (ruamel, YAML 1.2) reads and writes params.yaml.
+
+    YAML 1.2 scalars: ``1e-3`` and ``1e20`` are floats (YAML 1.1 reads them as strings), only
+    true/false are booleans (``on`` stays the string "on"). A key given twice is an error: the
+    later value would silently win.
+    """
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise _DuplicateKey(f"duplicate key {key!r} (lines {seen[key]} and {line})")
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+class _DuplicateKey(yaml.YAMLError):
+    pass
+
+
+_BOOL_TAG = "tag:yaml.org,2002:bool"
+_FLOAT_TAG = "tag:yaml.org,2002:float"
+_ParamsLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag not in (_BOOL_TAG, _FLOAT_TAG)]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_ParamsLoader.add_implicit_resolver(
+    _BOOL_TAG, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+# After the int resolver (added to each first character's list later): "1" stays an int.
+_ParamsLoader.add_implicit_resolver(
+    _FLOAT_TAG,
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*\.[0-9_]*|\.[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)?
+        |[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.VERBOSE,
+    ),
+    list("-+0123456789."),
+)
+
+
+def _yaml_load(text: str) -> Any:
+    # A SafeLoader subclass: builds plain scalars, lists and dicts only.
+    return yaml.load(text, Loader=_ParamsLoader)
 
 
 def load_params(
@@ -97,17 +182,28 @@ def load_params(
 ) -> Params:
     """Read ``path``, apply ``key=value`` overrides and validate the result.
 
-    Raises ParamsError with a one-line message on any problem.
+    The file must set every key: there are no defaults outside it. Raises ParamsError with a
+    one-line message on any problem.
     """
     label = Path(path).name
     try:
-        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        raw = _yaml_load(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ParamsError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise ParamsError(f"{path}: is a folder, not a params file") from None
+    except OSError as exc:
+        raise ParamsError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ParamsError(f"{label}: not UTF-8 text") from None
+    except _DuplicateKey as exc:
+        raise ParamsError(f"{label}: {exc}") from None
     except yaml.YAMLError as exc:
         raise ParamsError(f"{label}: not valid YAML: {_one_line(str(exc))}") from None
     if raw is None:
-        raw = {}
+        raise ParamsError(
+            f"{label}: is empty; it must set every param (see the repo's params.yaml)"
+        )
     if not isinstance(raw, dict):
         raise ParamsError(f"{label}: must be a mapping of sections (got {_show(raw)})")
     for override in overrides or []:
@@ -137,7 +233,7 @@ def _apply_override(raw: dict[str, Any], override: str, label: str) -> None:
     if not sep or not key:
         raise ParamsError(f"--set {override}: expected key=value, e.g. train.epochs=2")
     try:
-        value = yaml.safe_load(text) if text else None
+        value = _yaml_load(text) if text else None
     except yaml.YAMLError:
         value = text
     node = raw
@@ -158,7 +254,10 @@ def _describe(error: dict[str, Any]) -> str:
     if kind == "extra_forbidden":
         return f"{key}: unknown key (got {_show(given)})"
     if kind == "missing":
-        return f"{key}: missing"
+        return f"{key}: missing; the params file must set every key"
+    if kind == "value_error" and isinstance(given, dict):
+        # A check across a whole section: its message names the keys involved.
+        return f"{key}: {error['msg'].removeprefix('Value error, ')}"
     bounds = _field_bounds(error["loc"])
     if kind in {"greater_than_equal", "less_than_equal", "greater_than", "less_than"} and bounds:
         return f"{key}: {bounds} (got {_show(given)})"
@@ -172,18 +271,25 @@ def _field_bounds(loc: tuple[Any, ...]) -> str | None:
     """Say the full allowed range of the field at ``loc``, e.g. 'must be between 10 and 25000'."""
     model: type[BaseModel] = Params
     field = None
+    rules: list[Any] = []
     for part in loc:
+        if isinstance(part, int) and field is not None and get_origin(field.annotation) is list:
+            # An item of a list field: its bounds sit on the item type, Annotated[int, Field()].
+            (item,) = get_args(field.annotation)
+            rules = _annotated_rules(item)
+            break
         fields = {info.alias or name: info for name, info in model.model_fields.items()}
         if not isinstance(part, str) or part not in fields:
             break
         field = fields[part]
+        rules = list(field.metadata)
         if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
             model = field.annotation
     if field is None:
         return None
     low = high = None
     low_op = high_op = ""
-    for rule in field.metadata:
+    for rule in rules:
         for attr, op in (("ge", ">="), ("gt", ">")):
             if getattr(rule, attr, None) is not None:
                 low, low_op = getattr(rule, attr), op
@@ -194,6 +300,15 @@ def _field_bounds(loc: tuple[Any, ...]) -> str | None:
         return f"must be between {low} and {high}"
     parts = [f"{op} {value}" for op, value in ((low_op, low), (high_op, high)) if value is not None]
     return f"must be {' and '.join(parts)}" if parts else None
+
+
+def _annotated_rules(annotation: Any) -> list[Any]:
+    if get_origin(annotation) is not Annotated:
+        return []
+    rules: list[Any] = []
+    for extra in get_args(annotation)[1:]:
+        rules.extend(extra.metadata if isinstance(extra, FieldInfo) else [extra])
+    return rules
 
 
 def _show(value: Any) -> str:

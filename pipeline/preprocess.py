@@ -47,6 +47,7 @@ def run_preprocess(
         "test": (data.test_x, data.test_y),
     }
     summary = summarise({name: y for name, (_, y) in arrays.items()}, data.classes)
+    check_every_class_present(summary, archive)
     preview = render_preview_grid(train_x, train_y, data.classes)
     _write_outputs(prepared_dir, reports_dir, arrays, data.classes, summary, preview)
     for name in SPLITS:
@@ -67,6 +68,31 @@ def summarise(labels: dict[str, np.ndarray], classes: Sequence[str]) -> dict[str
             "per_class": {name: int(count) for name, count in zip(classes, counts, strict=True)},
         }
     return summary
+
+
+def check_every_class_present(summary: dict[str, Any], archive: Path) -> None:
+    """Warn about a train or val split without some class; refuse a test split without one.
+
+    The test batch is used as released, so a class missing there means the archive is not the
+    CIFAR-10 test batch, and every metric of that class would be undefined.
+    """
+    consequences = {
+        "train": "the model cannot learn it",
+        "val": "validation accuracy says nothing about it",
+    }
+    for split in SPLITS:
+        absent = [name for name, count in summary[split]["per_class"].items() if count == 0]
+        if not absent:
+            continue
+        which = "class " + ", ".join(repr(name) for name in absent)
+        if split == "test":
+            raise PipelineError(
+                f"{archive}: the test batch has no image of {which}: its test metrics would be"
+                " undefined; this is not the CIFAR-10 test batch"
+            )
+        log.warning(
+            "warning: the %s split has no image of %s: %s", split, which, consequences[split]
+        )
 
 
 def describe_split(name: str, counts: dict[str, Any]) -> str:

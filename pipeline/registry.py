@@ -24,6 +24,7 @@ from pipeline.errors import PipelineError
 from pipeline.lineage import CODE_AND_DATA_TAGS, UNKNOWN
 from pipeline.locks import exclusive_lock
 from pipeline.params import RegisterParams
+from pipeline.redact import redact
 
 log = logging.getLogger("pipeline")
 
@@ -167,7 +168,7 @@ def mlflow_errors(action: str) -> Iterator[None]:
         yield
     except (MlflowException, OSError) as exc:
         message = " ".join(str(exc).split())
-        raise PipelineError(f"{action} failed: {message}") from None
+        raise PipelineError(redact(f"{action} failed: {message}")) from None
 
 
 def _register(

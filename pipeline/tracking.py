@@ -1,29 +1,51 @@
 """Where MLflow runs go, and how a stage opens (or reopens) the run it logs to.
 
-Default store: ``sqlite:///<repo root>/mlflow.db`` with artifacts in ``<repo root>/mlruns``, the
-same whatever the working directory. ``MLFLOW_TRACKING_URI`` overrides it.
+Default store: ``sqlite:///<workspace>/mlflow.db`` with artifacts in ``<workspace>/mlruns``, the
+same whatever the working directory, and the user's workspace even when DVC runs the stages in a
+temporary copy (see ``paths.workspace_root``). ``MLFLOW_TRACKING_URI`` overrides it.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import fcntl
 import os
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 from pipeline.errors import PipelineError
-from pipeline.paths import REPO_ROOT
+from pipeline.paths import workspace_root
+from pipeline.redact import redact
 
-DEFAULT_DB = REPO_ROOT / "mlflow.db"
-DEFAULT_ARTIFACTS = REPO_ROOT / "mlruns"
+
+def default_db() -> Path:
+    """The SQLite file of the default store, in the user's workspace."""
+    return workspace_root() / "mlflow.db"
+
+
+def default_artifacts() -> Path:
+    """The artifact folder of the default store, beside its SQLite file."""
+    return workspace_root() / "mlruns"
 
 
 def tracking_uri() -> str:
-    """``MLFLOW_TRACKING_URI`` if set, else the repo's own SQLite store."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{DEFAULT_DB}"
+    """``MLFLOW_TRACKING_URI`` if set, else the workspace's own SQLite store."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{default_db()}"
+
+
+def shareable_uri(uri: str) -> str:
+    """``uri`` as it may appear in a shared output: no password, the default store relative.
+
+    The default store becomes ``sqlite:///mlflow.db`` (relative to the project, as MLflow reads
+    it from the project folder), so ``models/run.json`` is the same on every machine.
+    """
+    if uri == f"sqlite:///{default_db()}":
+        return "sqlite:///mlflow.db"
+    return redact(uri)
 
 
 def prepare_tracking() -> str:
@@ -51,9 +73,9 @@ def use_experiment(name: str) -> str:
     if experiment is not None:
         return experiment.experiment_id
     location = None
-    if tracking_uri() == f"sqlite:///{DEFAULT_DB}":
+    if tracking_uri() == f"sqlite:///{default_db()}":
         # MLflow would otherwise put artifacts in ./mlruns of whatever the cwd happens to be.
-        location = DEFAULT_ARTIFACTS.as_uri()
+        location = default_artifacts().as_uri()
     try:
         return client.create_experiment(name, artifact_location=location)
     except Exception:
@@ -78,7 +100,7 @@ def _create_or_upgrade_sqlite(uri: str) -> None:
 
     with _file_lock(db_path.with_name(db_path.name + ".lock")):
         try:
-            store = SqlAlchemyStore(uri, DEFAULT_ARTIFACTS.as_uri())
+            store = SqlAlchemyStore(uri, default_artifacts().as_uri())
         except SQLAlchemyError as exc:
             # e.g. "file is not a database": overwritten, truncated, or not SQLite at all.
             reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
@@ -90,16 +112,34 @@ def _create_or_upgrade_sqlite(uri: str) -> None:
 
 
 def _check_server(uri: str, timeout_s: float = 5.0) -> None:
-    url = uri.rstrip("/") + "/health"
+    request = _health_request(uri)
     try:
-        with urllib.request.urlopen(url, timeout=timeout_s) as response:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
             response.read(64)
-    except (urllib.error.URLError, OSError, TimeoutError) as exc:
+    except (urllib.error.URLError, OSError, TimeoutError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
         raise PipelineError(
-            f"MLflow tracking server {uri} is unreachable ({reason}); start it, or unset "
-            "MLFLOW_TRACKING_URI to use the local sqlite store"
+            f"MLflow tracking server {redact(uri)} is unreachable ({redact(str(reason))}); "
+            "start it, or unset MLFLOW_TRACKING_URI to use the local sqlite store"
         ) from None
+
+
+def _health_request(uri: str) -> urllib.request.Request:
+    """GET <uri>/health, with the URI's ``user:password@`` (as MLflow's client sends it) moved
+    into a basic-auth header: urllib would take it for part of the host name."""
+    parts = urllib.parse.urlsplit(uri.rstrip("/") + "/health")
+    netloc = parts.hostname or ""
+    if ":" in netloc:  # an IPv6 literal
+        netloc = f"[{netloc}]"
+    if parts.port is not None:
+        netloc += f":{parts.port}"
+    request = urllib.request.Request(urllib.parse.urlunsplit(parts._replace(netloc=netloc)))
+    if parts.username is not None:
+        user = urllib.parse.unquote(parts.username)
+        password = urllib.parse.unquote(parts.password or "")
+        token = base64.b64encode(f"{user}:{password}".encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
+    return request
 
 
 @contextlib.contextmanager

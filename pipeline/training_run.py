@@ -26,8 +26,15 @@ from pipeline.lineage import lineage_tags
 from pipeline.model import model_summary
 from pipeline.params import Params, flatten_params
 from pipeline.paths import REPO_ROOT
+from pipeline.redact import relative_to_root
 from pipeline.run_info import RunInfo, write_run_info
-from pipeline.tracking import log_keras_model, prepare_tracking, tracking_uri, use_experiment
+from pipeline.tracking import (
+    log_keras_model,
+    prepare_tracking,
+    shareable_uri,
+    tracking_uri,
+    use_experiment,
+)
 from pipeline.training import (
     BEST_MONITOR,
     EpochRow,
@@ -115,6 +122,7 @@ def run_training(
             keras.mixed_precision.set_global_policy(policy)
             mlflow.log_params(logged_params(params))
             mlflow.set_tags(lineage_tags(REPO_ROOT, raw_archive, data_md5, mixed_precision))
+            _relative_path_tags(run.info.run_id)
             if resume is not None and resume.run_id != run.info.run_id:
                 # A new run continues the checkpoint: it gets the epochs done before, too.
                 for row in resume.history:
@@ -136,7 +144,13 @@ def run_training(
             _write_outputs(outputs, model, history, final, summary)
             write_run_info(
                 outputs.run_info,
-                RunInfo(run.info.run_id, experiment_id, model_uri, tracking_uri(), data.classes),
+                RunInfo(
+                    run.info.run_id,
+                    experiment_id,
+                    model_uri,
+                    shareable_uri(tracking_uri()),
+                    data.classes,
+                ),
             )
         checkpoint.remove()
     log.info("MLflow run %s finished; model at %s", run.info.run_id, outputs.model)
@@ -198,6 +212,18 @@ def final_metrics(history: list[EpochRow], restore_best: bool) -> dict[str, floa
         "train_seconds": sum(row["seconds"] for row in history),
         "images_per_s": sum(row["images_per_s"] for row in history) / len(history),
     }
+
+
+def _relative_path_tags(run_id: str) -> None:
+    """Rewrite tags that MLflow filled with this machine's paths (``mlflow.source.name`` is the
+    script's absolute path, or the project's under ``mlflow run``) relative to the project."""
+    import mlflow
+
+    tags = mlflow.MlflowClient().get_run(run_id).data.tags
+    for key, value in tags.items():
+        relative = relative_to_root(value, REPO_ROOT)
+        if relative != value:
+            mlflow.set_tag(key, relative)
 
 
 def _log_epoch_metrics(row: EpochRow) -> None:

@@ -4,13 +4,16 @@ Each stage module has the same shape: ``run(params, **paths)`` does the work (Ku
 and tests call it directly) and ``main()`` hands it to :func:`stage_main`. The path options are
 declared once here; their defaults are the paths in dvc.yaml, so ``dvc repro`` passes none while
 MLproject and Kubeflow pass their own. ``--set`` overrides go through the same schema as
-params.yaml.
+params.yaml. MLproject passes only what the user gave, through ``--set-given`` (an empty value is
+a parameter left out) and ``--set-all`` (several overrides in one string): params.yaml keeps
+every other value.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import shlex
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -18,8 +21,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from pipeline import paths
-from pipeline.errors import PipelineError, UsageError
+from pipeline.errors import ParamsError, PipelineError, UsageError
 from pipeline.params import load_params
+from pipeline.redact import redact
 
 T = TypeVar("T")
 
@@ -57,6 +61,22 @@ def build_parser(
         metavar="KEY=VALUE",
         help="override one param, e.g. --set train.epochs=2 (repeatable; validated like the file)",
     )
+    parser.add_argument(
+        "--set-given",
+        dest="given",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="like --set, but skipped when VALUE is empty (an MLproject parameter left out)",
+    )
+    parser.add_argument(
+        "--set-all",
+        dest="set_all",
+        action="append",
+        default=[],
+        metavar="'KEY=VALUE ...'",
+        help="several --set overrides in one shell-quoted string (MLproject's `set` parameter)",
+    )
     for option in path_options:
         default, help_text = PATH_OPTIONS[option]
         flag = "--" + option.replace("_", "-")
@@ -74,6 +94,16 @@ def check_path_kinds(paths: dict[str, Path]) -> None:
             raise UsageError(f"{flag} {path}: is a file, expected a folder")
 
 
+def command_line_overrides(args: argparse.Namespace) -> list[str]:
+    """The ``key=value`` overrides of --set, --set-given (unless empty) and --set-all, in order."""
+    given = [item for item in args.given if not item.endswith("=")]
+    try:
+        many = [item for text in args.set_all for item in shlex.split(text)]
+    except ValueError as exc:
+        raise ParamsError(f"--set-all {' '.join(args.set_all)}: {exc}") from None
+    return [*args.overrides, *given, *many]
+
+
 def stage_main(
     name: str,
     description: str,
@@ -87,7 +117,7 @@ def stage_main(
 
     def work() -> Any:
         check_path_kinds(path_args)
-        return run(load_params(args.params, args.overrides), **path_args)
+        return run(load_params(args.params, command_line_overrides(args)), **path_args)
 
     call_stage(work)
 
@@ -104,7 +134,8 @@ def call_stage(work: Callable[[], T]) -> T:
     try:
         return work()
     except PipelineError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        # Every message passes the mask: a tracking URI may carry a password.
+        print(f"error: {redact(str(exc))}", file=sys.stderr)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pipeline.params import Params, load_params
 from tests.cifar_archive import CLASSES
 
 # A helper module that asserts: show the compared values on failure, as in the test modules.
@@ -26,6 +27,11 @@ QUIET_ENV = {
     "CUDA_VISIBLE_DEVICES": "",
     "MLFLOW_ENABLE_TELEMETRY": "false",
 }
+
+
+def repo_params(*overrides: str) -> Params:
+    """The repo's params.yaml, the one source of default values, with ``--set`` style overrides."""
+    return load_params(REPO_ROOT / "params.yaml", list(overrides))
 
 
 def write_prepared(folder: Path, sizes: dict[str, int], seed: int = 0) -> Path:

@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 
 from tests.cifar_archive import CLASSES
-from tests.conftest import REPO_ROOT, run_stage
+from tests.conftest import REPO_ROOT, repo_params, run_stage
 
 EXPERIMENT = "cifar10-cnn"
 LINEAGE = {
@@ -59,12 +59,16 @@ def train_tiny_model(num_classes: int = 10, epochs: int = 4, seed: int = 0) -> t
     import keras
 
     from pipeline.model import build_model
-    from pipeline.params import ModelParams
 
     keras.utils.set_random_seed(seed)
-    model = build_model(
-        ModelParams(conv_filters=[8], dense_units=16, dropout_conv=0.0, dropout_dense=0.0)
+    small = repo_params(
+        "model.conv_filters=[8]",
+        "model.dense_units=16",
+        "model.dropout_conv=0.0",
+        "model.dropout_dense=0.0",
+        "model.augment=false",
     )
+    model = build_model(small.model)
     if num_classes != model.output_shape[-1]:
         # A model that does not fit the 10-class contract, for the bad-input tests.
         head = keras.layers.Dense(num_classes, activation="softmax", name="wrong_probs")

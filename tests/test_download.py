@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from pipeline.checksums import file_md5
 from pipeline.download import fetch_archive
@@ -244,8 +245,12 @@ def error_lines(stderr: str) -> list[str]:
 
 @pytest.fixture
 def params_file(tmp_path: Path) -> Path:
+    # Every key must be set (params.yaml is the one source of values): the repo's file, with a
+    # data.url nobody serves.
+    params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text(encoding="utf-8"))
+    params["data"]["url"] = "https://example.invalid/unused.tar.gz"
     path = tmp_path / "params.yaml"
-    path.write_text("data:\n  url: https://example.invalid/unused.tar.gz\n", encoding="utf-8")
+    path.write_text(yaml.safe_dump(params), encoding="utf-8")
     return path
 
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import mlflow
@@ -40,11 +42,15 @@ class Repo:
         env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
         self.env = {**env, **QUIET_ENV, **GIT_ENV, "PATH": f"{VENV_BIN}:{env['PATH']}"}
 
-    def run(self, *cmd: str) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, *cmd: str, check: bool = True, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
-            cmd, cwd=self.root, env=self.env, capture_output=True, text=True, timeout=900
-        )
-        assert result.returncode == 0, f"{cmd} failed:\n{result.stdout}\n{result.stderr}"
+            cmd, cwd=self.root, env={**self.env, **(env or {})}, capture_output=True, text=True,
+            timeout=900,
+        )  # fmt: skip
+        if check:
+            assert result.returncode == 0, f"{cmd} failed:\n{result.stdout}\n{result.stderr}"
         return result
 
     def repro(self, *targets: str) -> set[str]:
@@ -88,9 +94,14 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Repo:
 ALL_STAGES = {"download", "preprocess", "train", "evaluate"}
 
 
+def workspace_client(repo: Repo) -> mlflow.MlflowClient:
+    """A client of the copy's own (default) store: ``mlflow.db`` in its root."""
+    return mlflow.MlflowClient(tracking_uri=f"sqlite:///{repo.root / 'mlflow.db'}")
+
+
 def registry_state(repo: Repo) -> tuple[list[str], dict[str, str]]:
     """(version numbers, alias -> version) of the registered model in the copy's store."""
-    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{repo.root / 'mlflow.db'}")
+    client = workspace_client(repo)
     versions = sorted(str(v.version) for v in client.search_model_versions("name='cifar10-cnn'"))
     aliases = client.get_registered_model("cifar10-cnn").aliases
     return versions, {alias: str(version) for alias, version in aliases.items()}
@@ -162,15 +173,95 @@ def test_same_bytes_at_another_url_skip_preprocess(repo: Repo) -> None:
     assert repo.repro() == {"download"}
 
 
+def test_shared_outputs_and_run_tags_hold_no_machine_paths(repo: Repo) -> None:
+    repo.repro()
+    run_info = json.loads((repo.root / "models" / "run.json").read_text())
+    # models/run.json is a DVC-cached output: the same on every machine.
+    assert run_info["tracking_uri"] == "sqlite:///mlflow.db"
+    for path in [*(repo.root / "models").glob("*.json"), *(repo.root / "reports").iterdir()]:
+        if path.suffix in {".json", ".csv", ".md", ".txt", ".html"}:
+            assert str(repo.root) not in path.read_text(), f"{path.name} names {repo.root}"
+    tags = workspace_client(repo).get_run(run_info["run_id"]).data.tags
+    assert tags["mlflow.source.name"] == "stages/train.py"
+    assert not {key: value for key, value in tags.items() if str(repo.root) in value}
+
+
+def wait_for_queue(repo: Repo, name: str, timeout_s: float = 900) -> str:
+    """Poll `dvc queue status` until experiment ``name`` is done and the worker has left."""
+    deadline = time.monotonic() + timeout_s
+    status = ""
+    while time.monotonic() < deadline:
+        out = repo.run("dvc", "queue", "status").stdout
+        rows = [line.split() for line in out.splitlines() if f" {name} " in f" {line} "]
+        status = rows[0][-1] if rows else status
+        # The worker stops on its own once the queue has been idle for 10 s.
+        if status in {"Success", "Failed"} and "Worker status: 0 active, 0 idle" in out:
+            return status
+        time.sleep(3)
+    raise AssertionError(f"queued experiment {name} not done after {timeout_s} s: {status}")
+
+
+def test_queued_experiment_logs_to_the_workspace_store(repo: Repo) -> None:
+    repo.repro()
+    client = workspace_client(repo)
+    experiment = client.get_experiment_by_name("cifar10-cnn")
+    before = {run.info.run_id for run in client.search_runs([experiment.experiment_id])}
+
+    # Runs in a temporary copy under .dvc/tmp/exps/, which DVC deletes afterwards.
+    repo.run("dvc", "exp", "run", "--queue", "-n", "queued-lr", "-S", "train.learning_rate=0.002")
+    repo.run("dvc", "queue", "start")
+    status = wait_for_queue(repo, "queued-lr")
+    logs = repo.run("dvc", "queue", "logs", "queued-lr", check=False).stdout
+    assert status == "Success", logs
+
+    runs = [
+        r for r in client.search_runs([experiment.experiment_id]) if r.info.run_id not in before
+    ]
+    assert len(runs) == 1, "the queued training must log to the workspace's mlflow.db"
+    (run,) = runs
+    assert run.data.params["train.learning_rate"] == "0.002"
+    assert "test_accuracy" in run.data.metrics, "evaluate logs there too"
+    versions = client.search_model_versions(f"name='cifar10-cnn' and run_id='{run.info.run_id}'")
+    assert len(versions) == 1, "and registers the model there"
+    artifacts = Path(run.info.artifact_uri.removeprefix("file://"))
+    assert artifacts.is_relative_to(repo.root / "mlruns") and artifacts.is_dir()
+
+
+def test_hint_for_a_run_missing_from_the_store_works(repo: Repo, tmp_path: Path) -> None:
+    repo.repro()
+    # The store was switched (or reset, or was a temporary one): run.json names a run it lacks.
+    other = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'other.db'}"}
+    failed = repo.run(
+        "dvc", "repro", "--force", "--single-item", "evaluate", check=False, env=other
+    )
+    assert failed.returncode != 0
+    message = failed.stdout + failed.stderr
+    assert "is not in the tracking store" in message
+    hint = message[message.index("is not in the tracking store") :]
+    commands = re.findall(r"`(dvc [^`]+)`", hint)
+    assert commands, message
+    for command in commands:
+        repo.run(*command.split(), env=other)
+
+    record = json.loads((repo.root / "reports" / "registry.json").read_text())
+    run_info = json.loads((repo.root / "models" / "run.json").read_text())
+    assert record["status"] == "registered" and record["run_id"] == run_info["run_id"]
+    client = mlflow.MlflowClient(tracking_uri=other["MLFLOW_TRACKING_URI"])
+    assert client.get_run(run_info["run_id"]).info.status == "FINISHED"
+
+
 # Last in this module on purpose: it overwrites the copy's models/ and reports/ outside DVC.
 def test_mlflow_run_uses_the_same_stage_code_and_run(repo: Repo) -> None:
     repo.repro()
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{repo.root / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("cifar10-cnn")
     before = {run.info.run_id for run in client.search_runs([experiment.experiment_id])}
+    # params.yaml is the one source of values: MLproject passes only what -P gives.
+    repo.set_params(train__learning_rate=0.0123)
 
-    repo.run("mlflow", "run", ".", "-e", "train", "-P", "epochs=1", "--env-manager", "local",
-             "--experiment-name", "cifar10-cnn")  # fmt: skip
+    repo.run("mlflow", "run", ".", "-e", "train", "-P", "epochs=1",
+             "-P", "set=model.dense_units=32 train.optimizer=adam",
+             "--env-manager", "local", "--experiment-name", "cifar10-cnn")  # fmt: skip
 
     runs = [
         r for r in client.search_runs([experiment.experiment_id]) if r.info.run_id not in before
@@ -180,6 +271,10 @@ def test_mlflow_run_uses_the_same_stage_code_and_run(repo: Repo) -> None:
     assert run.info.status == "FINISHED"
     assert run.data.tags["mlflow.project.entryPoint"] == "train"
     assert run.data.params["train.epochs"] == "1"
+    assert run.data.params["train.learning_rate"] == "0.0123", "edited in params.yaml"
+    assert run.data.params["train.batch_size"] == "50", "params.yaml's, not a default"
+    assert run.data.params["model.dense_units"] == "32"
+    assert run.data.params["train.optimizer"] == "adam"
     assert "val_accuracy" in run.data.metrics
     run_info = json.loads((repo.root / "models" / "run.json").read_text())
     assert run_info["run_id"] == run.info.run_id

@@ -6,9 +6,12 @@ Every archive here is a small one built in the official layout with known pixels
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
+import logging
 import tarfile
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -192,6 +195,16 @@ def _missing(path: Path) -> None:
     """Write nothing: the archive does not exist."""
 
 
+def _many_members(path: Path) -> None:
+    files = {f"{PREFIX}/{n}": data for n, data in official_members().items()}
+    files |= {f"{PREFIX}/empty-{i}": b"" for i in range(100)}
+    write_tar_gz(path, files)
+
+
+def _big_readme(path: Path) -> None:
+    write_members(path, official_members(**{"readme.html": b"<p>" * (1 << 19)}))
+
+
 ARCHIVE_ERRORS = {
     "truncated gzip": (_truncated, r"not a valid \.tar\.gz, or truncated \(while reading member"),
     "garbage bytes": (_garbage, r"not a valid \.tar\.gz, or truncated.*[Nn]ot a gzipped file"),
@@ -224,6 +237,12 @@ ARCHIVE_ERRORS = {
         r" and 'elsewhere/data_batch_1\.bin'",
     ),
     "missing archive": (_missing, r"archive not found; run `dvc repro download` first"),
+    "too many members": (_many_members, r"holds more than 64 members \(the CIFAR-10 binary"),
+    "oversized other member": (
+        _big_readme,
+        r"member 'cifar-10-batches-bin/readme\.html': declares 1,572,864 bytes, more than the"
+        r" 1,048,576 of any such member",
+    ),
 }
 
 
@@ -241,6 +260,38 @@ def test_bad_archive_raises_one_clear_error_and_writes_nothing(tmp_path: Path, c
     text = str(caught.value)
     assert "\n" not in text and str(archive) in text
     assert files_under(prepared, reports) == []
+
+
+def test_oversized_member_is_refused_from_its_header_before_it_is_read(tmp_path: Path) -> None:
+    # 64 MiB of zeros gzip to ~64 KiB: more than the 30,730,000 bytes of a real batch.
+    archive = write_members(tmp_path / "bomb.tar.gz", official_members(
+        **{"data_batch_1.bin": bytes(64 << 20)}))  # fmt: skip
+    assert archive.stat().st_size < 1 << 20
+    tracemalloc.start()
+    try:
+        with pytest.raises(PipelineError) as caught:
+            read_cifar_archive(archive)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert str(caught.value) == (
+        f"{archive}: member 'cifar-10-batches-bin/data_batch_1.bin': declares 67,108,864 bytes,"
+        " more than the 30,730,000 of any such member of the CIFAR-10 binary release; refusing"
+        " this archive"
+    )
+    assert peak < 8 << 20, f"{peak:,} bytes held: the member was read before being refused"
+
+
+def test_archive_expanding_beyond_the_real_one_is_refused(tmp_path: Path) -> None:
+    # A valid tiny archive, then 208 MiB of zeros in appended gzip members (~200 KiB on disk).
+    archive = write_members(tmp_path / "a.tar.gz", official_members())
+    zeros = gzip.compress(bytes(16 << 20), compresslevel=9)
+    assert 13 * len(zeros) < 1 << 20
+    with archive.open("ab") as handle:
+        for _ in range(13):
+            handle.write(zeros)
+    with pytest.raises(PipelineError, match=r"expands to more than 200,000,000 bytes"):
+        read_cifar_archive(archive)
 
 
 def test_failed_write_leaves_no_outputs(tiny: tuple[Path, TinyCifar], tmp_path: Path) -> None:
@@ -382,6 +433,40 @@ def test_run_preprocess_writes_every_output(tiny: tuple[Path, TinyCifar], tmp_pa
     assert json.loads((reports / "data_summary.json").read_text()) == summary
     assert summary["train"]["per_class"] == dict.fromkeys(CLASSES, 20)
     assert summary["val"] == {"total": 50, "per_class": dict.fromkeys(CLASSES, 5)}
+
+
+def _archive_without_cat(path: Path, where: str) -> Path:
+    """A tiny archive whose training batches (or test batch) hold no image of 'cat' (label 3)."""
+    files = official_members()
+    names = [f"data_batch_{i}.bin" for i in range(1, 6)] if where == "train" else ["test_batch.bin"]
+    for name in names:
+        records = np.frombuffer(files[name], np.uint8).reshape(-1, RECORD_BYTES).copy()
+        records[records[:, 0] == 3, 0] = 4
+        files[name] = records.tobytes()
+    return write_members(path, files)
+
+
+def test_a_class_missing_from_train_and_val_is_warned_about(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    archive = _archive_without_cat(tmp_path / "a.tar.gz", "train")
+    with caplog.at_level(logging.WARNING, logger="pipeline"):
+        summary = run_preprocess(archive, tmp_path / "prepared", tmp_path / "reports", params())
+    assert summary["train"]["per_class"]["cat"] == 0
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [
+        "warning: the train split has no image of class 'cat': the model cannot learn it",
+        "warning: the val split has no image of class 'cat': validation accuracy says nothing"
+        " about it",
+    ]
+
+
+def test_a_class_missing_from_the_test_batch_is_an_error(tmp_path: Path) -> None:
+    archive = _archive_without_cat(tmp_path / "a.tar.gz", "test")
+    prepared, reports = tmp_path / "prepared", tmp_path / "reports"
+    with pytest.raises(PipelineError, match=r"the test batch has no image of class 'cat'"):
+        run_preprocess(archive, prepared, reports, params())
+    assert files_under(prepared, reports) == []
 
 
 def test_preview_shows_the_exact_pixels_sharp(tiny: tuple[Path, TinyCifar], tmp_path: Path) -> None:

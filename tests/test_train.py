@@ -16,8 +16,14 @@ import numpy as np
 import pytest
 
 from pipeline.model import build_model
-from pipeline.params import ModelParams
-from tests.conftest import QUIET_ENV, REPO_ROOT, free_port, run_stage, write_prepared
+from tests.conftest import (
+    QUIET_ENV,
+    REPO_ROOT,
+    free_port,
+    repo_params,
+    run_stage,
+    write_prepared,
+)
 
 REFERENCE_SHAPES = [
     (32, 32, 32), (30, 30, 32), (15, 15, 32),
@@ -39,7 +45,7 @@ def shape_changing_outputs(model: keras.Model) -> list[tuple[int, ...]]:
 
 
 def test_default_model_is_the_reference_architecture() -> None:
-    model = build_model(ModelParams())
+    model = build_model(repo_params().model)
     assert shape_changing_outputs(model) == REFERENCE_SHAPES
     trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
     assert trainable == 276_138
@@ -48,7 +54,7 @@ def test_default_model_is_the_reference_architecture() -> None:
 
 
 def test_model_rescales_raw_uint8_pixels_itself() -> None:
-    model = build_model(ModelParams())
+    model = build_model(repo_params().model)
     rescale = keras.Model(model.inputs, model.get_layer("rescale").output)
     pixels = np.array([[[[0, 128, 255]] * 32] * 32], dtype=np.uint8)
     out = np.asarray(rescale(pixels))
@@ -56,7 +62,7 @@ def test_model_rescales_raw_uint8_pixels_itself() -> None:
 
 
 def test_augmentation_changes_training_inputs_only() -> None:
-    model = build_model(ModelParams(augment=True), seed=1)
+    model = build_model(repo_params("model.augment=true").model, seed=1)
     assert model.count_params() == 276_138
     augmented = keras.Model(model.inputs, model.get_layer("augment_translate").output)
     images = np.random.default_rng(0).integers(0, 256, (8, 32, 32, 3), dtype=np.uint8)
@@ -289,10 +295,14 @@ def test_unreachable_tracking_server_fails_before_training(
     result = run_stage(
         "train",
         *train_args(workdir, prepared_dir, "train.epochs=1"),
-        env={"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}"},
+        env={"MLFLOW_TRACKING_URI": f"http://alice:s3cret@127.0.0.1:{port}"},
     )
     assert result.returncode == 1
-    assert f"MLflow tracking server http://127.0.0.1:{port} is unreachable" in result.stderr
+    # The URI is named, its password never.
+    assert (
+        f"MLflow tracking server http://alice:***@127.0.0.1:{port} is unreachable" in result.stderr
+    )
+    assert "s3cret" not in result.stdout + result.stderr
     assert "Epoch 1/1" not in result.stdout
     assert not (workdir / "checkpoints").exists()
 

@@ -1,0 +1,105 @@
+"""Where the MLflow store is, and what of its URI may be shown: no passwords, no machine paths."""
+
+from __future__ import annotations
+
+import base64
+import http.server
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from pipeline import paths, tracking
+from pipeline.errors import PipelineError
+from pipeline.redact import redact, relative_to_root
+from tests.conftest import REPO_ROOT
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("http://alice:s3cret@127.0.0.1:5000 is down", "http://alice:***@127.0.0.1:5000 is down"),
+        ("postgresql+psycopg://u:p@ss@db:5432/mlflow", "postgresql+psycopg://u:***@db:5432/mlflow"),
+        ("https://ghp_token@example.org/x", "https://***@example.org/x"),
+        ("sqlite:////home/me/mlflow.db", "sqlite:////home/me/mlflow.db"),
+    ],
+)
+def test_redact_masks_every_password(text: str, shown: str) -> None:
+    assert redact(text) == shown
+
+
+def test_paths_under_the_project_become_relative() -> None:
+    root = Path("/home/me/project")
+    assert relative_to_root("/home/me/project/stages/train.py", root) == "stages/train.py"
+    assert relative_to_root("file:///home/me/project", root) == "."
+    assert relative_to_root("/home/me/project-2/x", root) == "/home/me/project-2/x"
+
+
+def test_default_store_is_the_workspace_one_in_a_dvc_temp_copy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    workspace = tmp_path / "project"
+    workspace.mkdir()
+    (workspace / "dvc.yaml").write_text("stages: {}\n")
+    # What dvc 3 gives a stage of a queued or --temp experiment: the workspace in DVC_ROOT.
+    monkeypatch.setenv("DVC_ROOT", str(workspace))
+    assert tracking.tracking_uri() == f"sqlite:///{workspace / 'mlflow.db'}"
+    assert tracking.shareable_uri(tracking.tracking_uri()) == "sqlite:///mlflow.db"
+    # Without DVC_ROOT, a checkout under .dvc/tmp/exps/ still finds its workspace.
+    monkeypatch.delenv("DVC_ROOT")
+    monkeypatch.setattr(paths, "REPO_ROOT", workspace / ".dvc" / "tmp" / "exps" / "tmpab12cd")
+    assert paths.workspace_root() == workspace
+    monkeypatch.setattr(paths, "REPO_ROOT", REPO_ROOT)
+    assert tracking.tracking_uri() == f"sqlite:///{REPO_ROOT / 'mlflow.db'}"
+    # An explicit store always wins.
+    monkeypatch.setenv("DVC_ROOT", str(workspace))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://u:pw@127.0.0.1:1")
+    assert tracking.tracking_uri() == "http://u:pw@127.0.0.1:1"
+    assert tracking.shareable_uri(tracking.tracking_uri()) == "http://u:***@127.0.0.1:1"
+
+
+class _BasicAuthHealth(http.server.BaseHTTPRequestHandler):
+    """/health answers 200 only with the expected basic-auth header, like a guarded server."""
+
+    expected = "Basic " + base64.b64encode(b"alice:s3cret").decode()
+
+    def do_GET(self) -> None:
+        status = 200 if self.headers.get("Authorization") == self.expected else 401
+        self.send_response(status)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"OK")
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def guarded_server() -> Iterator[int]:
+    server = http.server.HTTPServer(("127.0.0.1", 0), _BasicAuthHealth)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_server_check_sends_the_uri_credentials(
+    guarded_server: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    previous = mlflow.get_tracking_uri()
+    try:
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://alice:s3cret@127.0.0.1:{guarded_server}")
+        assert tracking.prepare_tracking().startswith("http://alice:s3cret@")
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://alice:wrong@127.0.0.1:{guarded_server}")
+        with pytest.raises(PipelineError) as caught:
+            tracking.prepare_tracking()
+        assert "wrong" not in str(caught.value)
+        assert f"http://alice:***@127.0.0.1:{guarded_server} is unreachable" in str(caught.value)
+    finally:
+        mlflow.set_tracking_uri(previous)
