@@ -62,6 +62,7 @@ class TrainParams(Section):
     seed: int = Field(42, ge=0)
     deterministic: bool = True
     mixed_precision: Literal["auto", "on", "off"] = "auto"
+    lr_schedule: Literal["constant", "cosine", "one_cycle"] = "constant"
     restore_best: bool = False
     # auto: a GPU when one is visible; gpu: fail unless one is; cpu: hide the GPUs.
     device: Literal["auto", "cpu", "gpu"] = "auto"

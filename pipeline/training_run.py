@@ -26,15 +26,10 @@ from pipeline.lineage import lineage_tags
 from pipeline.model import model_summary
 from pipeline.params import Params, flatten_params
 from pipeline.paths import REPO_ROOT
+from pipeline.precision import cpu_bf16_flags
 from pipeline.run_info import RunInfo, write_run_info
 from pipeline.tracking import log_keras_model, prepare_tracking, tracking_uri, use_experiment
-from pipeline.training import (
-    BEST_MONITOR,
-    EpochRow,
-    fit,
-    load_prepared,
-    resolve_mixed_precision,
-)
+from pipeline.training import BEST_MONITOR, EpochRow, fit, load_prepared, precision_policy
 
 log = logging.getLogger("pipeline")
 
@@ -110,11 +105,12 @@ def run_training(
             # Seed only now: MLflow draws the run name from Python's `random`, and seeding
             # before start_run would give every run the same name.
             backend.configure_determinism(params.train.seed, params.train.deterministic)
-            mixed_precision = resolve_mixed_precision(params.train.mixed_precision)
-            policy = "mixed_float16" if mixed_precision else "float32"
+            policy = precision_policy(params.train.mixed_precision)
             keras.mixed_precision.set_global_policy(policy)
             mlflow.log_params(logged_params(params))
-            mlflow.set_tags(lineage_tags(REPO_ROOT, raw_archive, data_md5, mixed_precision))
+            mlflow.set_tags(lineage_tags(REPO_ROOT, raw_archive, data_md5, policy != "float32"))
+            # Which policy `mixed_precision: auto` chose here, and on what evidence.
+            mlflow.set_tags({"train.precision_policy": policy, "cpu.bf16_flags": _bf16_flags_tag()})
             if resume is not None and resume.run_id != run.info.run_id:
                 # A new run continues the checkpoint: it gets the epochs done before, too.
                 for row in resume.history:
@@ -198,6 +194,10 @@ def final_metrics(history: list[EpochRow], restore_best: bool) -> dict[str, floa
         "train_seconds": sum(row["seconds"] for row in history),
         "images_per_s": sum(row["images_per_s"] for row in history) / len(history),
     }
+
+
+def _bf16_flags_tag() -> str:
+    return ",".join(cpu_bf16_flags()) or "none"
 
 
 def _log_epoch_metrics(row: EpochRow) -> None:
