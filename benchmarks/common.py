@@ -27,13 +27,15 @@ CPU_FLAGS_OF_INTEREST = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_b
 
 @dataclass
 class Measured:
-    """One finished child process: exit code, wall time, peak resident memory, output."""
+    """One finished child process: exit code, wall and CPU time, peak resident memory, output."""
 
     returncode: int
     wall_s: float
     peak_rss_mb: float
     stdout: str
     stderr: str
+    # User + system CPU seconds: on a shared machine this moves far less with load than wall time.
+    cpu_s: float = 0.0
 
 
 def run_measured(
@@ -67,7 +69,8 @@ def run_measured(
     Path(f"{out_path}.out").unlink(missing_ok=True)
     Path(f"{out_path}.err").unlink(missing_ok=True)
     # Linux reports ru_maxrss in KiB.
-    return Measured(proc.returncode, wall, usage.ru_maxrss / 1024, stdout, stderr)
+    cpu = usage.ru_utime + usage.ru_stime
+    return Measured(proc.returncode, wall, usage.ru_maxrss / 1024, stdout, stderr, cpu)
 
 
 def check(measured: Measured, what: str) -> Measured:

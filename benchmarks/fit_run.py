@@ -49,6 +49,8 @@ def main(argv: list[str] | None = None) -> None:
     from pipeline.checkpoints import TrainingCheckpoint
     from pipeline.training import fit, load_prepared, precision_policy
 
+    # The train stage's order: the device first, then seeds and determinism, then precision.
+    backend.select_device(params.train.device, params.train.deterministic)
     backend.configure_determinism(params.train.seed, params.train.deterministic)
     policy = precision_policy(params.train.mixed_precision)
     keras.mixed_precision.set_global_policy(policy)

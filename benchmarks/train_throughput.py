@@ -95,6 +95,8 @@ def _row(epochs: list[dict], measured) -> dict:  # type: ignore[no-untyped-def]
         "images_per_s": statistics.mean(row["images_per_s"] for row in steady),
         "peak_rss_mb": measured.peak_rss_mb,
         "wall_s": measured.wall_s,
+        # Whole process (start-up included): a load-independent view of the cost.
+        "cpu_s": measured.cpu_s,
     }
 
 
