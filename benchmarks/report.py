@@ -397,8 +397,14 @@ def targets_section(
                 _status(acc >= 0.79) if done else "not established (fewer than 50 epochs run)",
             )
         )
+    else:
+        rows.append(
+            ("reference configuration test accuracy >= 0.79 (50 epochs)", NOT_MEASURED, "-")
+        )
     augment = tta.get("augment")
-    if augment:
+    if not augment:
+        rows.append(("`augment` profile: aim 0.85", NOT_MEASURED, "-"))
+    else:
         rows.append(
             (
                 "`augment` profile: aim 0.85",
