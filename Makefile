@@ -63,6 +63,20 @@ format: setup
 kfp: setup  ## compile the Kubeflow pipeline to kubeflow/cifar10_pipeline.yaml (KFP_IMAGE, KFP_GPU_IMAGE)
 	$(PY) -m kubeflow.compile
 
+# make bench knobs: ARCHIVE (the CIFAR-10 archive), SIZE (training images; empty = all 45,000),
+# EPOCHS and ROUNDS (throughput), TTA_EPOCHS (cap on time-to-accuracy epochs; empty = each
+# configuration's own), BENCH_ARGS (any other `python -m benchmarks` option).
+ARCHIVE ?= data/raw/cifar-10-binary.tar.gz
+SIZE ?=
+EPOCHS ?= 2
+ROUNDS ?= 2
+TTA_EPOCHS ?=
+BENCH_ARGS ?=
+
+bench: setup  ## every benchmark on the real data (hours on a CPU), then docs/benchmarks.md
+	$(PY) -m benchmarks --archive $(ARCHIVE) --epochs $(EPOCHS) --rounds $(ROUNDS) \
+		$(if $(SIZE),--size $(SIZE)) $(if $(TTA_EPOCHS),--tta-max-epochs $(TTA_EPOCHS)) $(BENCH_ARGS)
+
 clean:  ## remove the environments (not data, models or MLflow runs)
 	rm -rf $(VENV) .tools
 

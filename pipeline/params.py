@@ -96,6 +96,7 @@ class TrainParams(Section):
     seed: int = Field(ge=0, le=MAX_SEED)
     deterministic: bool
     mixed_precision: Literal["auto", "on", "off"]
+    lr_schedule: Literal["constant", "cosine", "one_cycle"]
     restore_best: bool
     # auto: a GPU when one is visible; gpu: fail unless one is; cpu: hide the GPUs.
     device: Literal["auto", "cpu", "gpu"]

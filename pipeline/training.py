@@ -10,7 +10,7 @@ import logging
 import math
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +22,7 @@ from pipeline.checkpoints import ResumeState, TrainingCheckpoint, load_best_weig
 from pipeline.errors import PipelineError
 from pipeline.model import build_model
 from pipeline.params import ModelParams, TrainParams
+from pipeline.precision import cpu_bf16_flags, resolve_precision_policy
 
 log = logging.getLogger("pipeline")
 
@@ -55,15 +56,34 @@ def load_prepared(prepared_dir: Path) -> PreparedData:
         return PreparedData(train["x"], train["y"], val["x"], val["y"], classes, files)
 
 
-def resolve_mixed_precision(setting: str) -> bool:
-    """``auto`` means on exactly when a GPU is present: on a CPU float16 is slower, not faster."""
-    if setting == "auto":
-        return bool(backend.gpu_names())
-    return setting == "on"
+# Fraction of all steps spent warming the learning rate up, for lr_schedule: one_cycle.
+ONE_CYCLE_WARMUP = 0.2
 
 
-def new_model(model_params: ModelParams, train_params: TrainParams) -> keras.Model:
-    """Build and compile a fresh model from params."""
+def precision_policy(setting: str) -> str:
+    """:func:`resolve_precision_policy` for this machine."""
+    return resolve_precision_policy(setting, bool(backend.gpu_names()), cpu_bf16_flags())
+
+
+def learning_rate(train_params: TrainParams, steps_per_epoch: int) -> float | object:
+    """The optimizer's learning rate: a constant, or a schedule over all the training steps."""
+    peak = train_params.learning_rate
+    total = max(1, train_params.epochs * steps_per_epoch)
+    if train_params.lr_schedule == "cosine":
+        return keras.optimizers.schedules.CosineDecay(peak, decay_steps=total)
+    if train_params.lr_schedule == "one_cycle":
+        # Linear warm-up from peak/10, then cosine annealing to zero: the one-cycle shape.
+        warmup = max(1, int(total * ONE_CYCLE_WARMUP))
+        return keras.optimizers.schedules.CosineDecay(
+            peak / 10, decay_steps=max(1, total - warmup), warmup_target=peak, warmup_steps=warmup
+        )
+    return peak
+
+
+def new_model(
+    model_params: ModelParams, train_params: TrainParams, steps_per_epoch: int = 1
+) -> keras.Model:
+    """Build and compile a fresh model from params (``steps_per_epoch`` sizes an LR schedule)."""
     optimizers = {
         "rmsprop": keras.optimizers.RMSprop,
         "adam": keras.optimizers.Adam,
@@ -71,7 +91,9 @@ def new_model(model_params: ModelParams, train_params: TrainParams) -> keras.Mod
     }
     model = build_model(model_params, seed=train_params.seed)
     model.compile(
-        optimizer=optimizers[train_params.optimizer](learning_rate=train_params.learning_rate),
+        optimizer=optimizers[train_params.optimizer](
+            learning_rate=learning_rate(train_params, steps_per_epoch)
+        ),
         # Same math as the reference's categorical cross-entropy, without one-hot label copies.
         loss=keras.losses.SparseCategoricalCrossentropy(),
         metrics=["accuracy"],
@@ -138,15 +160,19 @@ def fit(
     run_id: str,
     resume: ResumeState | None,
     log_epoch: Callable[[EpochRow], None],
+    callbacks: Sequence[keras.callbacks.Callback] = (),
 ) -> tuple[keras.Model, list[EpochRow]]:
     """Train for ``train.epochs`` epochs, resuming from ``resume`` when given.
 
-    Each finished epoch is checkpointed and passed to ``log_epoch``. Returns the model (the best
-    epoch's weights when ``train.restore_best``) and one history row per epoch.
+    Each finished epoch is checkpointed and passed to ``log_epoch``. ``callbacks`` run after the
+    epoch's timing is taken (the benchmarks score the test split there). Returns the model (the
+    best epoch's weights when ``train.restore_best``) and one history row per epoch.
     """
+    steps_per_epoch = math.ceil(len(data.train_x) / train_params.batch_size)
     with backend.distribution_scope():
         if resume is None:
-            model, history, best = new_model(model_params, train_params), [], None
+            model = new_model(model_params, train_params, steps_per_epoch)
+            history, best = [], None
         else:
             model = keras.saving.load_model(resume.model_path)
             history, best = list(resume.history), resume.best_score
@@ -177,7 +203,7 @@ def fit(
         validation_data=_validation_set(data, train_params.batch_size),
         epochs=train_params.epochs,
         initial_epoch=initial_epoch,
-        callbacks=[StopOnNaN(), EpochRecorder(len(data.train_x), history, on_epoch)],
+        callbacks=[StopOnNaN(), EpochRecorder(len(data.train_x), history, on_epoch), *callbacks],
         # The live progress bar on a terminal; one line per epoch in logs (CI, redirected output).
         verbose=1 if sys.stdout.isatty() else 2,
     )

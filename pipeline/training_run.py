@@ -26,6 +26,7 @@ from pipeline.lineage import lineage_tags
 from pipeline.model import model_summary
 from pipeline.params import Params, flatten_params
 from pipeline.paths import REPO_ROOT
+from pipeline.precision import cpu_bf16_flags
 from pipeline.redact import relative_to_root
 from pipeline.run_info import RunInfo, write_run_info
 from pipeline.tracking import (
@@ -35,13 +36,7 @@ from pipeline.tracking import (
     tracking_uri,
     use_experiment,
 )
-from pipeline.training import (
-    BEST_MONITOR,
-    EpochRow,
-    fit,
-    load_prepared,
-    resolve_mixed_precision,
-)
+from pipeline.training import BEST_MONITOR, EpochRow, fit, load_prepared, precision_policy
 
 log = logging.getLogger("pipeline")
 
@@ -117,11 +112,12 @@ def run_training(
             # Seed only now: MLflow draws the run name from Python's `random`, and seeding
             # before start_run would give every run the same name.
             backend.configure_determinism(params.train.seed, params.train.deterministic)
-            mixed_precision = resolve_mixed_precision(params.train.mixed_precision)
-            policy = "mixed_float16" if mixed_precision else "float32"
+            policy = precision_policy(params.train.mixed_precision)
             keras.mixed_precision.set_global_policy(policy)
             mlflow.log_params(logged_params(params))
-            mlflow.set_tags(lineage_tags(REPO_ROOT, raw_archive, data_md5, mixed_precision))
+            mlflow.set_tags(lineage_tags(REPO_ROOT, raw_archive, data_md5, policy != "float32"))
+            # Which policy `mixed_precision: auto` chose here, and on what evidence.
+            mlflow.set_tags({"train.precision_policy": policy, "cpu.bf16_flags": _bf16_flags_tag()})
             _relative_path_tags(run.info.run_id)
             if resume is not None and resume.run_id != run.info.run_id:
                 # A new run continues the checkpoint: it gets the epochs done before, too.
@@ -224,6 +220,10 @@ def _relative_path_tags(run_id: str) -> None:
         relative = relative_to_root(value, REPO_ROOT)
         if relative != value:
             mlflow.set_tag(key, relative)
+
+
+def _bf16_flags_tag() -> str:
+    return ",".join(cpu_bf16_flags()) or "none"
 
 
 def _log_epoch_metrics(row: EpochRow) -> None:

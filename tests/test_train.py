@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from pipeline.model import build_model
+from pipeline.precision import cpu_bf16_flags
 from tests.conftest import (
     QUIET_ENV,
     REPO_ROOT,
@@ -154,7 +155,10 @@ def test_train_stage_leaves_one_complete_mlflow_run(workdir: Path, prepared_dir:
                 "train.mixed_precision_used"):  # fmt: skip
         assert tags.get(tag), tag
     assert tags["keras.backend"] == "tensorflow"
-    assert tags["device"] == "cpu" and tags["train.mixed_precision_used"] == "false"
+    # mixed_precision: auto trains in bfloat16 exactly on CPUs with AMX-BF16.
+    policy = "mixed_bfloat16" if "amx_bf16" in cpu_bf16_flags() else "float32"
+    assert tags["device"] == "cpu" and tags["train.precision_policy"] == policy
+    assert tags["train.mixed_precision_used"] == str(policy != "float32").lower()
 
     info = json.loads((workdir / "models" / "run.json").read_text())
     assert info["run_id"] == run.info.run_id

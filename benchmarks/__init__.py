@@ -1,0 +1,1 @@
+"""Benchmarks: side-by-side speed, memory and accuracy measurements (outside the product)."""

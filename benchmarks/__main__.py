@@ -1,0 +1,81 @@
+"""Run every benchmark on the real data, then write docs/benchmarks.md (``make bench``).
+
+    python -m benchmarks [--archive A] [--size N] [--epochs 2] [--rounds 2] [--only ...]
+
+Defaults are the full measurement: all 45,000 training images, the configurations' own epoch
+counts (50 for params.yaml). ``--size``, ``--tta-max-epochs`` and friends shrink it to fit a time
+budget; docs/benchmarks.md states what was run. Results go to ``--results`` as JSON, written as
+they come in, so an interrupted run still reports what it measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from benchmarks.common import REPO_ROOT, check, module, run_measured
+from benchmarks.data import DEFAULT_ARCHIVE, prepared_dir
+
+BENCHMARKS = ("throughput", "precision", "tta", "overhead")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--archive", type=Path, default=DEFAULT_ARCHIVE)
+    parser.add_argument("--size", type=int, help="training images (default: all)")
+    parser.add_argument("--val-size", type=int, default=5000)
+    parser.add_argument("--epochs", type=int, default=2, help="per side, throughput benchmark")
+    parser.add_argument("--rounds", type=int, default=2, help="throughput rounds")
+    parser.add_argument("--precision-epochs", type=int, default=10)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[42, 43])
+    parser.add_argument("--tta-max-epochs", type=int, help="cap each configuration's epochs")
+    parser.add_argument("--tta-configs", nargs="+", default=["reference-config", "fast", "augment"])
+    parser.add_argument("--overhead-train-size", type=int, default=2000)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--requests", type=int, default=50)
+    parser.add_argument("--only", nargs="+", choices=BENCHMARKS, default=list(BENCHMARKS))
+    parser.add_argument("--results", type=Path, default=REPO_ROOT / "benchmarks" / "results")
+    parser.add_argument("--report", type=Path, default=REPO_ROOT / "docs" / "benchmarks.md")
+    parser.add_argument("--cache", type=Path, default=REPO_ROOT / "benchmarks" / ".cache")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    results = args.results.resolve()
+    results.mkdir(parents=True, exist_ok=True)
+    archive = args.archive.resolve()
+    prepared = prepared_dir(archive, args.size, args.val_size, args.cache.resolve())
+    commands = {
+        "throughput": module(
+            "benchmarks.train_throughput", "--prepared-dir", prepared,
+            "--out", results / "train_throughput.json",
+            "--epochs", args.epochs, "--rounds", args.rounds,
+        ),
+        "precision": module(
+            "benchmarks.precision", "--prepared-dir", prepared,
+            "--out", results / "precision.json", "--epochs", args.precision_epochs,
+            "--seeds", *args.seeds,
+        ),
+        "tta": module(
+            "benchmarks.time_to_accuracy", "--prepared-dir", prepared,
+            "--out", results / "time_to_accuracy.json", "--configs", *args.tta_configs,
+            *(["--max-epochs", args.tta_max_epochs] if args.tta_max_epochs else []),
+        ),
+        "overhead": module(
+            "benchmarks.overhead", "--archive", archive, "--out", results / "overhead.json",
+            "--train-size", args.overhead_train_size, "--repeats", args.repeats,
+            "--requests", args.requests,
+        ),
+    }  # fmt: skip
+    for name in args.only:
+        logging.info("benchmark %s: %s", name, " ".join(commands[name][1:]))
+        measured = check(run_measured(commands[name]), f"benchmark {name}")
+        logging.info("benchmark %s: done in %.0f s", name, measured.wall_s)
+    check(
+        run_measured(module("benchmarks.report", "--results", results, "--out", args.report)),
+        "the report",
+    )
+    logging.info("wrote %s", args.report)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,106 @@
+"""One training through the project's own code (``pipeline.training.fit``), scored per epoch.
+
+The train stage's library path without its MLflow run: params (params.yaml, a profile, --set),
+seeding and determinism, the precision policy, the input pipeline and ``fit``. With
+``--eval-test`` the test split is scored after every epoch by a callback that runs after the
+epoch's timing is taken, so scoring is not part of the training time. Each epoch's row is
+written to ``--out`` as it finishes.
+
+    python -m benchmarks.fit_run --prepared-dir D --out fit.json [--profile fast] [--set k=v]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from tempfile import TemporaryDirectory
+
+STARTED = time.perf_counter()
+
+from benchmarks.common import REPO_ROOT, write_json  # noqa: E402
+from benchmarks.profiles import profile_overrides  # noqa: E402
+from pipeline.params import load_params  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--prepared-dir", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--params", type=Path, default=REPO_ROOT / "params.yaml")
+    parser.add_argument("--profile", help="a profile under profiles/, applied before --set")
+    parser.add_argument("--set", dest="overrides", action="append", default=[])
+    parser.add_argument("--eval-test", action="store_true", help="score the test split per epoch")
+    parser.add_argument("--stop-at", type=float, help="stop once test accuracy reaches this")
+    parser.add_argument("--max-epochs", type=int, help="cap train.epochs (a time budget)")
+    args = parser.parse_args(argv)
+    overrides = (profile_overrides(args.profile) if args.profile else []) + args.overrides
+    params = load_params(args.params, overrides)
+    planned = params.train.epochs
+    if args.max_epochs and planned > args.max_epochs:
+        # A schedule then spans the capped run: the profile is shortened, not cut off.
+        overrides.append(f"train.epochs={args.max_epochs}")
+        params = load_params(args.params, overrides)
+
+    import keras
+    import numpy as np
+
+    from pipeline import backend
+    from pipeline.checkpoints import TrainingCheckpoint
+    from pipeline.training import fit, load_prepared, precision_policy
+
+    # The train stage's order: the device first, then seeds and determinism, then precision.
+    backend.select_device(params.train.device, params.train.deterministic)
+    backend.configure_determinism(params.train.seed, params.train.deterministic)
+    policy = precision_policy(params.train.mixed_precision)
+    keras.mixed_precision.set_global_policy(policy)
+    data = load_prepared(args.prepared_dir)
+    with np.load(args.prepared_dir / "test.npz") as test:
+        test_x, test_y = test["x"], test["y"]
+    result = {
+        "profile": args.profile or "reference-config",
+        "epochs_planned": planned,
+        "overrides": overrides,
+        "params": params.model_dump(include={"model", "train"}),
+        "policy": policy,
+        "n_train": len(data.train_x),
+        "epochs": [],
+    }
+    rows: list[dict] = result["epochs"]
+
+    class ScoreTest(keras.callbacks.Callback):
+        """Test accuracy after each epoch, outside the epoch's timing; stop at ``--stop-at``."""
+
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            row = dict(history[-1])
+            if args.eval_test:
+                inputs = backend.fit_inputs(test_x, test_y, 1024, shuffle=False, seed=0)
+                inputs.pop("shuffle")  # evaluate() takes no shuffle argument
+                _, row["test_accuracy"] = self.model.evaluate(**inputs, verbose=0)
+            rows.append(row)
+            result["startup_s"] = fit_started - STARTED
+            write_json(args.out, result)
+            if args.stop_at and row.get("test_accuracy", 0.0) >= args.stop_at:
+                self.model.stop_training = True
+
+    # fit() hands each finished epoch's row to log_epoch before the scorer runs.
+    history: list[dict] = []
+    with TemporaryDirectory() as tmp:
+        checkpoint = TrainingCheckpoint(Path(tmp), {})  # never resumed: no code to check
+        fit_started = time.perf_counter()
+        fit(
+            data,
+            params.model,
+            params.train,
+            checkpoint,
+            "bench",
+            None,
+            history.append,
+            [ScoreTest()],
+        )
+    result["complete"] = True
+    write_json(args.out, result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,108 @@
+"""The benchmarks cannot rot: each runs end to end at toy size, and the report is built from them.
+
+Nothing here times anything: speed is only ever reported by `make bench`, never asserted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks import report
+from benchmarks.overhead import HEAVY_MODULES, heavy_imports
+from benchmarks.profiles import PROFILES_DIR, profile_overrides
+from pipeline.params import load_params
+from tests.cifar_archive import build_archive
+from tests.conftest import QUIET_ENV, REPO_ROOT
+
+STAGES = ("download", "preprocess", "train", "evaluate")
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_help_and_params_errors_answer_without_tensorflow(stage: str) -> None:
+    code, loaded = heavy_imports(stage, "--help")
+    assert code == 0 and loaded == [], f"--help loaded {loaded}"
+    code, loaded = heavy_imports(stage, "--set", "train.epochs=0")
+    assert code == 2 and loaded == [], f"a params error loaded {loaded}"
+
+
+def test_probe_sees_tensorflow_when_a_stage_loads_it(tmp_path: Path) -> None:
+    # The probe above must be able to fail: a real training run does load TensorFlow.
+    code, loaded = heavy_imports("train", "--prepared-dir", str(tmp_path / "missing"))
+    assert code == 1 and "tensorflow" in loaded and set(loaded) <= set(HEAVY_MODULES)
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in PROFILES_DIR.glob("*.yaml")))
+def test_profiles_are_valid_params_and_keep_the_cnn(name: str) -> None:
+    params = load_params(REPO_ROOT / "params.yaml", profile_overrides(name))
+    reference = load_params(REPO_ROOT / "params.yaml")
+    # Same CNN: only augmentation may differ in the model section.
+    assert params.model.model_dump(exclude={"augment"}) == reference.model.model_dump(
+        exclude={"augment"}
+    )
+    assert params.train != reference.train
+
+
+def test_profile_names_are_checked() -> None:
+    with pytest.raises(SystemExit, match="no profile 'nope'"):
+        profile_overrides("nope")
+
+
+def test_report_says_not_measured_for_missing_results(tmp_path: Path) -> None:
+    text = report.build(tmp_path)
+    assert "## Targets" in text and "## Machine" in text
+    assert text.count("Not measured.") == 4  # throughput, precision, time to accuracy, overhead
+
+
+@pytest.mark.slow
+# About 5 minutes on a quiet 2-core machine (some 20 fresh interpreters, a DVC pipeline, a model
+# server); it passed 900 s only in parts on a machine loaded ~10x, hence the margin.
+@pytest.mark.timeout(2400)
+def test_every_benchmark_runs_at_toy_size_and_feeds_the_report(tmp_path: Path) -> None:
+    archive = tmp_path / "cifar-10-binary.tar.gz"
+    build_archive(archive, per_batch=60, n_test=50)
+    results, doc = tmp_path / "results", tmp_path / "benchmarks.md"
+    command = [
+        sys.executable, "-m", "benchmarks", "--archive", str(archive),
+        "--size", "200", "--val-size", "50", "--epochs", "2", "--rounds", "1",
+        "--precision-epochs", "1", "--seeds", "42", "--tta-max-epochs", "1",
+        "--overhead-train-size", "100", "--repeats", "1", "--requests", "2",
+        "--results", str(results), "--report", str(doc), "--cache", str(tmp_path / "cache"),
+    ]  # fmt: skip
+    done = subprocess.run(
+        command, cwd=REPO_ROOT, env={**os.environ, **QUIET_ENV},
+        capture_output=True, text=True, timeout=2300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-4000:]
+
+    throughput = json.loads((results / "train_throughput.json").read_text())
+    (measured_round,) = throughput["rounds"]
+    assert measured_round["reference"]["peak_rss_mb"] > 0
+    assert len(measured_round["stage"]["images_per_s_per_epoch"]) == 2
+    assert measured_round["stage_speed_ratio"] > 0 and measured_round["stage_rss_ratio"] > 0
+
+    precision = json.loads((results / "precision.json").read_text())
+    assert [run["mode"] for run in precision["runs"]] == ["off", "on"]
+    assert {run["policy"] for run in precision["runs"]} == {"float32", "mixed_bfloat16"}
+
+    tta = json.loads((results / "time_to_accuracy.json").read_text())
+    summary = tta["summary"]
+    assert set(summary) == {"reference-config", "fast", "augment"}
+    assert all(row["epochs_run"] == 1 and row["complete"] for row in summary.values())
+    assert all(0.0 <= row["final_test_accuracy"] <= 1.0 for row in summary.values())
+
+    overhead = json.loads((results / "overhead.json").read_text())
+    assert overhead["pipeline"]["noop_repro_s"] > 0 and overhead["pipeline"]["test_images"] == 50
+    assert overhead["serving"]["batch_256"]["p99_ms"] >= overhead["serving"]["batch_256"]["p50_ms"]
+    assert all(overhead["startup"][stage]["help_imports"] == [] for stage in STAGES)
+
+    text = doc.read_text()
+    assert "Not measured." not in text
+    for heading in ("## Targets", "## Train stage against the reference way", "## Time to accuracy",
+                    "## float32 against bfloat16", "## Fixed costs"):  # fmt: skip
+        assert heading in text
