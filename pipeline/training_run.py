@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import logging
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import keras
 
@@ -14,6 +17,7 @@ from pipeline import backend
 from pipeline.atomic import atomic_path, write_json, write_text
 from pipeline.checkpoints import TrainingCheckpoint, checkpoint_key
 from pipeline.checksums import files_md5
+from pipeline.errors import PipelineError
 from pipeline.lineage import lineage_tags
 from pipeline.model import model_summary
 from pipeline.params import Params, flatten_params
@@ -27,6 +31,9 @@ from pipeline.training import (
     load_prepared,
     resolve_mixed_precision,
 )
+
+if TYPE_CHECKING:
+    from mlflow import ActiveRun
 
 log = logging.getLogger("pipeline")
 
@@ -83,45 +90,89 @@ def run_training(
     # First: train.device=gpu without a GPU must fail before any run, store or output exists.
     backend.select_device(params.train.device, params.train.deterministic)
     data = load_prepared(prepared_dir)
-    prepare_tracking()  # a dead tracking server fails here, before any training
-    experiment_id = use_experiment(params.mlflow.experiment_name)
-
+    uri = prepare_tracking()  # a dead tracking server fails here, before any training
     data_md5 = files_md5(data.files)
     key = checkpoint_key(params.model_dump(include={"model", "train"}), data_md5)
     checkpoint = TrainingCheckpoint(checkpoints_dir / key)
     resume = checkpoint.load()
     run_id = os.environ.get("MLFLOW_RUN_ID") or (resume.run_id if resume else None)
 
-    with mlflow.start_run(run_id=run_id, experiment_id=experiment_id) as run:
-        # Seed only now: MLflow draws the run name from Python's `random`, and seeding before
-        # start_run would give every run the same name.
-        backend.configure_determinism(params.train.seed, params.train.deterministic)
-        mixed_precision = resolve_mixed_precision(params.train.mixed_precision)
-        keras.mixed_precision.set_global_policy("mixed_float16" if mixed_precision else "float32")
-        mlflow.log_params(flatten_params(params))
-        mlflow.set_tags(lineage_tags(REPO_ROOT, raw_archive, data_md5, mixed_precision))
-        model, history = fit(
-            data,
-            params.model,
-            params.train,
-            checkpoint,
-            run.info.run_id,
-            resume,
-            log_epoch=_log_epoch_metrics,
-        )
-        final = final_metrics(history, params.train.restore_best)
-        mlflow.log_metrics({f"final_{name}": value for name, value in final.items()})
-        summary = model_summary(model)
-        mlflow.log_text(summary, "model_summary.txt")
-        model_uri = log_keras_model(model)
-        _write_outputs(outputs, model, history, final, summary)
-        write_run_info(
-            outputs.run_info,
-            RunInfo(run.info.run_id, experiment_id, model_uri, tracking_uri(), data.classes),
-        )
+    with _tracking_failures(uri, checkpoint, params.train.epochs):
+        experiment_id = use_experiment(params.mlflow.experiment_name)
+        with _open_run(run_id, experiment_id) as run:
+            # Seed only now: MLflow draws the run name from Python's `random`, and seeding
+            # before start_run would give every run the same name.
+            backend.configure_determinism(params.train.seed, params.train.deterministic)
+            mixed_precision = resolve_mixed_precision(params.train.mixed_precision)
+            keras.mixed_precision.set_global_policy(
+                "mixed_float16" if mixed_precision else "float32"
+            )
+            mlflow.log_params(flatten_params(params))
+            mlflow.set_tags(lineage_tags(REPO_ROOT, raw_archive, data_md5, mixed_precision))
+            model, history = fit(
+                data,
+                params.model,
+                params.train,
+                checkpoint,
+                run.info.run_id,
+                resume,
+                log_epoch=_log_epoch_metrics,
+            )
+            final = final_metrics(history, params.train.restore_best)
+            mlflow.log_metrics({f"final_{name}": value for name, value in final.items()})
+            summary = model_summary(model)
+            mlflow.log_text(summary, "model_summary.txt")
+            model_uri = log_keras_model(model)
+            _write_outputs(outputs, model, history, final, summary)
+            write_run_info(
+                outputs.run_info,
+                RunInfo(run.info.run_id, experiment_id, model_uri, tracking_uri(), data.classes),
+            )
     checkpoint.remove()
     log.info("MLflow run %s finished; model at %s", run.info.run_id, outputs.model)
     return final
+
+
+@contextlib.contextmanager
+def _open_run(run_id: str | None, experiment_id: str) -> Iterator[ActiveRun]:
+    """``mlflow.start_run`` whose closing, when the body failed, cannot hide why it failed.
+
+    The body may fail because the tracking server went away; marking the run FAILED then fails
+    too, and that second error must not replace the first.
+    """
+    import mlflow
+
+    run = mlflow.start_run(run_id=run_id, experiment_id=experiment_id)
+    try:
+        yield run
+    except BaseException:
+        with contextlib.suppress(Exception):
+            mlflow.end_run("FAILED")
+        raise
+    mlflow.end_run("FINISHED")
+
+
+@contextlib.contextmanager
+def _tracking_failures(uri: str, checkpoint: TrainingCheckpoint, epochs: int) -> Iterator[None]:
+    """An MLflow failure mid-training (server gone, access refused) becomes one clear line.
+
+    MLflow has already retried (MLFLOW_HTTP_REQUEST_MAX_RETRIES) by then. What was logged
+    stays in the run, and the checkpoint lets a rerun resume into that same run.
+    """
+    from mlflow.exceptions import MlflowException
+
+    try:
+        yield
+    except MlflowException as exc:
+        state = checkpoint.load()
+        where = (
+            f"after epoch {state.epochs_done} of {epochs}; the epochs logged so far stay in run "
+            f"{state.run_id} and rerunning the train stage resumes it"
+            if state
+            else "before the first epoch was checkpointed"
+        )
+        message = " ".join(str(exc).split())
+        raise PipelineError(f"MLflow tracking at {uri} failed {where}: {message}") from None
 
 
 def final_metrics(history: list[EpochRow], restore_best: bool) -> dict[str, float]:
