@@ -194,6 +194,25 @@ def schema_needs_upgrade(uri: str, wait_s: float) -> bool:
         engine.dispose()
 
 
+def ensure_bucket(destination: str) -> None:
+    """Create the bucket of an ``s3://`` artifacts destination if it is missing (MinIO starts
+    empty). The endpoint and keys come from MLFLOW_S3_ENDPOINT_URL and AWS_* as for MLflow."""
+    if not destination.startswith("s3://"):
+        return
+    import boto3
+    from botocore.exceptions import ClientError
+
+    bucket = destination.removeprefix("s3://").split("/", 1)[0]
+    s3 = boto3.client("s3", endpoint_url=os.environ.get("MLFLOW_S3_ENDPOINT_URL") or None)
+    try:
+        s3.head_bucket(Bucket=bucket)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchBucket"):
+            raise
+        s3.create_bucket(Bucket=bucket)
+        print(f"created bucket {bucket}", flush=True)
+
+
 def server_command(config: ServerConfig) -> list[str]:
     """``mlflow server ...``; the store URIs travel in the environment, not in ``ps``."""
     command = [
@@ -247,6 +266,7 @@ def main() -> None:
         config = read_config(env)
         child_env = server_env(config, env)
         upgrade_schema(config)
+        ensure_bucket(config.artifacts_destination)
     except ServerConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
@@ -254,7 +274,7 @@ def main() -> None:
         message = " ".join(str(exc).split())
         for value in known_secrets(env):
             message = message.replace(value, "***")
-        print(f"error: cannot prepare the database: {message[:500]}", file=sys.stderr)
+        print(f"error: cannot prepare the stores: {message[:500]}", file=sys.stderr)
         sys.exit(1)
     password_note = (
         "from MLFLOW_AUTH_ADMIN_PASSWORD"

@@ -9,6 +9,7 @@ read back over the REST API with urllib, a client that shares no code with the p
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import shutil
@@ -19,6 +20,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -158,15 +160,28 @@ def server(postgres: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Serve
     }
     for name in ("MLFLOW_AUTH_ADMIN_PASSWORD", "MLFLOW_FLASK_SERVER_SECRET_KEY"):
         env.pop(name, None)
-    instance = Server(free_port(), env, folder)
+    port = free_port()
+    instance = Server(port, {**env, "PORT": str(port)}, folder)
     try:
         instance.start()
-        for user, password in USERS.items():
-            admin_api(instance, "/api/2.0/mlflow/users/create",
-                      {"username": user, "password": password})  # fmt: skip
+        with admin_auth_client(instance) as auth:
+            for user, password in USERS.items():
+                auth.create_user(user, password)
         yield instance
     finally:
         instance.stop()
+
+
+@contextlib.contextmanager
+def admin_auth_client(server: Server) -> Iterator[Any]:
+    """MLflow's basic-auth client signed in as the admin, as the README uses it."""
+    from mlflow.server import get_app_client
+
+    # The client reads the credentials from the environment at each call.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_TRACKING_USERNAME", "admin")
+        patch.setenv("MLFLOW_TRACKING_PASSWORD", server.admin_password)
+        yield get_app_client("basic-auth", tracking_uri=server.url)
 
 
 def client_env(server: Server, user: str = "trainer") -> dict[str, str]:
@@ -235,7 +250,7 @@ def two_pipelines(
 
 
 def test_bad_settings_stop_the_server_script_with_one_line(tmp_path: Path) -> None:
-    base = {**os.environ, **QUIET_ENV, "SERVER_DIR": str(tmp_path)}
+    base = {**os.environ, **QUIET_ENV, "SERVER_DIR": str(tmp_path), "DATABASE_WAIT_SECONDS": "0"}
     base.pop("MLFLOW_AUTH_ADMIN_PASSWORD", None)
     cases = [
         ({"MLFLOW_BACKEND_STORE_URI": ""}, "MLFLOW_BACKEND_STORE_URI must name the PostgreSQL"),
@@ -246,7 +261,7 @@ def test_bad_settings_stop_the_server_script_with_one_line(tmp_path: Path) -> No
           "MLFLOW_AUTH_ADMIN_PASSWORD": "short"}, "at least 12 characters"),
         # Nobody listens on port 1: the database step fails, without showing the password.
         ({"MLFLOW_BACKEND_STORE_URI": "postgresql+psycopg://u:topsecret@127.0.0.1:1/db"},
-         "error: cannot prepare the database"),
+         "error: cannot prepare the stores"),
     ]  # fmt: skip
     for extra, message in cases:
         result = subprocess.run(
@@ -387,6 +402,27 @@ def test_read_only_user_cannot_create_runs_or_move_an_alias(
     assert status == 403, body
     assert aliases(server) == before
     assert api(server, "/api/2.0/mlflow/registered-models/get", user="reader", name=MODEL)[0] == 200
+
+    # The README's way to let a colleague log into the shared experiment: grant EDIT.
+    with admin_auth_client(server) as auth:
+        auth.grant_user_permission("reader", "experiment", experiment_id(server), "EDIT")
+        auth.grant_user_permission("reader", "registered_model", MODEL, "EDIT")
+        try:
+            status, body = api(
+                server, "/api/2.0/mlflow/runs/create", {"experiment_id": experiment_id(server)},
+                user="reader",
+            )  # fmt: skip
+            assert status == 200, body
+            status, body = api(
+                server, "/api/2.0/mlflow/registered-models/alias",
+                {"name": MODEL, "alias": "champion", "version": before["champion"]},
+                user="reader",
+            )  # fmt: skip
+            assert status == 200, body
+        finally:
+            auth.revoke_user_permission("reader", "experiment", experiment_id(server))
+            auth.revoke_user_permission("reader", "registered_model", MODEL)
+    assert aliases(server) == before
 
 
 def test_server_stopped_mid_training_then_rerun_resumes_the_same_run(
