@@ -220,6 +220,9 @@ def server_command(config: ServerConfig) -> list[str]:
         "--app-name", "basic-auth",
         "--host", config.host, "--port", str(config.port), "--workers", str(config.workers),
         "--serve-artifacts",
+        # uvicorn restarts a worker that misses a 5 s health ping; on a busy host that kills
+        # healthy workers mid-request, so give them longer.
+        "--uvicorn-opts", "--timeout-worker-healthcheck 60",
     ]  # fmt: skip
     if config.allowed_hosts:
         command += ["--allowed-hosts", config.allowed_hosts]

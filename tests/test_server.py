@@ -88,15 +88,15 @@ class Server:
 
 def api(
     server: Server,
-    path: str,
+    endpoint: str,
     payload: dict | None = None,
     user: str | None = None,
     password: str | None = None,
     **query: str,
 ) -> tuple[int, Any]:
-    """(HTTP status, decoded JSON or raw bytes) of GET ``path?query`` (or POST ``payload``)."""
+    """(HTTP status, decoded JSON or raw bytes) of GET ``endpoint?query`` (or POST ``payload``)."""
     data = None if payload is None else json.dumps(payload).encode()
-    url = f"{server.url}{path}" + (f"?{urllib.parse.urlencode(query)}" if query else "")
+    url = f"{server.url}{endpoint}" + (f"?{urllib.parse.urlencode(query)}" if query else "")
     request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
     if user is not None:
         password = password if password is not None else USERS.get(user, server.admin_password)
@@ -113,10 +113,10 @@ def api(
         return status, body
 
 
-def admin_api(server: Server, path: str, payload: dict | None = None, **query: str) -> Any:
+def admin_api(server: Server, endpoint: str, payload: dict | None = None, **query: str) -> Any:
     """The JSON answer of an admin's request, which must succeed."""
-    status, body = api(server, path, payload, user="admin", **query)
-    assert status == 200, (path, status, body)
+    status, body = api(server, endpoint, payload, user="admin", **query)
+    assert status == 200, (endpoint, status, body)
     return body
 
 
