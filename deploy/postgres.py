@@ -180,24 +180,32 @@ def _wait_ready(cluster: Cluster, timeout_s: float) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m deploy.postgres FOLDER``: run a local cluster in FOLDER until Ctrl-C."""
+    """``python -m deploy.postgres FOLDER``: a local cluster in FOLDER until Ctrl-C or SIGTERM."""
     parser = argparse.ArgumentParser(prog="python -m deploy.postgres", description=main.__doc__)
     parser.add_argument("folder", type=Path, help="cluster folder (created on first use)")
     parser.add_argument("--port", type=int, default=5432)
-    parser.add_argument("--database", action="append", default=["mlflow", "mlflow_auth"])
+    parser.add_argument(
+        "--database",
+        action="append",
+        default=[],
+        help="another database to create (mlflow and mlflow_auth always are)",
+    )
     args = parser.parse_args(argv)
+    # SIGTERM (kill PID) stops the cluster as Ctrl-C does.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    databases = list(dict.fromkeys(["mlflow", "mlflow_auth", *args.database]))
     try:
         cluster = start_cluster(args.folder.resolve(), args.port)
     except PostgresError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(1)
     try:
-        for name in dict.fromkeys(args.database):
+        for name in databases:
             cluster.create_database(name)
-        print(f"PostgreSQL on 127.0.0.1:{args.port}; databases: {', '.join(args.database)}")
+        print(f"PostgreSQL on 127.0.0.1:{args.port}; databases: {', '.join(databases)}")
         print(f"  MLFLOW_BACKEND_STORE_URI={cluster.uri('mlflow')}")
         print(f"  MLFLOW_AUTH_DATABASE_URI={cluster.uri('mlflow_auth')}")
-        print(f"  PGPASSWORD: in {args.folder / 'superuser-password'}")
+        print(f"  PGPASSWORD: in {args.folder / 'superuser-password'}", flush=True)
         cluster.process.wait()
     except KeyboardInterrupt:
         pass
