@@ -22,7 +22,7 @@ PYTHON ?= $(shell for p in $(PYTHON_CANDIDATES); do \
 
 DOCKERFILES := docker/Dockerfile docker/Dockerfile.gpu
 
-.PHONY: setup check-python run test lint format ui bench clean help kfp
+.PHONY: setup check-python run test lint format ui server bench clean help kfp
 
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -82,3 +82,8 @@ clean:  ## remove the environments (not data, models or MLflow runs)
 
 ui: setup  ## MLflow UI on http://127.0.0.1:5000 over the repo's own store
 	mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
+
+# Settings come from the environment or the command line (make server HOST=0.0.0.0 PORT=8080):
+# MLFLOW_BACKEND_STORE_URI (required, PostgreSQL), PGPASSWORD, ... listed in deploy/server.py.
+server: setup  ## team MLflow server: PostgreSQL store, proxied artifacts, basic auth (README)
+	$(PY) -m deploy.server

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import logging
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import keras
 
@@ -37,6 +40,9 @@ from pipeline.tracking import (
     use_experiment,
 )
 from pipeline.training import BEST_MONITOR, EpochRow, fit, load_prepared, precision_policy
+
+if TYPE_CHECKING:
+    from mlflow import ActiveRun
 
 log = logging.getLogger("pipeline")
 
@@ -99,16 +105,15 @@ def run_training(
     for folder in (outputs.models_dir, outputs.reports_dir, checkpoints_dir):
         check_writable(folder)
     data = load_prepared(prepared_dir)
-    prepare_tracking()  # a dead tracking server fails here, before any training
-    experiment_id = use_experiment(params.mlflow.experiment_name)
-
+    uri = prepare_tracking()  # a dead tracking server fails here, before any training
     data_md5 = files_md5(data.files)
     key = checkpoint_key(params.model_dump(include={"model", "train"}), data_md5)
     checkpoint = TrainingCheckpoint(checkpoints_dir / key, stage_code_md5s(REPO_ROOT, "train"))
-    with checkpoint.lock():
+    with checkpoint.lock(), _tracking_failures(uri, checkpoint, params.train.epochs):
+        experiment_id = use_experiment(params.mlflow.experiment_name)
         resume = checkpoint.load()
         run_id = os.environ.get("MLFLOW_RUN_ID") or _resumable_run(resume, experiment_id)
-        with mlflow.start_run(run_id=run_id, experiment_id=experiment_id) as run:
+        with _open_run(run_id, experiment_id) as run:
             # Seed only now: MLflow draws the run name from Python's `random`, and seeding
             # before start_run would give every run the same name.
             backend.configure_determinism(params.train.seed, params.train.deterministic)
@@ -194,6 +199,48 @@ def _resumable_run(resume: ResumeState | None, experiment_id: str) -> str | None
         *(resume.run_id, problem, resume.epochs_done),
     )
     return None
+
+
+@contextlib.contextmanager
+def _open_run(run_id: str | None, experiment_id: str) -> Iterator[ActiveRun]:
+    """``mlflow.start_run`` whose closing, when the body failed, cannot hide why it failed.
+
+    The body may fail because the tracking server went away; marking the run FAILED then fails
+    too, and that second error must not replace the first.
+    """
+    import mlflow
+
+    run = mlflow.start_run(run_id=run_id, experiment_id=experiment_id)
+    try:
+        yield run
+    except BaseException:
+        with contextlib.suppress(Exception):
+            mlflow.end_run("FAILED")
+        raise
+    mlflow.end_run("FINISHED")
+
+
+@contextlib.contextmanager
+def _tracking_failures(uri: str, checkpoint: TrainingCheckpoint, epochs: int) -> Iterator[None]:
+    """An MLflow failure mid-training (server gone, access refused) becomes one clear line.
+
+    MLflow has already retried (MLFLOW_HTTP_REQUEST_MAX_RETRIES) by then. What was logged
+    stays in the run, and the checkpoint lets a rerun resume into that same run.
+    """
+    from mlflow.exceptions import MlflowException
+
+    try:
+        yield
+    except MlflowException as exc:
+        state = checkpoint.load()
+        where = (
+            f"after epoch {state.epochs_done} of {epochs}; the epochs logged so far stay in run "
+            f"{state.run_id} and rerunning the train stage resumes it"
+            if state
+            else "before the first epoch was checkpointed"
+        )
+        message = " ".join(str(exc).split())
+        raise PipelineError(f"MLflow tracking at {uri} failed {where}: {message}") from None
 
 
 def final_metrics(history: list[EpochRow], restore_best: bool) -> dict[str, float]:

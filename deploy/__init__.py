@@ -1,0 +1,1 @@
+"""Deployment helpers: the team tracking server (``make server``) and a local PostgreSQL."""
