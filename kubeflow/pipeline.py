@@ -97,6 +97,7 @@ def train(
     train_seed: int,
     train_deterministic: bool,
     train_mixed_precision: str,
+    train_lr_schedule: str,
     train_restore_best: bool,
     train_device: str,
     train_steps_per_execution: int,
