@@ -218,7 +218,8 @@ mlflow.MlflowClient().search_registered_models(max_results=1)  # connected befor
 print("ready", flush=True)
 while not Path(go).exists():
     time.sleep(0.001)
-result = register_model_version(name, model_uri, run_id, {}, 0.8, RegisterParams())
+gate = RegisterParams(min_accuracy=0.7, min_improvement=0.0, allow_champion=True)
+result = register_model_version(name, model_uri, run_id, {}, 0.8, gate)
 print(json.dumps(result.to_dict()), flush=True)
 """
 
