@@ -21,6 +21,8 @@ from pipeline.errors import PipelineError
 IMAGE_SIZE = 32
 CHANNELS = 3
 NUM_CLASSES = 10
+# One image in model layout (height, width, channels): the only place this shape is spelt out.
+IMAGE_SHAPE = (IMAGE_SIZE, IMAGE_SIZE, CHANNELS)
 # 1 label byte, then the red, green and blue planes of a 32x32 image.
 RECORD_BYTES = 1 + CHANNELS * IMAGE_SIZE * IMAGE_SIZE
 

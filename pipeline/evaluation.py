@@ -6,7 +6,6 @@ Everything here works on numpy arrays and pandas DataFrames; figures and reports
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
+from pipeline import prepared
 from pipeline.errors import PipelineError
 
 PREDICT_BATCH_SIZE = 256
@@ -39,20 +39,9 @@ class Evaluation:
 
 def load_test_split(prepared_dir: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Return the test images (uint8 NHWC), their labels and the class names."""
-    test_path, classes_path = prepared_dir / "test.npz", prepared_dir / "classes.json"
-    for path in (test_path, classes_path):
-        if not path.is_file():
-            raise PipelineError(f"{path} not found; run `dvc repro preprocess`")
-    with np.load(test_path) as data:
-        x, y = data["x"], data["y"]
-    classes = json.loads(classes_path.read_text(encoding="utf-8"))
-    if len(x) == 0 or len(x) != len(y) or x.shape[1:] != (32, 32, 3):
-        raise PipelineError(
-            f"{test_path}: expected x (N,32,32,3) and y (N,), got {x.shape}, {y.shape}"
-        )
-    if y.max() >= len(classes):
-        raise PipelineError(f"{test_path}: label {int(y.max())} has no name in {classes_path}")
-    return x, y.astype(np.int64), classes
+    classes = prepared.read_classes(prepared_dir)
+    test = prepared.read_split(prepared_dir, "test", len(classes))
+    return test.x, test.y.astype(np.int64), classes
 
 
 def check_classes(prepared: list[str], trained: list[str]) -> None:

@@ -29,6 +29,7 @@ from pipeline.evaluation import (
     predict_probabilities,
     predictions_frame,
 )
+from pipeline.history import read_history
 from pipeline.params import Params
 from pipeline.registry import (
     failure_record,
@@ -41,7 +42,6 @@ from pipeline.report import (
     plot_confusion_matrix,
     plot_misclassified,
     plot_training_curves,
-    read_history,
     write_report,
 )
 from pipeline.run_info import RunInfo, read_run_info

@@ -13,15 +13,13 @@ from __future__ import annotations
 import keras
 from keras import layers
 
+from pipeline.cifar import IMAGE_SHAPE, NUM_CLASSES
 from pipeline.params import ModelParams
-
-NUM_CLASSES = 10
-INPUT_SHAPE = (32, 32, 3)
 
 
 def build_model(params: ModelParams, seed: int | None = None) -> keras.Model:
     """Build the (uncompiled) CNN described by ``params``; ``seed`` fixes init and dropout."""
-    inputs = keras.Input(shape=INPUT_SHAPE, dtype="uint8", name="image")
+    inputs = keras.Input(shape=IMAGE_SHAPE, dtype="uint8", name="image")
     x = layers.Rescaling(1.0 / 255, name="rescale")(inputs)
     if params.augment:
         # Random layers are identity at inference: augmentation only ever touches training.

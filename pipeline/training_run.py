@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import logging
 import os
 from dataclasses import dataclass
@@ -14,6 +13,7 @@ from pipeline import backend
 from pipeline.atomic import atomic_path, write_json, write_text
 from pipeline.checkpoints import TrainingCheckpoint, checkpoint_key
 from pipeline.checksums import files_md5
+from pipeline.history import EpochRow, write_history
 from pipeline.lineage import lineage_tags
 from pipeline.model import model_summary
 from pipeline.params import Params, flatten_params
@@ -22,7 +22,6 @@ from pipeline.run_info import RunInfo, write_run_info
 from pipeline.tracking import log_keras_model, prepare_tracking, tracking_uri, use_experiment
 from pipeline.training import (
     BEST_MONITOR,
-    EpochRow,
     fit,
     load_prepared,
     resolve_mixed_precision,
@@ -30,15 +29,6 @@ from pipeline.training import (
 
 log = logging.getLogger("pipeline")
 
-HISTORY_COLUMNS = [
-    "epoch",
-    "loss",
-    "accuracy",
-    "val_loss",
-    "val_accuracy",
-    "seconds",
-    "images_per_s",
-]
 # MLflow metric names of the per-epoch history columns (epoch itself is the step).
 EPOCH_METRICS = {
     "loss": "loss",
@@ -153,16 +143,8 @@ def _write_outputs(
     summary: str,
 ) -> None:
     # Keras insists on the .keras suffix, so the temp file keeps it.
-    outputs.models_dir.mkdir(parents=True, exist_ok=True)
-    partial = outputs.model.with_name(f".{outputs.model.stem}.partial.keras")
-    try:
-        model.save(partial)
-        os.replace(partial, outputs.model)
-    finally:
-        partial.unlink(missing_ok=True)
-    with atomic_path(outputs.reports_dir / "history.csv") as tmp, open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, HISTORY_COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(history)
+    with atomic_path(outputs.model, suffix=".keras") as tmp:
+        model.save(tmp)
+    write_history(outputs.reports_dir / "history.csv", history)
     write_json(outputs.reports_dir / "train_metrics.json", final)
     write_text(outputs.reports_dir / "model_summary.txt", summary)
