@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
-from pipeline import prepared
+from pipeline import metric_names, prepared
 from pipeline.errors import PipelineError
 
 PREDICT_BATCH_SIZE = 256
@@ -37,11 +37,10 @@ class Evaluation:
     confusion: pd.DataFrame  # counts; index: actual class, columns: predicted class
 
 
-def load_test_split(prepared_dir: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Return the test images (uint8 NHWC), their labels and the class names."""
+def load_test_split(prepared_dir: Path) -> tuple[prepared.Split, list[str]]:
+    """Return the test split (uint8 NHWC images, labels) and the class names."""
     classes = prepared.read_classes(prepared_dir)
-    test = prepared.read_split(prepared_dir, "test", len(classes))
-    return test.x, test.y.astype(np.int64), classes
+    return prepared.read_split(prepared_dir, "test", len(classes)), classes
 
 
 def check_classes(prepared: list[str], trained: list[str]) -> None:
@@ -133,12 +132,15 @@ def metrics_dict(evaluation: Evaluation) -> dict[str, Any]:
 
 
 def mlflow_metrics(evaluation: Evaluation) -> dict[str, float]:
-    """Flat ``test_*`` metrics to log to the training run."""
-    metrics = {"test_accuracy": evaluation.accuracy, "test_loss": evaluation.loss}
-    metrics |= {f"test_macro_{key}": value for key, value in evaluation.macro.items()}
+    """Test metrics to log to the training run, named by ``pipeline.metric_names``."""
+    metrics = {
+        metric_names.TEST_ACCURACY: evaluation.accuracy,
+        metric_names.test("loss"): evaluation.loss,
+    }
+    metrics |= {metric_names.test(f"macro_{key}"): value for key, value in evaluation.macro.items()}
     for name, row in evaluation.per_class.iterrows():
         for key in ("precision", "recall", "f1"):
-            metrics[f"test_{key}_{name}"] = float(row[key])
+            metrics[metric_names.test_per_class(key, str(name))] = float(row[key])
     return metrics
 
 

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.atomic import atomic_path, write_json
+from pipeline.datasets import SplitDataset, log_datasets_to, split_dataset
 from pipeline.errors import PipelineError
 from pipeline.evaluation import (
     Evaluation,
@@ -45,6 +46,7 @@ from pipeline.report import (
     write_report,
 )
 from pipeline.run_info import RunInfo, read_run_info
+from pipeline.serving import model_id
 from pipeline.tracking import prepare_tracking
 
 log = logging.getLogger("pipeline")
@@ -76,7 +78,8 @@ def run_evaluation(params: Params, prepared_dir: Path, models_dir: Path, reports
         out["registry"], failure_record(name, "the evaluate stage stopped before registering")
     )
     run_info = read_run_info(models_dir)
-    x, y, classes = load_test_split(prepared_dir)
+    test, classes = load_test_split(prepared_dir)
+    x, y = test.x, test.y.astype(np.int64)
     check_classes(classes, run_info.classes)
     history = read_history(reports_dir / "history.csv")
     uri = prepare_tracking()
@@ -88,7 +91,8 @@ def run_evaluation(params: Params, prepared_dir: Path, models_dir: Path, reports
         "test accuracy %.4f, loss %.4f on %d images", evaluation.accuracy, evaluation.loss, len(y)
     )
     _write_evaluation(evaluation, history, x, out)
-    _log_metrics(run_info.run_id, mlflow_metrics(evaluation))
+    test_dataset = split_dataset("test", test, params.data.url)
+    _log_metrics(run_info, mlflow_metrics(evaluation), test_dataset)
     _register_and_report(params, run_info, run_tags, evaluation, out)
     _log_files(run_info.run_id, list(out.values()))
     log.info("wrote %s and logged it to MLflow run %s", reports_dir, run_info.run_id)
@@ -156,14 +160,21 @@ def _training_run_tags(run_info: RunInfo, uri: str) -> dict[str, str]:
 
 # The client logs to the run without reopening it, so its FINISHED status never changes,
 # not even when this stage fails half-way (a reopened run would end FAILED).
-def _log_metrics(run_id: str, metrics: dict[str, float]) -> None:
+def _log_metrics(run_info: RunInfo, metrics: dict[str, float], test: SplitDataset) -> None:
+    """Log the test metrics and the test dataset, each metric linked to the model and the data."""
     import mlflow
     from mlflow.entities import Metric
 
     now = int(time.time() * 1000)
-    with mlflow_errors(f"logging test metrics to MLflow run {run_id}"):
-        entities = [Metric(key, value, now, 0) for key, value in metrics.items()]
-        mlflow.MlflowClient().log_batch(run_id, metrics=entities)
+    link = {
+        "model_id": model_id(run_info.model_uri),
+        "dataset_name": test.dataset.name,
+        "dataset_digest": test.dataset.digest,
+    }
+    with mlflow_errors(f"logging test metrics to MLflow run {run_info.run_id}"):
+        log_datasets_to(run_info.run_id, [test])
+        entities = [Metric(key, value, now, 0, **link) for key, value in metrics.items()]
+        mlflow.MlflowClient().log_batch(run_info.run_id, metrics=entities)
 
 
 def _log_files(run_id: str, paths: list[Path]) -> None:

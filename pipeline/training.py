@@ -33,12 +33,26 @@ BEST_MONITOR = "val_accuracy"
 class PreparedData:
     """The training and validation splits written by the preprocess stage."""
 
-    train_x: np.ndarray
-    train_y: np.ndarray
-    val_x: np.ndarray
-    val_y: np.ndarray
+    train: prepared.Split
+    val: prepared.Split
     classes: list[str]
     files: list[Path]
+
+    @property
+    def train_x(self) -> np.ndarray:
+        return self.train.x
+
+    @property
+    def train_y(self) -> np.ndarray:
+        return self.train.y
+
+    @property
+    def val_x(self) -> np.ndarray:
+        return self.val.x
+
+    @property
+    def val_y(self) -> np.ndarray:
+        return self.val.y
 
 
 def load_prepared(prepared_dir: Path) -> PreparedData:
@@ -47,7 +61,7 @@ def load_prepared(prepared_dir: Path) -> PreparedData:
     train = prepared.read_split(prepared_dir, "train", len(classes))
     val = prepared.read_split(prepared_dir, "val", len(classes))
     files = [train.path, val.path, prepared.classes_path(prepared_dir)]
-    return PreparedData(train.x, train.y, val.x, val.y, classes, files)
+    return PreparedData(train, val, classes, files)
 
 
 def resolve_mixed_precision(setting: str) -> bool:

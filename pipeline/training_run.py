@@ -9,17 +9,19 @@ from pathlib import Path
 
 import keras
 
-from pipeline import backend
+from pipeline import backend, metric_names
 from pipeline.atomic import atomic_path, write_json, write_text
 from pipeline.checkpoints import TrainingCheckpoint, checkpoint_key
 from pipeline.checksums import files_md5
+from pipeline.datasets import SplitDataset, log_datasets, split_dataset
 from pipeline.history import EpochRow, write_history
-from pipeline.lineage import lineage_tags
+from pipeline.lineage import dvc_experiment, lineage_tags
 from pipeline.model import model_summary
 from pipeline.params import Params, flatten_params
 from pipeline.paths import REPO_ROOT
 from pipeline.run_info import RunInfo, write_run_info
-from pipeline.tracking import log_keras_model, prepare_tracking, tracking_uri, use_experiment
+from pipeline.serving import log_served_model, model_id
+from pipeline.tracking import prepare_tracking, tracking_uri, use_experiment
 from pipeline.training import (
     BEST_MONITOR,
     fit,
@@ -29,15 +31,10 @@ from pipeline.training import (
 
 log = logging.getLogger("pipeline")
 
-# MLflow metric names of the per-epoch history columns (epoch itself is the step).
-EPOCH_METRICS = {
-    "loss": "loss",
-    "accuracy": "accuracy",
-    "val_loss": "val_loss",
-    "val_accuracy": "val_accuracy",
-    "seconds": "epoch_seconds",
-    "images_per_s": "images_per_s",
-}
+# Final metrics measured on a split, for linking them to its dataset in MLflow.
+FINAL_ON_SPLIT = {"train": ("loss", "accuracy"), "val": ("val_loss", "val_accuracy")}
+# The key of reports/train_metrics.json that ties a DVC experiment row to its MLflow run.
+RUN_ID_KEY = "mlflow_run_id"
 
 
 @dataclass
@@ -82,7 +79,12 @@ def run_training(
     resume = checkpoint.load()
     run_id = os.environ.get("MLFLOW_RUN_ID") or (resume.run_id if resume else None)
 
-    with mlflow.start_run(run_id=run_id, experiment_id=experiment_id) as run:
+    experiment = dvc_experiment()
+    # A new run under `dvc exp run` is named after the DVC experiment; a resumed one keeps its name.
+    run_name = experiment[0] if experiment and run_id is None else None
+    with mlflow.start_run(
+        run_id=run_id, experiment_id=experiment_id, run_name=run_name, log_system_metrics=True
+    ) as run:
         # Seed only now: MLflow draws the run name from Python's `random`, and seeding before
         # start_run would give every run the same name.
         backend.configure_determinism(params.train.seed, params.train.deterministic)
@@ -90,6 +92,11 @@ def run_training(
         keras.mixed_precision.set_global_policy("mixed_float16" if mixed_precision else "float32")
         mlflow.log_params(flatten_params(params))
         mlflow.set_tags(lineage_tags(REPO_ROOT, raw_archive, data_md5, mixed_precision))
+        datasets = {
+            "train": split_dataset("train", data.train, params.data.url),
+            "val": split_dataset("val", data.val, params.data.url),
+        }
+        log_datasets(list(datasets.values()))
         model, history = fit(
             data,
             params.model,
@@ -99,12 +106,12 @@ def run_training(
             resume,
             log_epoch=_log_epoch_metrics,
         )
-        final = final_metrics(history, params.train.restore_best)
-        mlflow.log_metrics({f"final_{name}": value for name, value in final.items()})
         summary = model_summary(model)
         mlflow.log_text(summary, "model_summary.txt")
-        model_uri = log_keras_model(model)
-        _write_outputs(outputs, model, history, final, summary)
+        model_uri = log_served_model(model, data.classes)
+        final = final_metrics(history, params.train.restore_best)
+        _log_final_metrics(final, model_id(model_uri), datasets)
+        _write_outputs(outputs, model, history, final | {RUN_ID_KEY: run.info.run_id}, summary)
         write_run_info(
             outputs.run_info,
             RunInfo(run.info.run_id, experiment_id, model_uri, tracking_uri(), data.classes),
@@ -131,15 +138,35 @@ def final_metrics(history: list[EpochRow], restore_best: bool) -> dict[str, floa
 def _log_epoch_metrics(row: EpochRow) -> None:
     import mlflow
 
-    metrics = {name: row[column] for column, name in EPOCH_METRICS.items() if column in row}
+    metrics = {name: row[column] for column, name in metric_names.EPOCH.items() if column in row}
     mlflow.log_metrics(metrics, step=int(row["epoch"]))
+
+
+def _log_final_metrics(
+    final: dict[str, float], logged_model_id: str, datasets: dict[str, SplitDataset]
+) -> None:
+    """Log the final metrics, each linked to the logged model and the split it was measured on.
+
+    The links are what the LoggedModel page shows as the datasets the model was trained on.
+    """
+    import mlflow
+
+    on_split = {key for keys in FINAL_ON_SPLIT.values() for key in keys}
+    for split, keys in FINAL_ON_SPLIT.items():
+        mlflow.log_metrics(
+            {metric_names.final(key): final[key] for key in keys},
+            model_id=logged_model_id,
+            dataset=datasets[split].dataset,
+        )
+    rest = {metric_names.final(key): value for key, value in final.items() if key not in on_split}
+    mlflow.log_metrics(rest, model_id=logged_model_id)
 
 
 def _write_outputs(
     outputs: TrainOutputs,
     model: keras.Model,
     history: list[EpochRow],
-    final: dict[str, float],
+    final: dict[str, float | str],
     summary: str,
 ) -> None:
     # Keras insists on the .keras suffix, so the temp file keeps it.

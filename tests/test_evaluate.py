@@ -97,10 +97,13 @@ def test_metrics_dict_has_top_level_accuracy_and_loss() -> None:
     json.dumps(metrics)  # plain JSON types only
 
 
-def test_mlflow_metrics_are_prefixed_with_test() -> None:
+def test_mlflow_metrics_are_grouped_by_slash() -> None:
     metrics = mlflow_metrics(evaluate_predictions(Y_TRUE, PROBS, NAMES))
-    assert {"test_accuracy", "test_loss", "test_macro_f1", "test_f1_cat"} <= metrics.keys()
-    assert all(key.startswith("test_") for key in metrics)
+    assert {"test/accuracy", "test/loss", "test/macro_f1", "test_f1/cat"} <= metrics.keys()
+    # One UI section per group: the headline figures, then one per per-class statistic.
+    sections = {key.split("/")[0] for key in metrics}
+    assert sections == {"test", "test_precision", "test_recall", "test_f1"}
+    assert len([key for key in metrics if key.startswith("test_f1/")]) == len(NAMES)
 
 
 def test_most_confused_pairs_are_off_diagonal_by_count() -> None:
@@ -189,8 +192,8 @@ def test_stage_logs_to_the_training_run_which_stays_finished(
     run = client.get_run(run_info["run_id"])
     assert run.info.status == "FINISHED"
     metrics = json.loads((root / "reports/metrics.json").read_text())
-    assert run.data.metrics["test_accuracy"] == pytest.approx(metrics["accuracy"])
-    assert {"test_loss", "test_macro_f1", "test_recall_cat"} <= run.data.metrics.keys()
+    assert run.data.metrics["test/accuracy"] == pytest.approx(metrics["accuracy"])
+    assert {"test/loss", "test/macro_f1", "test_recall/cat"} <= run.data.metrics.keys()
     logged = {Path(f.path).name for f in client.list_artifacts(run_info["run_id"], "report")}
     assert logged == set(OUTPUT_FILES)
 

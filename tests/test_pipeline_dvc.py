@@ -108,7 +108,7 @@ def test_repro_runs_everything_then_nothing(repo: Repo) -> None:
     (run,) = client.search_runs([experiment.experiment_id])
     assert run.data.params["preprocess.val_size"] == "50"
     assert len(client.get_metric_history(run.info.run_id, "val_accuracy")) == 2
-    assert "test_accuracy" in run.data.metrics
+    assert "test/accuracy" in run.data.metrics
     run_info = json.loads((repo.root / "models" / "run.json").read_text())
     assert run_info["run_id"] == run.info.run_id
     assert (repo.root / "mlruns").is_dir(), "artifacts land beside mlflow.db in the repo"

@@ -128,7 +128,7 @@ def test_ui_server_shows_run_metrics_report_and_aliases(
     (run,) = [r for r in found["runs"] if r["info"]["run_id"] == run_id]
     assert run["info"]["status"] == "FINISHED"
     metrics = {m["key"]: m["value"] for m in run["data"]["metrics"]}
-    assert {"test_accuracy", "test_loss", "test_macro_f1"} <= metrics.keys()
+    assert {"test/accuracy", "test/loss", "test/macro_f1"} <= metrics.keys()
 
     listed = api(servers, "artifacts/list", run_id=run_id, path="report")
     names = {Path(f["path"]).name for f in listed["files"]}
