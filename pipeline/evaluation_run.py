@@ -10,12 +10,13 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from pipeline.atomic import atomic_path, write_json
-from pipeline.datasets import SplitDataset, log_datasets_to, split_dataset
+from pipeline.datasets import ROWS_TAG, SplitDataset, log_datasets_to, split_dataset
 from pipeline.errors import PipelineError
 from pipeline.evaluation import (
     Evaluation,
@@ -83,7 +84,8 @@ def run_evaluation(params: Params, prepared_dir: Path, models_dir: Path, reports
     check_classes(classes, run_info.classes)
     history = read_history(reports_dir / "history.csv")
     uri = prepare_tracking()
-    run_tags = _training_run_tags(run_info, uri)
+    run = _training_run(run_info, uri)
+    run_tags = dict(run.data.tags)
     model = load_trained_model(models_dir / "model.keras", len(classes))
 
     evaluation = evaluate_predictions(y, predict_probabilities(model, x), classes)
@@ -93,7 +95,8 @@ def run_evaluation(params: Params, prepared_dir: Path, models_dir: Path, reports
     _write_evaluation(evaluation, history, x, out)
     test_dataset = split_dataset("test", test, params.data.url)
     _log_metrics(run_info, mlflow_metrics(evaluation), test_dataset)
-    _register_and_report(params, run_info, run_tags, evaluation, out)
+    details = _data_details(run, len(y))
+    _register_and_report(params, run_info, run_tags, evaluation, out, details)
     _log_files(run_info.run_id, list(out.values()))
     log.info("wrote %s and logged it to MLflow run %s", reports_dir, run_info.run_id)
 
@@ -118,6 +121,7 @@ def _register_and_report(
     run_tags: dict[str, str],
     evaluation: Evaluation,
     out: dict[str, Path],
+    details: str,
 ) -> None:
     """Register, then write registry.json and the report, saying "failed" if registration did."""
     name = params.mlflow.registered_model_name
@@ -130,6 +134,8 @@ def _register_and_report(
             run_tags,
             evaluation.accuracy,
             params.registration,
+            classes=evaluation.classes,
+            details=details,
         ).to_dict()
     except PipelineError as exc:
         registry = failure_record(name, str(exc), run_info.model_uri, run_info.run_id)
@@ -143,13 +149,25 @@ def _register_and_report(
         write_report(sections, out["markdown"], out["html"], "CIFAR-10 evaluation report")
 
 
-def _training_run_tags(run_info: RunInfo, uri: str) -> dict[str, str]:
-    """The training run's tags; fails if the run is not in this tracking store."""
+def _data_details(run: Any, test_images: int) -> str:
+    """E.g. "trained on 45,000 images, validated on 5,000, tested on 10,000", from the run."""
+    rows = {}
+    for dataset_input in run.inputs.dataset_inputs if run.inputs else []:
+        tags = {tag.key: tag.value for tag in dataset_input.tags}
+        if tags.get(ROWS_TAG, "").isdigit():
+            rows[tags.get("mlflow.data.context")] = int(tags[ROWS_TAG])
+    parts = [f"trained on {rows['training']:,} images"] if "training" in rows else []
+    parts += [f"validated on {rows['validation']:,}"] if "validation" in rows else []
+    return ", ".join([*parts, f"tested on {test_images:,}"])
+
+
+def _training_run(run_info: RunInfo, uri: str) -> Any:
+    """The training run; fails if the run is not in this tracking store."""
     import mlflow
     from mlflow.exceptions import MlflowException
 
     try:
-        return dict(mlflow.MlflowClient().get_run(run_info.run_id).data.tags)
+        return mlflow.MlflowClient().get_run(run_info.run_id)
     except MlflowException:
         raise PipelineError(
             f"MLflow run {run_info.run_id} (models/run.json) is not in the tracking store {uri}; "

@@ -20,6 +20,7 @@ DVC_EXP_BASELINE_REV = "DVC_EXP_BASELINE_REV"
 DVC_WRITTEN = ("dvc.lock",)
 DVC_EXP_WRITTEN = ("params.yaml",)
 DIRTY_PATHS_SHOWN = 10
+DVC_TAGS = ("dvc.experiment", "dvc.baseline_rev")
 
 
 def dvc_experiment() -> tuple[str, str] | None:
@@ -73,7 +74,7 @@ def dvc_tags() -> dict[str, str]:
     experiment = dvc_experiment()
     if experiment is None:
         return {}
-    return {"dvc.experiment": experiment[0], "dvc.baseline_rev": experiment[1]}
+    return dict(zip(DVC_TAGS, experiment, strict=True))
 
 
 def lineage_tags(

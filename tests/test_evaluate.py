@@ -207,10 +207,12 @@ def test_stage_registers_the_model(evaluated: tuple[Path, str, dict]) -> None:
         "1",
     )
     model = mlflow.MlflowClient(registry_uri=uri).get_registered_model("cifar10-cnn")
-    assert {alias: str(v) for alias, v in model.aliases.items()} == {
-        "champion": "1",
-        "challenger": "1",
-    }
+    # Promoted: champion, and no challenger left waiting.
+    assert {alias: str(v) for alias, v in model.aliases.items()} == {"champion": "1"}
+    assert "Input" in model.description and "airplane" in model.description
+    version = mlflow.MlflowClient(registry_uri=uri).get_model_version("cifar10-cnn", "1")
+    assert "tested on 200" in version.description
+    assert "**Decision**: promoted" in version.description
 
 
 def test_rerun_overwrites_registry_json_without_a_second_version(

@@ -123,8 +123,8 @@ def test_repro_runs_everything_then_nothing(repo: Repo) -> None:
     assert "Confusion matrix (test set)" in page and "predictions_csv" in page
     assert 'id="reports_confusion_matrix_png"' in page
 
-    # register.min_accuracy is 0 here, so the first version is both champion and challenger.
-    assert registry_state(repo) == (["1"], {"champion": "1", "challenger": "1"})
+    # register.min_accuracy is 0 here, so the first version is champion, and none is waiting.
+    assert registry_state(repo) == (["1"], {"champion": "1"})
 
 
 def test_params_change_reruns_only_downstream(repo: Repo) -> None:
@@ -132,7 +132,9 @@ def test_params_change_reruns_only_downstream(repo: Repo) -> None:
     repo.set_params(preprocess__val_size=60)
     assert repo.repro() == {"preprocess", "train", "evaluate"}
     versions, aliases = registry_state(repo)
-    assert versions == ["1", "2"] and aliases["challenger"] == "2"
+    # v2 is champion or challenger, depending on its accuracy on tiny data; never both.
+    assert versions == ["1", "2"] and "2" in aliases.values()
+    assert aliases.get("champion") != aliases.get("challenger")
 
 
 def test_run_cache_never_skips_registration(repo: Repo) -> None:
