@@ -28,6 +28,7 @@ from pipeline.evaluation import (
     mlflow_metrics,
     most_confident_mistakes,
     most_confused_pairs,
+    per_class_frame,
     predict_probabilities,
     predictions_frame,
 )
@@ -54,6 +55,7 @@ log = logging.getLogger("pipeline")
 
 OUTPUTS = {
     "metrics": "metrics.json",
+    "per_class": "per_class.csv",
     "predictions": "predictions.csv",
     "confusion_csv": "confusion_matrix.csv",
     "confusion": "confusion_matrix.png",
@@ -106,6 +108,8 @@ def _write_evaluation(
 ) -> None:
     """Every output that does not depend on the registry."""
     write_json(out["metrics"], metrics_dict(evaluation))
+    with atomic_path(out["per_class"]) as tmp:
+        per_class_frame(evaluation).to_csv(tmp, index=False)
     with atomic_path(out["predictions"]) as tmp:
         predictions_frame(evaluation).to_csv(tmp, index=False)
     with atomic_path(out["confusion_csv"]) as tmp:
