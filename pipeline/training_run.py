@@ -32,7 +32,7 @@ from pipeline.training import (
 log = logging.getLogger("pipeline")
 
 # Final metrics measured on a split, for linking them to its dataset in MLflow.
-FINAL_ON_SPLIT = {"train": ("loss", "accuracy"), "val": ("val_loss", "val_accuracy")}
+FINAL_ON_SPLIT = {"train": ("train_loss", "train_accuracy"), "val": ("val_loss", "val_accuracy")}
 # The key of reports/train_metrics.json that ties a DVC experiment row to its MLflow run.
 RUN_ID_KEY = "mlflow_run_id"
 
@@ -124,12 +124,13 @@ def run_training(
 def final_metrics(history: list[EpochRow], restore_best: bool) -> dict[str, float]:
     """Metrics of the epoch whose weights were kept, plus timing over the whole training."""
     kept = max(history, key=lambda row: row[BEST_MONITOR]) if restore_best else history[-1]
+    # Names unlike metrics.json's: `dvc exp show` gives a name found in two files its path.
     return {
-        "epoch": kept["epoch"],
-        "loss": kept["loss"],
-        "accuracy": kept["accuracy"],
-        "val_loss": kept["val_loss"],
         "val_accuracy": kept["val_accuracy"],
+        "val_loss": kept["val_loss"],
+        "train_accuracy": kept["accuracy"],
+        "train_loss": kept["loss"],
+        "epoch": kept["epoch"],
         "train_seconds": sum(row["seconds"] for row in history),
         "images_per_s": sum(row["images_per_s"] for row in history) / len(history),
     }

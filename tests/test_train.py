@@ -186,7 +186,7 @@ def test_train_stage_leaves_one_complete_mlflow_run(workdir: Path, prepared_dir:
     assert logged.source_run_id == run.info.run_id
     # The logged model's metrics name the data they were measured on.
     linked = {(m.key, m.dataset_name) for m in logged.metrics}
-    assert {("final/val_accuracy", "cifar10-val"), ("final/loss", "cifar10-train")} <= linked
+    assert {("final/val_accuracy", "cifar10-val"), ("final/train_loss", "cifar10-train")} <= linked
     artifacts = [a.path for a in client.list_artifacts(run.info.run_id)]
     assert "model_summary.txt" in artifacts
 
@@ -227,10 +227,10 @@ def test_same_seed_same_weights_other_seed_other_weights(
 
     (weights_a, metrics_a), (weights_b, metrics_b), (weights_c, metrics_c) = outcomes.values()
     assert all(np.array_equal(a, b) for a, b in zip(weights_a, weights_b, strict=True))
-    for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+    for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy"):
         assert metrics_a[key] == metrics_b[key], key
     assert not all(np.array_equal(a, c) for a, c in zip(weights_a, weights_c, strict=True))
-    assert metrics_a["loss"] != metrics_c["loss"]
+    assert metrics_a["train_loss"] != metrics_c["train_loss"]
     # Seeding must not leak into MLflow's random run names.
     assert run_names[0] != run_names[1]
 
