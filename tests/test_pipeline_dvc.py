@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -20,6 +23,16 @@ GIT_ENV = {
     "GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@example.com",
     "GIT_COMMITTER_NAME": "test", "GIT_COMMITTER_EMAIL": "test@example.com",
 }  # fmt: skip
+
+
+def vega_specs(page: str) -> dict[str, dict]:
+    """The Vega-Lite specs embedded in a ``dvc plots show`` page, by title."""
+    specs = {}
+    for match in re.finditer(r"var spec = (\{.*?\});\s*vegaEmbed\(", page, flags=re.S):
+        spec = json.loads(match.group(1))
+        title = spec.get("title")
+        specs[title["text"] if isinstance(title, dict) else title] = spec
+    return specs
 
 
 def project_files() -> list[str]:
@@ -122,6 +135,14 @@ def test_repro_runs_everything_then_nothing(repo: Repo) -> None:
     # The confusion template's Vega spec, drawn from predictions.csv, and the PNG beside it.
     assert "Confusion matrix (test set)" in page and "predictions_csv" in page
     assert 'id="reports_confusion_matrix_png"' in page
+    specs = vega_specs(page)
+    # Oriented like the PNG: predicted classes across, actual classes down.
+    confusion = specs["Confusion matrix (test set)"]["spec"]["encoding"]
+    assert (confusion["x"]["field"], confusion["y"]["field"]) == ("predicted", "actual")
+    loss = specs["Loss per epoch"]["encoding"]
+    assert loss["y"]["title"] == "loss"
+    assert loss["x"]["axis"] == {"tickMinStep": 1, "format": "d"}, "whole-number epoch ticks"
+    assert "F1 per class (test set)" in specs
 
     # register.min_accuracy is 0 here, so the first version is champion, and none is waiting.
     assert registry_state(repo) == (["1"], {"champion": "1"})
@@ -164,6 +185,31 @@ def test_same_bytes_at_another_url_skip_preprocess(repo: Repo) -> None:
     assert repo.repro() == {"download"}
 
 
+def test_dvc_exp_run_names_the_mlflow_run_and_exp_show_leads_with_accuracy(repo: Repo) -> None:
+    repo.run("dvc", "exp", "run", "-n", "tiny-exp", "-S", "train.epochs=1")
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{repo.root / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("cifar10-cnn")
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    (run,) = client.search_runs(
+        [experiment.experiment_id], filter_string="tags.`dvc.experiment` = 'tiny-exp'"
+    )
+    assert run.info.run_name == "tiny-exp"
+    baseline = repo.run("git", "rev-parse", "HEAD").stdout.strip()
+    assert run.data.tags["dvc.baseline_rev"] == baseline
+    # DVC rewrote params.yaml (-S) and dvc.lock: neither makes the code dirty.
+    assert run.data.tags["git.dirty"] == "false"
+
+    rows = list(csv.DictReader(io.StringIO(repo.run("dvc", "exp", "show", "--csv").stdout)))
+    (row,) = [row for row in rows if row["Experiment"] == "tiny-exp"]
+    assert row["mlflow_run_id"] == run.info.run_id
+    columns = list(row)
+    first_metric = columns[columns.index("Executor") + 1]
+    assert first_metric == "accuracy", columns
+    # No data-summary or per-class columns: a handful of metrics, then params and deps.
+    assert not [c for c in columns if "per_class" in c or "total" in c or "summary" in c]
+    assert columns.index("mlflow_run_id") < columns.index("train.epochs")
+
+
 # Last in this module on purpose: it overwrites the copy's models/ and reports/ outside DVC.
 def test_mlflow_run_uses_the_same_stage_code_and_run(repo: Repo) -> None:
     repo.repro()
@@ -182,6 +228,6 @@ def test_mlflow_run_uses_the_same_stage_code_and_run(repo: Repo) -> None:
     assert run.info.status == "FINISHED"
     assert run.data.tags["mlflow.project.entryPoint"] == "train"
     assert run.data.params["train.epochs"] == "1"
-    assert "val_accuracy" in run.data.metrics
+    assert "accuracy/val" in run.data.metrics
     run_info = json.loads((repo.root / "models" / "run.json").read_text())
     assert run_info["run_id"] == run.info.run_id
