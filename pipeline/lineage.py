@@ -15,8 +15,9 @@ CODE_AND_DATA_TAGS = ("git.commit", "git.dirty", "data.raw_md5", "data.prepared_
 # Set by `dvc exp run` (and its queue/temp modes) in every stage's environment.
 DVC_EXP_NAME = "DVC_EXP_NAME"
 DVC_EXP_BASELINE_REV = "DVC_EXP_BASELINE_REV"
-# Files DVC itself rewrites: dvc.lock on every repro, params.yaml for `dvc exp run -S`.
-# Changes to them are not code changes; the params are logged as run params anyway.
+# Files DVC itself rewrites: dvc.lock on every repro, the stages' outputs (`dvc exp run` stages
+# the cache: false ones in git), params.yaml for `dvc exp run -S`. Changes to them are not code
+# changes; the params are logged as run params anyway.
 DVC_WRITTEN = ("dvc.lock",)
 DVC_EXP_WRITTEN = ("params.yaml",)
 DIRTY_PATHS_SHOWN = 10
@@ -42,7 +43,8 @@ def dirty_paths(repo: Path) -> list[str] | None:
         status = _git(repo, "status", "--porcelain", "--untracked-files=no", "-z", strip=False)
     except (OSError, subprocess.CalledProcessError):
         return None
-    ignored = set(DVC_WRITTEN) | (set(DVC_EXP_WRITTEN) if dvc_experiment() else set())
+    ignored = set(DVC_WRITTEN) | stage_outputs(repo / "dvc.yaml")
+    ignored |= set(DVC_EXP_WRITTEN) if dvc_experiment() else set()
     entries, paths = iter(status.split("\0")), []
     for entry in entries:
         if len(entry) > 3:
@@ -50,6 +52,22 @@ def dirty_paths(repo: Path) -> list[str] | None:
             if entry[0] in "RC":
                 next(entries, None)  # a rename or copy is followed by its old path
     return [path for path in paths if path not in ignored]
+
+
+def stage_outputs(dvc_yaml: Path) -> set[str]:
+    """Paths of every stage's outs, metrics and plots, and the top-level metrics, in dvc.yaml."""
+    import yaml
+
+    try:
+        spec = yaml.safe_load(dvc_yaml.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError):
+        return set()
+    entries = list(spec.get("metrics") or [])
+    for stage in (spec.get("stages") or {}).values():
+        for kind in ("outs", "metrics", "plots"):
+            entries += (stage or {}).get(kind) or []
+    # An entry is a path, or a one-key mapping from the path to its options.
+    return {entry if isinstance(entry, str) else next(iter(entry)) for entry in entries if entry}
 
 
 def git_tags(repo: Path) -> dict[str, str]:

@@ -15,7 +15,11 @@ GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com"]
 @pytest.fixture
 def checkout(tmp_path: Path) -> Path:
     """A committed repo with params.yaml, dvc.lock and one code file."""
-    for name, text in {"params.yaml": "a: 1\n", "dvc.lock": "x\n", "code.py": "x = 1\n"}.items():
+    files = {
+        "params.yaml": "a: 1\n", "dvc.lock": "x\n", "code.py": "x = 1\n", "plot.png": "0",
+        "dvc.yaml": "stages:\n  s:\n    cmd: c\n    plots:\n      - plot.png: {cache: false}\n",
+    }  # fmt: skip
+    for name, text in files.items():
         (tmp_path / name).write_text(text)
     subprocess.run([*GIT, "init", "-q"], cwd=tmp_path, check=True)
     subprocess.run([*GIT, "add", "-A"], cwd=tmp_path, check=True)
@@ -40,8 +44,9 @@ def test_clean_checkout_is_clean(checkout: Path, no_dvc_exp: None) -> None:
     assert "git.dirty_paths" not in tags
 
 
-def test_dvc_lock_is_never_dirt(checkout: Path, no_dvc_exp: None) -> None:
+def test_dvc_lock_and_stage_outputs_are_never_dirt(checkout: Path, no_dvc_exp: None) -> None:
     (checkout / "dvc.lock").write_text("rewritten by dvc repro\n")
+    (checkout / "plot.png").write_text("redrawn by a stage")
     assert git_tags(checkout)["git.dirty"] == "false"
 
 
