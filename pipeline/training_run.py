@@ -174,5 +174,7 @@ def _write_outputs(
     with atomic_path(outputs.model, suffix=".keras") as tmp:
         model.save(tmp)
     write_history(outputs.reports_dir / "history.csv", history)
-    write_json(outputs.reports_dir / "train_metrics.json", final)
+    # Rounded: float32 noise digits make `dvc exp show` columns wide and hard to read.
+    readable = {k: round(v, 4) if isinstance(v, float) else v for k, v in final.items()}
+    write_json(outputs.reports_dir / "train_metrics.json", readable)
     write_text(outputs.reports_dir / "model_summary.txt", summary)

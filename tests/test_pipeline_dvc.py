@@ -25,6 +25,14 @@ GIT_ENV = {
 }  # fmt: skip
 
 
+# The files plots/offline_template.py inlines, as `make plots` unpacks them.
+OFFLINE_SCRIPTS = (
+    "vega-5.20.2/build/vega.min.js",
+    "vega-lite-5.2.0/build/vega-lite.min.js",
+    "vega-embed-6.18.2/build/vega-embed.min.js",
+)
+
+
 def vega_specs(page: str) -> dict[str, dict]:
     """The Vega-Lite specs embedded in a ``dvc plots show`` page, by title."""
     specs = {}
@@ -143,6 +151,18 @@ def test_repro_runs_everything_then_nothing(repo: Repo) -> None:
     assert loss["y"]["title"] == "loss"
     assert loss["x"]["axis"] == {"tickMinStep": 1, "format": "d"}, "whole-number epoch ticks"
     assert "F1 per class (test set)" in specs
+
+    # `make plots`: the same page with Vega inlined from local files, no CDN.
+    vega = repo.root / "fake-vega"
+    for name in OFFLINE_SCRIPTS:
+        (vega / name).parent.mkdir(parents=True, exist_ok=True)
+        (vega / name).write_text(f"/* local {Path(name).name} */")
+    repo.run("python", "plots/offline_template.py", str(vega), "offline.html")
+    repo.run("dvc", "plots", "show", "--html-template", "offline.html", "-o", "offline_html")
+    offline = (repo.root / "offline_html" / "index.html").read_text()
+    assert "cdn.jsdelivr" in page, "the default page loads Vega from a CDN"
+    assert "<script src=" not in offline and "/* local vega-lite.min.js */" in offline
+    assert vega_specs(offline).keys() == specs.keys()
 
     # register.min_accuracy is 0 here, so the first version is champion, and none is waiting.
     assert registry_state(repo) == (["1"], {"champion": "1"})

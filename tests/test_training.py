@@ -11,6 +11,7 @@ import keras
 import numpy as np
 import pytest
 
+from pipeline import backend
 from pipeline.checkpoints import TrainingCheckpoint
 from pipeline.params import Params, load_params
 from pipeline.training import fit, load_prepared, new_model
@@ -54,16 +55,16 @@ def test_learning_rate_changes_the_training_step(tmp_path: Path) -> None:
 
 
 def _fit(tmp_path: Path, restore_best: bool) -> tuple[keras.Model, list[dict], Path]:
-    # Val labels unrelated to the images: val accuracy wanders, so the best epoch is not the last.
+    # Seeded and deterministic, this tiny model's val accuracy peaks at epoch 3 of 5 (checked
+    # below as a precondition), so keeping the best epoch and keeping the last ones differ.
     prepared = write_prepared(tmp_path / "data", {"train": 200, "val": 60})
-    val = np.load(prepared / "val.npz")
-    shuffled = np.random.default_rng(3).permutation(val["y"])
-    np.savez(prepared / "val.npz", x=val["x"], y=shuffled)
     chosen = params(
-        "train.epochs=4", "train.batch_size=50", "train.learning_rate=0.01",
+        "train.epochs=5", "train.batch_size=50", "train.learning_rate=0.01",
         "train.optimizer=adam", f"train.restore_best={str(restore_best).lower()}",
     )  # fmt: skip
     data = load_prepared(prepared)
+    # Seeded as the train stage does, so earlier tests in this process change nothing.
+    backend.configure_determinism(chosen.train.seed, chosen.train.deterministic)
     checkpoint = TrainingCheckpoint(tmp_path / "checkpoint")
     model, history = fit(data, chosen.model, chosen.train, checkpoint, "run", None, lambda _: None)
     return model, history, prepared
