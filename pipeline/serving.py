@@ -39,11 +39,11 @@ def log_served_model(model: object, classes: list[str], name: str = "model") -> 
     from pipeline import backend
 
     signature = ModelSignature(outputs=Schema([ColSpec("float", label) for label in classes]))
-    backend_package = "tensorflow-cpu" if backend.name() == "tensorflow" else "jax"
     requirements = [
         f"mlflow=={mlflow.__version__}",
         f"keras=={keras.__version__}",
-        f"{backend_package}=={backend.version()}",
+        # The backend package actually installed: tensorflow-cpu, CUDA tensorflow or jax (+ CUDA).
+        *backend.requirements(),
         f"numpy=={np.__version__}",
         f"pandas=={pd.__version__}",
     ]
