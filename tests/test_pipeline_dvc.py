@@ -128,7 +128,7 @@ def test_repro_runs_everything_then_nothing(repo: Repo) -> None:
     experiment = client.get_experiment_by_name("cifar10-cnn")
     (run,) = client.search_runs([experiment.experiment_id])
     assert run.data.params["preprocess.val_size"] == "50"
-    assert len(client.get_metric_history(run.info.run_id, "val_accuracy")) == 2
+    assert len(client.get_metric_history(run.info.run_id, "accuracy/val")) == 2
     assert "test/accuracy" in run.data.metrics
     run_info = json.loads((repo.root / "models" / "run.json").read_text())
     assert run_info["run_id"] == run.info.run_id
