@@ -147,9 +147,9 @@ def test_repro_runs_everything_then_nothing(repo: Repo) -> None:
     # Oriented like the PNG: predicted classes across, actual classes down.
     confusion = specs["Confusion matrix (test set)"]["spec"]["encoding"]
     assert (confusion["x"]["field"], confusion["y"]["field"]) == ("predicted", "actual")
-    loss = specs["Loss per epoch"]["encoding"]
-    assert loss["y"]["title"] == "loss"
-    assert loss["x"]["axis"] == {"tickMinStep": 1, "format": "d"}, "whole-number epoch ticks"
+    loss = specs["Loss per epoch"]
+    assert loss["layer"][0]["encoding"]["y"]["title"] == "loss"
+    assert loss["encoding"]["x"]["axis"] == {"tickMinStep": 1, "format": "d"}, "whole epochs"
     assert "F1 per class (test set)" in specs
 
     # `make plots`: the same page with Vega inlined from local files, no CDN.
