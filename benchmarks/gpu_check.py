@@ -273,8 +273,8 @@ def check_determinism(data: Any, params: Any, folder: Path, result: dict) -> boo
     from pipeline.training import PreparedData
 
     n = min(len(data.train_x), DETERMINISM_IMAGES)
-    train = Split(data.train_x[:n], data.train_y[:n], data.train.path)
-    subset = PreparedData(train, data.val, [], [])
+    first_images = Split(data.train_x[:n], data.train_y[:n], data.train.path)
+    subset = PreparedData(first_images, data.val, [], [])
     one = params.model_copy(update={"train": params.train.model_copy(update={"epochs": 1})})
     weights = []
     for attempt in ("a", "b"):
