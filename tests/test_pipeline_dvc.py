@@ -223,7 +223,7 @@ def test_dvc_exp_run_names_the_mlflow_run_and_exp_show_leads_with_accuracy(repo:
     (row,) = [row for row in rows if row["Experiment"] == "tiny-exp"]
     assert row["mlflow_run_id"] == run.info.run_id
     columns = list(row)
-    first_metric = columns[columns.index("Executor") + 1]
+    first_metric = columns[columns.index("Created") + 1]
     assert first_metric == "accuracy", columns
     # No data-summary or per-class columns: a handful of metrics, then params and deps.
     assert not [c for c in columns if "per_class" in c or "total" in c or "summary" in c]
