@@ -223,7 +223,8 @@ def test_dvc_exp_run_names_the_mlflow_run_and_exp_show_leads_with_accuracy(repo:
     (row,) = [row for row in rows if row["Experiment"] == "tiny-exp"]
     assert row["mlflow_run_id"] == run.info.run_id
     columns = list(row)
-    first_metric = columns[columns.index("Created") + 1]
+    fixed = {"Experiment", "rev", "typ", "Created", "parent", "State", "Executor"}
+    first_metric = next(column for column in columns if column not in fixed)
     assert first_metric == "accuracy", columns
     # No data-summary or per-class columns: a handful of metrics, then params and deps.
     assert not [c for c in columns if "per_class" in c or "total" in c or "summary" in c]
