@@ -197,6 +197,7 @@ def synthetic_data(n_train: int, n_val: int, seed: int) -> Any:
     """Random uint8 images with the label painted in a corner (learnable, like the tests' data)."""
     import numpy as np
 
+    from pipeline.prepared import Split
     from pipeline.training import PreparedData
 
     rng = np.random.default_rng(seed)
@@ -209,7 +210,10 @@ def synthetic_data(n_train: int, n_val: int, seed: int) -> Any:
 
     (train_x, train_y), (val_x, val_y) = split(n_train), split(n_val)
     classes = [str(label) for label in range(10)]
-    return PreparedData(train_x, train_y, val_x, val_y, classes, [])
+    synthetic = Path("synthetic")
+    return PreparedData(
+        Split(train_x, train_y, synthetic), Split(val_x, val_y, synthetic), classes, []
+    )
 
 
 def train(data: Any, params: Any, folder: Path, resume: Any = None) -> tuple[Any, list, Any]:
@@ -265,10 +269,12 @@ def check_determinism(data: Any, params: Any, folder: Path, result: dict) -> boo
     """Two one-epoch trainings from the same seed must end with bit-identical weights."""
     import numpy as np
 
+    from pipeline.prepared import Split
     from pipeline.training import PreparedData
 
     n = min(len(data.train_x), DETERMINISM_IMAGES)
-    subset = PreparedData(data.train_x[:n], data.train_y[:n], data.val_x, data.val_y, [], [])
+    first_images = Split(data.train_x[:n], data.train_y[:n], data.train.path)
+    subset = PreparedData(first_images, data.val, [], [])
     one = params.model_copy(update={"train": params.train.model_copy(update={"epochs": 1})})
     weights = []
     for attempt in ("a", "b"):
