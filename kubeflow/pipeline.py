@@ -94,6 +94,7 @@ def train(
     train_batch_size: int,
     train_optimizer: str,
     train_learning_rate: float,
+    train_lr_schedule: str,
     train_seed: int,
     train_deterministic: bool,
     train_mixed_precision: str,
