@@ -130,7 +130,7 @@ def measure(args: argparse.Namespace, result: dict[str, Any]) -> None:
     import numpy as np
 
     from pipeline import backend
-    from pipeline.training import describe_setup, resolve_mixed_precision
+    from pipeline.training import describe_setup, precision_policy
 
     params = reference_params(args)
     gpus = backend.select_device("auto", deterministic=True)
@@ -139,8 +139,8 @@ def measure(args: argparse.Namespace, result: dict[str, Any]) -> None:
             f"{backend.name()} sees no GPU (driver, CUDA_VISIBLE_DEVICES, a CUDA build of "
             f"{backend.name()}?); --allow-cpu runs this on the CPU"
         )
-    mixed = resolve_mixed_precision(params.train.mixed_precision)
-    keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
+    # The train stage's choice (float16 on a GPU, bfloat16 on an AMX CPU, else float32).
+    keras.mixed_precision.set_global_policy(precision_policy(params.train.mixed_precision))
     result.update(
         backend_version=backend.version(),
         keras_version=keras.__version__,
@@ -223,7 +223,7 @@ def train(data: Any, params: Any, folder: Path, resume: Any = None) -> tuple[Any
     from pipeline.training import fit
 
     backend.configure_determinism(params.train.seed, params.train.deterministic)
-    checkpoint = TrainingCheckpoint(folder)
+    checkpoint = TrainingCheckpoint(folder, {})  # resumed only by this check: no code to compare
     model, history = fit(
         data, params.model, params.train, checkpoint, "gpu-check", resume, lambda row: None
     )
