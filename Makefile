@@ -22,7 +22,7 @@ PYTHON ?= $(shell for p in $(PYTHON_CANDIDATES); do \
 
 DOCKERFILES := docker/Dockerfile docker/Dockerfile.gpu
 
-.PHONY: setup check-python run test lint format ui server bench clean help kfp
+.PHONY: setup check-python run test lint format ui plots server bench clean help kfp
 
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -79,6 +79,19 @@ bench: setup  ## every benchmark on the real data (hours on a CPU), then docs/be
 
 clean:  ## remove the environments (not data, models or MLflow runs)
 	rm -rf $(VENV) .tools
+
+# The Vega builds DVC's page loads from a CDN, fetched once with npm and inlined into the page.
+VEGA := .tools/vega
+VEGA_PACKAGES := vega@5.20.2 vega-lite@5.2.0 vega-embed@6.18.2
+
+plots: setup  ## dvc plots show into dvc_plots/index.html, Vega inlined: works offline
+	@if [ ! -f $(VEGA)/.unpacked ]; then \
+	  mkdir -p $(VEGA) && cd $(VEGA) && npm pack --silent $(VEGA_PACKAGES) >/dev/null && \
+	  for f in *.tgz; do mkdir -p $${f%.tgz} && \
+	    tar -xzf $$f -C $${f%.tgz} --strip-components=1 package/build || exit 1; done && \
+	  touch .unpacked; fi
+	$(PY) plots/offline_template.py $(VEGA) $(VEGA)/offline.html
+	dvc plots show --html-template $(VEGA)/offline.html
 
 ui: setup  ## MLflow UI on http://127.0.0.1:5000 over the repo's own store
 	mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000

@@ -150,12 +150,13 @@ def _registry_line(registry: dict[str, Any] | None) -> str:
     if registry.get("status") != "registered":
         return f"**failed**: {registry.get('reason', '?')}"
     champion = registry.get("champion_version")
+    challenger = registry.get("challenger_version")
     return (
         f"**{registry['decision']}**: {registry['reason']}. "
         f"`{registry['registered_model']}` v{registry['version']}"
         f"{' (new version)' if registry.get('created') else ' (already registered)'}; "
         f"champion: {'v' + str(champion) if champion else 'none'}, "
-        f"challenger: v{registry.get('challenger_version')}."
+        f"challenger: {'v' + str(challenger) if challenger else 'none'}."
     )
 
 

@@ -43,9 +43,8 @@ def main(argv: list[str] | None = None) -> None:
         params = load_params(args.params, overrides)
 
     import keras
-    import numpy as np
 
-    from pipeline import backend
+    from pipeline import backend, prepared
     from pipeline.checkpoints import TrainingCheckpoint
     from pipeline.training import fit, load_prepared, precision_policy
 
@@ -55,8 +54,8 @@ def main(argv: list[str] | None = None) -> None:
     policy = precision_policy(params.train.mixed_precision)
     keras.mixed_precision.set_global_policy(policy)
     data = load_prepared(args.prepared_dir)
-    with np.load(args.prepared_dir / "test.npz") as test:
-        test_x, test_y = test["x"], test["y"]
+    test = prepared.read_split(args.prepared_dir, "test", len(data.classes))
+    test_x, test_y = test.x, test.y
     result = {
         "profile": args.profile or "reference-config",
         "epochs_planned": planned,

@@ -139,6 +139,7 @@ def measure(args: argparse.Namespace, result: dict[str, Any]) -> None:
             f"{backend.name()} sees no GPU (driver, CUDA_VISIBLE_DEVICES, a CUDA build of "
             f"{backend.name()}?); --allow-cpu runs this on the CPU"
         )
+    # The train stage's choice (float16 on a GPU, bfloat16 on an AMX CPU, else float32).
     keras.mixed_precision.set_global_policy(precision_policy(params.train.mixed_precision))
     result.update(
         backend_version=backend.version(),
@@ -196,6 +197,7 @@ def synthetic_data(n_train: int, n_val: int, seed: int) -> Any:
     """Random uint8 images with the label painted in a corner (learnable, like the tests' data)."""
     import numpy as np
 
+    from pipeline.prepared import Split
     from pipeline.training import PreparedData
 
     rng = np.random.default_rng(seed)
@@ -208,7 +210,10 @@ def synthetic_data(n_train: int, n_val: int, seed: int) -> Any:
 
     (train_x, train_y), (val_x, val_y) = split(n_train), split(n_val)
     classes = [str(label) for label in range(10)]
-    return PreparedData(train_x, train_y, val_x, val_y, classes, [])
+    synthetic = Path("synthetic")
+    return PreparedData(
+        Split(train_x, train_y, synthetic), Split(val_x, val_y, synthetic), classes, []
+    )
 
 
 def train(data: Any, params: Any, folder: Path, resume: Any = None) -> tuple[Any, list, Any]:
@@ -218,7 +223,7 @@ def train(data: Any, params: Any, folder: Path, resume: Any = None) -> tuple[Any
     from pipeline.training import fit
 
     backend.configure_determinism(params.train.seed, params.train.deterministic)
-    checkpoint = TrainingCheckpoint(folder, {})  # the same code saves and resumes here
+    checkpoint = TrainingCheckpoint(folder, {})  # resumed only by this check: no code to compare
     model, history = fit(
         data, params.model, params.train, checkpoint, "gpu-check", resume, lambda row: None
     )
@@ -264,10 +269,12 @@ def check_determinism(data: Any, params: Any, folder: Path, result: dict) -> boo
     """Two one-epoch trainings from the same seed must end with bit-identical weights."""
     import numpy as np
 
+    from pipeline.prepared import Split
     from pipeline.training import PreparedData
 
     n = min(len(data.train_x), DETERMINISM_IMAGES)
-    subset = PreparedData(data.train_x[:n], data.train_y[:n], data.val_x, data.val_y, [], [])
+    first_images = Split(data.train_x[:n], data.train_y[:n], data.train.path)
+    subset = PreparedData(first_images, data.val, [], [])
     one = params.model_copy(update={"train": params.train.model_copy(update={"epochs": 1})})
     weights = []
     for attempt in ("a", "b"):

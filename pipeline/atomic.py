@@ -15,14 +15,15 @@ from pipeline.errors import PipelineError
 
 
 @contextlib.contextmanager
-def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
+def atomic_path(target: str | os.PathLike[str], suffix: str = ".tmp") -> Iterator[Path]:
     """Yield a temp path beside ``target``; rename it into place only if the block succeeds.
 
-    The temp file lives in the same folder so the final ``os.replace`` is atomic.
+    The temp file lives in the same folder so the final ``os.replace`` is atomic. ``suffix`` is
+    the temp file's, for writers that insist on one (Keras wants ``.keras``).
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix, dir=target.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:

@@ -10,11 +10,13 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from pipeline.atomic import atomic_path, write_json
+from pipeline.datasets import ROWS_TAG, SplitDataset, log_datasets_to, split_dataset
 from pipeline.errors import PipelineError
 from pipeline.evaluation import (
     Evaluation,
@@ -26,9 +28,11 @@ from pipeline.evaluation import (
     mlflow_metrics,
     most_confident_mistakes,
     most_confused_pairs,
+    per_class_frame,
     predict_probabilities,
     predictions_frame,
 )
+from pipeline.history import read_history
 from pipeline.params import Params
 from pipeline.redact import redact
 from pipeline.registry import (
@@ -42,16 +46,17 @@ from pipeline.report import (
     plot_confusion_matrix,
     plot_misclassified,
     plot_training_curves,
-    read_history,
     write_report,
 )
 from pipeline.run_info import RunInfo, read_run_info
+from pipeline.serving import model_id
 from pipeline.tracking import prepare_tracking
 
 log = logging.getLogger("pipeline")
 
 OUTPUTS = {
     "metrics": "metrics.json",
+    "per_class": "per_class.csv",
     "predictions": "predictions.csv",
     "confusion_csv": "confusion_matrix.csv",
     "confusion": "confusion_matrix.png",
@@ -77,11 +82,13 @@ def run_evaluation(params: Params, prepared_dir: Path, models_dir: Path, reports
         out["registry"], failure_record(name, "the evaluate stage stopped before registering")
     )
     run_info = read_run_info(models_dir)
-    x, y, classes = load_test_split(prepared_dir)
+    test, classes = load_test_split(prepared_dir)
+    x, y = test.x, test.y.astype(np.int64)
     check_classes(classes, run_info.classes)
     history = read_history(reports_dir / "history.csv")
     uri = prepare_tracking()
-    run_tags = _training_run_tags(run_info, uri)
+    run = _training_run(run_info, uri)
+    run_tags = dict(run.data.tags)
     model = load_trained_model(models_dir / "model.keras", len(classes))
 
     evaluation = evaluate_predictions(y, predict_probabilities(model, x), classes)
@@ -89,8 +96,10 @@ def run_evaluation(params: Params, prepared_dir: Path, models_dir: Path, reports
         "test accuracy %.4f, loss %.4f on %d images", evaluation.accuracy, evaluation.loss, len(y)
     )
     _write_evaluation(evaluation, history, x, out)
-    _log_metrics(run_info.run_id, mlflow_metrics(evaluation))
-    _register_and_report(params, run_info, run_tags, evaluation, out)
+    test_dataset = split_dataset("test", test, params.data.url)
+    _log_metrics(run_info, mlflow_metrics(evaluation), test_dataset)
+    details = _data_details(run, len(y))
+    _register_and_report(params, run_info, run_tags, evaluation, out, details)
     _log_files(run_info.run_id, list(out.values()))
     log.info("wrote %s and logged it to MLflow run %s", reports_dir, run_info.run_id)
 
@@ -100,6 +109,8 @@ def _write_evaluation(
 ) -> None:
     """Every output that does not depend on the registry."""
     write_json(out["metrics"], metrics_dict(evaluation))
+    with atomic_path(out["per_class"]) as tmp:
+        per_class_frame(evaluation).to_csv(tmp, index=False)
     with atomic_path(out["predictions"]) as tmp:
         predictions_frame(evaluation).to_csv(tmp, index=False)
     with atomic_path(out["confusion_csv"]) as tmp:
@@ -115,6 +126,7 @@ def _register_and_report(
     run_tags: dict[str, str],
     evaluation: Evaluation,
     out: dict[str, Path],
+    details: str,
 ) -> None:
     """Register, then write registry.json and the report, saying "failed" if registration did."""
     name = params.mlflow.registered_model_name
@@ -127,6 +139,8 @@ def _register_and_report(
             run_tags,
             evaluation.accuracy,
             params.registration,
+            classes=evaluation.classes,
+            details=details,
         ).to_dict()
     except PipelineError as exc:
         registry = failure_record(name, str(exc), run_info.model_uri, run_info.run_id)
@@ -140,13 +154,25 @@ def _register_and_report(
         write_report(sections, out["markdown"], out["html"], "CIFAR-10 evaluation report")
 
 
-def _training_run_tags(run_info: RunInfo, uri: str) -> dict[str, str]:
-    """The training run's tags; fails if the run is not in this tracking store."""
+def _data_details(run: Any, test_images: int) -> str:
+    """E.g. "trained on 45,000 images, validated on 5,000, tested on 10,000", from the run."""
+    rows = {}
+    for dataset_input in run.inputs.dataset_inputs if run.inputs else []:
+        tags = {tag.key: tag.value for tag in dataset_input.tags}
+        if tags.get(ROWS_TAG, "").isdigit():
+            rows[tags.get("mlflow.data.context")] = int(tags[ROWS_TAG])
+    parts = [f"trained on {rows['training']:,} images"] if "training" in rows else []
+    parts += [f"validated on {rows['validation']:,}"] if "validation" in rows else []
+    return ", ".join([*parts, f"tested on {test_images:,}"])
+
+
+def _training_run(run_info: RunInfo, uri: str) -> Any:
+    """The training run; fails if the run is not in this tracking store."""
     import mlflow
     from mlflow.exceptions import MlflowException
 
     try:
-        return dict(mlflow.MlflowClient().get_run(run_info.run_id).data.tags)
+        return mlflow.MlflowClient().get_run(run_info.run_id)
     except MlflowException:
         raise PipelineError(
             f"MLflow run {run_info.run_id} (models/run.json) is not in the tracking store "
@@ -158,14 +184,21 @@ def _training_run_tags(run_info: RunInfo, uri: str) -> dict[str, str]:
 
 # The client logs to the run without reopening it, so its FINISHED status never changes,
 # not even when this stage fails half-way (a reopened run would end FAILED).
-def _log_metrics(run_id: str, metrics: dict[str, float]) -> None:
+def _log_metrics(run_info: RunInfo, metrics: dict[str, float], test: SplitDataset) -> None:
+    """Log the test metrics and the test dataset, each metric linked to the model and the data."""
     import mlflow
     from mlflow.entities import Metric
 
     now = int(time.time() * 1000)
-    with mlflow_errors(f"logging test metrics to MLflow run {run_id}"):
-        entities = [Metric(key, value, now, 0) for key, value in metrics.items()]
-        mlflow.MlflowClient().log_batch(run_id, metrics=entities)
+    link = {
+        "model_id": model_id(run_info.model_uri),
+        "dataset_name": test.dataset.name,
+        "dataset_digest": test.dataset.digest,
+    }
+    with mlflow_errors(f"logging test metrics to MLflow run {run_info.run_id}"):
+        log_datasets_to(run_info.run_id, [test])
+        entities = [Metric(key, value, now, 0, **link) for key, value in metrics.items()]
+        mlflow.MlflowClient().log_batch(run_info.run_id, metrics=entities)
 
 
 def _log_files(run_id: str, paths: list[Path]) -> None:

@@ -14,14 +14,12 @@ import keras
 from keras import layers
 
 from pipeline.params import ModelParams
-
-NUM_CLASSES = 10
-INPUT_SHAPE = (32, 32, 3)
+from pipeline.shapes import IMAGE_SHAPE, NUM_CLASSES
 
 
 def build_model(params: ModelParams, seed: int | None = None) -> keras.Model:
     """Build the (uncompiled) CNN described by ``params``; ``seed`` fixes init and dropout."""
-    inputs = keras.Input(shape=INPUT_SHAPE, dtype="uint8", name="image")
+    inputs = keras.Input(shape=IMAGE_SHAPE, dtype="uint8", name="image")
     x = layers.Rescaling(1.0 / 255, name="rescale")(inputs)
     if params.augment:
         # Random layers are identity at inference: augmentation only ever touches training.

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline import prepared
 from pipeline.atomic import atomic_path
 from pipeline.cifar import read_cifar_archive
 from pipeline.errors import PipelineError
@@ -24,8 +25,6 @@ from pipeline.preview import render_preview_grid
 from pipeline.splits import prepare_splits
 
 log = logging.getLogger("pipeline")
-
-SPLITS = ("train", "val", "test")
 
 
 def run_preprocess(
@@ -50,7 +49,7 @@ def run_preprocess(
     check_every_class_present(summary, archive)
     preview = render_preview_grid(train_x, train_y, data.classes)
     _write_outputs(prepared_dir, reports_dir, arrays, data.classes, summary, preview)
-    for name in SPLITS:
+    for name in prepared.SPLITS:
         log.info("%s", describe_split(name, summary[name]))
     return summary
 
@@ -80,7 +79,7 @@ def check_every_class_present(summary: dict[str, Any], archive: Path) -> None:
         "train": "the model cannot learn it",
         "val": "validation accuracy says nothing about it",
     }
-    for split in SPLITS:
+    for split in prepared.SPLITS:
         absent = [name for name, count in summary[split]["per_class"].items() if count == 0]
         if not absent:
             continue
@@ -117,19 +116,12 @@ def _write_outputs(
                 return stack.enter_context(atomic_path(target))
 
             for name, (x, y) in arrays.items():
-                _save_npz(temp_for(prepared_dir / f"{name}.npz"), x, y)
-            temp_for(prepared_dir / "classes.json").write_text(_json(list(classes)))
+                prepared.save_split(temp_for(prepared.split_path(prepared_dir, name)), x, y)
+            temp_for(prepared.classes_path(prepared_dir)).write_text(prepared.classes_json(classes))
             temp_for(reports_dir / "data_summary.json").write_text(_json(summary))
             temp_for(reports_dir / "data_preview.png").write_bytes(preview)
     except OSError as exc:
         raise PipelineError(f"cannot write the preprocess outputs: {exc}") from None
-
-
-def _save_npz(path: Path, x: np.ndarray, y: np.ndarray) -> None:
-    # Through a file handle: given a path without ".npz", np.savez would append the suffix.
-    # Uncompressed, because the arrays are read on every training run and load faster this way.
-    with path.open("wb") as handle:
-        np.savez(handle, x=x, y=y)
 
 
 def _json(data: Any) -> str:

@@ -1,7 +1,7 @@
 """A PNG grid of example images per class, to eyeball that decoding and labels are right.
 
 Images are enlarged by whole-pixel repetition and placed on the canvas unresampled, so the PNG
-shows the exact 32x32 pixels, sharp, rather than an interpolated blur.
+shows the exact pixels, sharp, rather than an interpolated blur.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from pipeline.atomic import atomic_path
+from pipeline.shapes import IMAGE_SIZE
 
 SCALE = 3  # each source pixel becomes SCALE x SCALE screen pixels
 GAP = 4  # screen pixels between tiles
@@ -38,7 +39,7 @@ def render_preview_grid(
     FigureCanvasAgg(fig)
     # figimage copies pixels 1:1 (no resampling); yo counts from the bottom of the canvas.
     fig.figimage(mosaic, xo=LABEL_WIDTH, yo=MARGIN, origin="upper")
-    tile = 32 * SCALE
+    tile = IMAGE_SIZE * SCALE
     for row, name in enumerate(classes):
         centre = MARGIN + height - (row * (tile + GAP) + tile / 2)
         fig.text(
@@ -67,7 +68,7 @@ def build_mosaic(x: np.ndarray, y: np.ndarray, num_classes: int, per_class: int)
 
     Row ``c`` holds the first ``per_class`` images labelled ``c``, in their order in ``x``.
     """
-    tile = 32 * SCALE
+    tile = IMAGE_SIZE * SCALE
     height = num_classes * tile + (num_classes - 1) * GAP
     width = per_class * tile + (per_class - 1) * GAP
     mosaic = np.full((height, width, 3), BACKGROUND, dtype=np.uint8)

@@ -1,9 +1,12 @@
 """Register each trained model in the MLflow Model Registry and decide who is champion.
 
-Aliases, never the deprecated stages: ``challenger`` is always the newest version; ``champion``
-moves to a version only if its test accuracy reaches ``register.min_accuracy`` and beats the
-current champion's (read from the champion's ``test_accuracy`` version tag) by more than
-``register.min_improvement``. ``register.allow_champion: false`` never moves it.
+Aliases, never the deprecated stages. ``champion`` is the version to serve: it moves to a version
+only if its test accuracy reaches ``register.min_accuracy`` and beats the current champion's
+(read from the champion's ``test_accuracy`` version tag) by more than
+``register.min_improvement``; ``register.allow_champion: false`` never moves it. ``challenger`` is
+the newest evaluated version that did not become champion, a candidate waiting for a better
+figure or a human: a promotion removes it (the candidate won), so the two never name the same
+version. Rerunning the champion's own evaluation leaves both aliases where they are.
 
 Registration is idempotent: a second call for the same MLflow run reuses its version.
 """
@@ -15,13 +18,13 @@ import hashlib
 import json
 import logging
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from pipeline.errors import PipelineError
-from pipeline.lineage import CODE_AND_DATA_TAGS, UNKNOWN
+from pipeline.lineage import CODE_AND_DATA_TAGS, DVC_TAGS, UNKNOWN
 from pipeline.locks import exclusive_lock
 from pipeline.params import RegisterParams
 from pipeline.redact import redact
@@ -62,7 +65,7 @@ class RegistryResult:
     reason: str
     champion_version: str | None
     previous_champion_version: str | None
-    challenger_version: str
+    challenger_version: str | None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready dict."""
@@ -70,8 +73,12 @@ class RegistryResult:
 
 
 def version_lineage(run_id: str, run_tags: dict[str, str]) -> dict[str, str]:
-    """The run id and the run's code and data tags, for the version; missing ones read "unknown"."""
-    return {RUN_ID_TAG: run_id} | {key: run_tags.get(key, UNKNOWN) for key in CODE_AND_DATA_TAGS}
+    """The run id and the run's code and data tags, for the version; missing ones read "unknown".
+
+    The DVC experiment that made the run is copied too, when there was one.
+    """
+    lineage = {RUN_ID_TAG: run_id} | {key: run_tags.get(key, UNKNOWN) for key in CODE_AND_DATA_TAGS}
+    return lineage | {key: run_tags[key] for key in DVC_TAGS if key in run_tags}
 
 
 def decide(
@@ -124,10 +131,13 @@ def register_model_version(
     run_tags: dict[str, str],
     test_accuracy: float,
     policy: RegisterParams,
+    classes: Sequence[str] = (),
+    details: str = "",
 ) -> RegistryResult:
     """Register ``model_uri`` (once per run), tag it, move the aliases and return the outcome.
 
-    Any registry failure (server gone, invalid name) becomes a PipelineError.
+    ``classes`` (the model's output columns) and ``details`` (a phrase about the data) go into
+    the descriptions. Any registry failure (server gone, invalid name) becomes a PipelineError.
     """
     import mlflow
 
@@ -143,7 +153,9 @@ def register_model_version(
         mlflow_errors(f"registering {model_uri} as model '{name}'"),
     ):
         client = mlflow.MlflowClient()
-        return _register(client, name, model_uri, run_id, run_tags, test_accuracy, policy)
+        return _register(
+            client, name, model_uri, run_id, run_tags, test_accuracy, policy, list(classes), details
+        )
 
 
 def registry_lock_path(tracking_uri: str, name: str) -> Path:
@@ -179,6 +191,8 @@ def _register(
     run_tags: dict[str, str],
     test_accuracy: float,
     policy: RegisterParams,
+    classes: list[str],
+    details: str,
 ) -> RegistryResult:
     tags = version_lineage(run_id, run_tags) | {ACCURACY_TAG: repr(float(test_accuracy))}
     version, created = _find_or_create_version(client, name, model_uri, run_id, tags)
@@ -186,9 +200,9 @@ def _register(
         # A rerun may follow a change of test data: the tags must describe this evaluation.
         for key, value in tags.items():
             client.set_model_version_tag(name, version, key, value)
-    client.update_model_version(name, version, description=_description(tags))
 
     champion = _alias_version(client, name, CHAMPION)
+    challenger = _alias_version(client, name, CHALLENGER)
     if champion == version:
         decision = Decision("already_champion", f"v{version} is already the champion", False)
     else:
@@ -196,13 +210,24 @@ def _register(
         decision = decide(test_accuracy, champion, champion_accuracy, policy)
     if decision.promote:
         client.set_registered_model_alias(name, CHAMPION, version)
-    challenger = _newest_version(client, name)
-    client.set_registered_model_alias(name, CHALLENGER, challenger)
+        if challenger is not None:
+            client.delete_registered_model_alias(name, CHALLENGER)
+        challenger = None
+    elif decision.decision != "already_champion":
+        client.set_registered_model_alias(name, CHALLENGER, version)
+        challenger = version
     client.set_model_version_tag(name, version, DECISION_TAG, decision.decision)
     client.set_model_version_tag(name, version, REASON_TAG, decision.reason)
     # The register.* values this decision used, where it is recorded (not on the training run).
     for key, value in policy_tags(policy).items():
         client.set_model_version_tag(name, version, key, value)
+    client.update_model_version(
+        name, version, description=version_description(tags, decision, details)
+    )
+    client.update_registered_model(name, description=model_description(name, classes))
+    client.set_registered_model_tag(name, "task", "image classification (CIFAR-10)")
+    if classes:
+        client.set_registered_model_tag(name, "classes", ",".join(classes))
     log.info("registry: %s v%s: %s (%s)", name, version, decision.decision, decision.reason)
     return RegistryResult(
         status="registered",
@@ -249,20 +274,36 @@ def _champion_accuracy(client: Any, name: str, version: str) -> float | None:
         return None
 
 
-def _newest_version(client: Any, name: str) -> str:
-    newest = client.search_model_versions(
-        f"name = '{name}'", max_results=1, order_by=["version_number DESC"]
-    )
-    return str(newest[0].version)
-
-
-def _description(tags: dict[str, str]) -> str:
+def model_description(name: str, classes: list[str]) -> str:
+    """What the registered model is, how to call it and what its aliases mean (Markdown)."""
     return (
-        f"CIFAR-10 CNN trained in MLflow run {tags[RUN_ID_TAG]} at git commit "
-        f"{tags['git.commit']} (dirty: {tags['git.dirty']}); data md5 raw "
-        f"{tags['data.raw_md5']}, prepared {tags['data.prepared_md5']}; "
-        f"test accuracy {float(tags[ACCURACY_TAG]):.4f}."
+        f"**{name}**: CIFAR-10 image classifier, the classic Keras CNN trained by this "
+        "project's DVC pipeline (params.yaml pins every hyperparameter).\n\n"
+        "**Input**: raw images, N x 32 x 32 x 3 uint8 RGB pixels 0-255 "
+        '(`{"inputs": [...]}`); anything else is refused with HTTP 400.\n'
+        f"**Output**: one probability per class, columns named {', '.join(classes) or 'by class'}."
+        "\n\n"
+        "**Aliases**: `champion` is the version to serve (it moves only when a version passes "
+        "the register.* gate); `challenger` is the newest evaluated version that did not become "
+        "champion (removed when a version is promoted)."
     )
+
+
+def version_description(tags: dict[str, str], decision: Decision, details: str = "") -> str:
+    """What this version is, its data, its accuracy and the registry's decision (Markdown)."""
+    experiment = tags.get("dvc.experiment")
+    source = f" (DVC experiment `{experiment}`)" if experiment else ""
+    dirty = {"true": "with uncommitted changes", "false": "clean"}.get(tags["git.dirty"], "")
+    lines = [
+        f"**What**: CIFAR-10 CNN from MLflow run `{tags[RUN_ID_TAG]}`{source}, git commit "
+        f"`{tags['git.commit']}` {dirty}".rstrip()
+        + ".",
+        f"**Data**: {details + '; ' if details else ''}raw archive md5 `{tags['data.raw_md5']}`, "
+        f"prepared data md5 `{tags['data.prepared_md5']}`.",
+        f"**Test accuracy**: {float(tags[ACCURACY_TAG]):.4f}.",
+        f"**Decision**: {decision.decision}: {decision.reason}.",
+    ]
+    return "\n\n".join(lines)
 
 
 def failure_record(

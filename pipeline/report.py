@@ -17,10 +17,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from pipeline.atomic import atomic_path, write_text
-from pipeline.errors import PipelineError
 from pipeline.evaluation import Evaluation
 
-HISTORY_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy")
 DPI = 100
 
 
@@ -30,19 +28,6 @@ class Section:
 
     title: str
     blocks: list[str | pd.DataFrame | Path] = field(default_factory=list)
-
-
-def read_history(path: Path) -> pd.DataFrame:
-    """The per-epoch training history the train stage wrote."""
-    if not path.is_file():
-        raise PipelineError(
-            f"{path} not found: the model is not trained yet; run `dvc repro train`"
-        )
-    history = pd.read_csv(path)
-    missing = [column for column in HISTORY_COLUMNS if column not in history.columns]
-    if missing:
-        raise PipelineError(f"{path}: missing columns {missing}; rerun `dvc repro train`")
-    return history
 
 
 def plot_confusion_matrix(confusion: pd.DataFrame, path: Path) -> None:

@@ -7,3 +7,5 @@ without depending on the archive reader.
 IMAGE_SIZE = 32
 CHANNELS = 3
 NUM_CLASSES = 10
+# One image in model layout (height, width, channels): the only place this shape is spelt out.
+IMAGE_SHAPE = (IMAGE_SIZE, IMAGE_SIZE, CHANNELS)

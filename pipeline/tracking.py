@@ -32,6 +32,11 @@ def default_artifacts() -> Path:
     return workspace_root() / "mlruns"
 
 
+# Without it MLflow 3 opens an experiment on its GenAI overview (traces, tokens), not the runs.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+
+
 def tracking_uri() -> str:
     """``MLFLOW_TRACKING_URI`` if set, else the workspace's own SQLite store."""
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{default_db()}"
@@ -71,13 +76,19 @@ def use_experiment(name: str) -> str:
     client = mlflow.MlflowClient()
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
+        if experiment.tags.get(EXPERIMENT_KIND_TAG) is None:
+            client.set_experiment_tag(
+                experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND
+            )
         return experiment.experiment_id
     location = None
     if tracking_uri() == f"sqlite:///{default_db()}":
         # MLflow would otherwise put artifacts in ./mlruns of whatever the cwd happens to be.
         location = default_artifacts().as_uri()
     try:
-        return client.create_experiment(name, artifact_location=location)
+        return client.create_experiment(
+            name, artifact_location=location, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}
+        )
     except Exception:
         # Another process created it between our lookup and create.
         experiment = client.get_experiment_by_name(name)
@@ -150,36 +161,3 @@ def _file_lock(path: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def log_keras_model(model: object, name: str = "model") -> str:
-    """Log ``model`` with the keras flavor to the active run; return its model URI.
-
-    The signature is explicit (uint8 images in, float32 probabilities out) and so are the pip
-    requirements: inferring them costs ~25 s a call, and ``input_example`` breaks log_model in
-    MLflow 3.17.
-    """
-    import keras
-    import mlflow
-    import numpy as np
-    from mlflow.models import ModelSignature
-    from mlflow.types import Schema, TensorSpec
-
-    from pipeline import backend
-
-    signature = ModelSignature(
-        # Unnamed tensors: a named input makes pyfunc pass a dict that Keras warns about.
-        inputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, 32, 32, 3))]),
-        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 10))]),
-    )
-    requirements = [
-        f"mlflow=={mlflow.__version__}",
-        f"keras=={keras.__version__}",
-        # The backend package actually installed: tensorflow-cpu, CUDA tensorflow or jax (+ CUDA).
-        *backend.requirements(),
-        f"numpy=={np.__version__}",
-    ]
-    info = mlflow.keras.log_model(
-        model, name=name, signature=signature, pip_requirements=requirements
-    )
-    return info.model_uri

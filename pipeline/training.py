@@ -5,7 +5,6 @@ Backend-neutral Keras; anything backend-specific comes from ``pipeline.backend``
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import sys
@@ -17,16 +16,16 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from pipeline import backend
+from pipeline import backend, prepared
 from pipeline.checkpoints import ResumeState, TrainingCheckpoint, load_best_weights
 from pipeline.errors import PipelineError
+from pipeline.history import EpochRow
 from pipeline.model import build_model
 from pipeline.params import ModelParams, TrainParams
 from pipeline.precision import cpu_bf16_flags, resolve_precision_policy
 
 log = logging.getLogger("pipeline")
 
-EpochRow = dict[str, float]
 # Which epoch counts as "best" for train.restore_best.
 BEST_MONITOR = "val_accuracy"
 
@@ -35,25 +34,35 @@ BEST_MONITOR = "val_accuracy"
 class PreparedData:
     """The training and validation splits written by the preprocess stage."""
 
-    train_x: np.ndarray
-    train_y: np.ndarray
-    val_x: np.ndarray
-    val_y: np.ndarray
+    train: prepared.Split
+    val: prepared.Split
     classes: list[str]
     files: list[Path]
 
+    @property
+    def train_x(self) -> np.ndarray:
+        return self.train.x
+
+    @property
+    def train_y(self) -> np.ndarray:
+        return self.train.y
+
+    @property
+    def val_x(self) -> np.ndarray:
+        return self.val.x
+
+    @property
+    def val_y(self) -> np.ndarray:
+        return self.val.y
+
 
 def load_prepared(prepared_dir: Path) -> PreparedData:
-    """Load train.npz, val.npz and classes.json, or say which stage to run first."""
-    files = [prepared_dir / name for name in ("train.npz", "val.npz", "classes.json")]
-    missing = [str(path) for path in files if not path.is_file()]
-    if missing:
-        raise PipelineError(
-            f"prepared data not found ({', '.join(missing)}): run `dvc repro preprocess` first"
-        )
-    classes = json.loads(files[2].read_text())
-    with np.load(files[0]) as train, np.load(files[1]) as val:
-        return PreparedData(train["x"], train["y"], val["x"], val["y"], classes, files)
+    """Load the train and val splits and the class names, or say which stage to run first."""
+    classes = prepared.read_classes(prepared_dir)
+    train = prepared.read_split(prepared_dir, "train", len(classes))
+    val = prepared.read_split(prepared_dir, "val", len(classes))
+    files = [train.path, val.path, prepared.classes_path(prepared_dir)]
+    return PreparedData(train, val, classes, files)
 
 
 # Fraction of all steps spent warming the learning rate up, for lr_schedule: one_cycle.

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import csv
 import logging
 import os
 from collections.abc import Iterator
@@ -13,60 +12,42 @@ from typing import TYPE_CHECKING
 
 import keras
 
-from pipeline import backend
-from pipeline.atomic import (
-    atomic_path,
-    check_writable,
-    save_keras_atomically,
-    write_json,
-    write_text,
-)
+from pipeline import backend, metric_names
+from pipeline.atomic import check_writable, save_keras_atomically, write_json, write_text
 from pipeline.checkpoints import ResumeState, TrainingCheckpoint, checkpoint_key
 from pipeline.checksums import files_md5
 from pipeline.code_digest import stage_code_md5s
+from pipeline.datasets import SplitDataset, log_datasets, split_dataset
 from pipeline.errors import PipelineError
-from pipeline.lineage import lineage_tags
+from pipeline.history import EpochRow, write_history
+from pipeline.lineage import dvc_experiment, lineage_tags
 from pipeline.model import model_summary
 from pipeline.params import Params, flatten_params
 from pipeline.paths import REPO_ROOT
 from pipeline.precision import cpu_bf16_flags
 from pipeline.redact import relative_to_root
 from pipeline.run_info import RunInfo, write_run_info
+from pipeline.serving import log_served_model, model_id
 from pipeline.tracking import (
-    log_keras_model,
     prepare_tracking,
     shareable_uri,
     tracking_uri,
     use_experiment,
 )
-from pipeline.training import BEST_MONITOR, EpochRow, fit, load_prepared, precision_policy
+from pipeline.training import BEST_MONITOR, fit, load_prepared, precision_policy
 
 if TYPE_CHECKING:
     from mlflow import ActiveRun
 
 log = logging.getLogger("pipeline")
 
-HISTORY_COLUMNS = [
-    "epoch",
-    "loss",
-    "accuracy",
-    "val_loss",
-    "val_accuracy",
-    "seconds",
-    "images_per_s",
-]
-# MLflow metric names of the per-epoch history columns (epoch itself is the step).
-EPOCH_METRICS = {
-    "loss": "loss",
-    "accuracy": "accuracy",
-    "val_loss": "val_loss",
-    "val_accuracy": "val_accuracy",
-    "seconds": "epoch_seconds",
-    "images_per_s": "images_per_s",
-}
 # The params logged to the training run (see logged_params).
 LOGGED_SECTIONS = ("data.", "preprocess.", "model.", "train.")
 LOGGED_KEYS = {"mlflow.experiment_name"}
+# Final metrics measured on a split, for linking them to its dataset in MLflow.
+FINAL_ON_SPLIT = {"train": ("train_loss", "train_accuracy"), "val": ("val_loss", "val_accuracy")}
+# The key of reports/train_metrics.json that ties a DVC experiment row to its MLflow run.
+RUN_ID_KEY = "mlflow_run_id"
 
 
 @dataclass
@@ -113,7 +94,11 @@ def run_training(
         experiment_id = use_experiment(params.mlflow.experiment_name)
         resume = checkpoint.load()
         run_id = os.environ.get("MLFLOW_RUN_ID") or _resumable_run(resume, experiment_id)
-        with _open_run(run_id, experiment_id) as run:
+        experiment = dvc_experiment()
+        # A new run under `dvc exp run` is named after the DVC experiment; a resumed one keeps
+        # its name.
+        run_name = experiment[0] if experiment and run_id is None else None
+        with _open_run(run_id, experiment_id, run_name) as run:
             # Seed only now: MLflow draws the run name from Python's `random`, and seeding
             # before start_run would give every run the same name.
             backend.configure_determinism(params.train.seed, params.train.deterministic)
@@ -124,6 +109,11 @@ def run_training(
             # Which policy `mixed_precision: auto` chose here, and on what evidence.
             mlflow.set_tags({"train.precision_policy": policy, "cpu.bf16_flags": _bf16_flags_tag()})
             _relative_path_tags(run.info.run_id)
+            datasets = {
+                "train": split_dataset("train", data.train, params.data.url),
+                "val": split_dataset("val", data.val, params.data.url),
+            }
+            log_datasets(list(datasets.values()))
             if resume is not None and resume.run_id != run.info.run_id:
                 # A new run continues the checkpoint: it gets the epochs done before, too.
                 for row in resume.history:
@@ -137,12 +127,12 @@ def run_training(
                 resume,
                 log_epoch=_log_epoch_metrics,
             )
-            final = final_metrics(history, params.train.restore_best)
-            mlflow.log_metrics({f"final_{name}": value for name, value in final.items()})
             summary = model_summary(model)
             mlflow.log_text(summary, "model_summary.txt")
-            model_uri = log_keras_model(model)
-            _write_outputs(outputs, model, history, final, summary)
+            model_uri = log_served_model(model, data.classes)
+            final = final_metrics(history, params.train.restore_best)
+            _log_final_metrics(final, model_id(model_uri), datasets)
+            _write_outputs(outputs, model, history, final | {RUN_ID_KEY: run.info.run_id}, summary)
             write_run_info(
                 outputs.run_info,
                 RunInfo(
@@ -202,7 +192,9 @@ def _resumable_run(resume: ResumeState | None, experiment_id: str) -> str | None
 
 
 @contextlib.contextmanager
-def _open_run(run_id: str | None, experiment_id: str) -> Iterator[ActiveRun]:
+def _open_run(
+    run_id: str | None, experiment_id: str, run_name: str | None = None
+) -> Iterator[ActiveRun]:
     """``mlflow.start_run`` whose closing, when the body failed, cannot hide why it failed.
 
     The body may fail because the tracking server went away; marking the run FAILED then fails
@@ -210,7 +202,9 @@ def _open_run(run_id: str | None, experiment_id: str) -> Iterator[ActiveRun]:
     """
     import mlflow
 
-    run = mlflow.start_run(run_id=run_id, experiment_id=experiment_id)
+    run = mlflow.start_run(
+        run_id=run_id, experiment_id=experiment_id, run_name=run_name, log_system_metrics=True
+    )
     try:
         yield run
     except BaseException:
@@ -246,12 +240,13 @@ def _tracking_failures(uri: str, checkpoint: TrainingCheckpoint, epochs: int) ->
 def final_metrics(history: list[EpochRow], restore_best: bool) -> dict[str, float]:
     """Metrics of the epoch whose weights were kept, plus timing over the whole training."""
     kept = max(history, key=lambda row: row[BEST_MONITOR]) if restore_best else history[-1]
+    # Names unlike metrics.json's: `dvc exp show` gives a name found in two files its path.
     return {
-        "epoch": kept["epoch"],
-        "loss": kept["loss"],
-        "accuracy": kept["accuracy"],
-        "val_loss": kept["val_loss"],
         "val_accuracy": kept["val_accuracy"],
+        "val_loss": kept["val_loss"],
+        "train_accuracy": kept["accuracy"],
+        "train_loss": kept["loss"],
+        "epoch": kept["epoch"],
         "train_seconds": sum(row["seconds"] for row in history),
         "images_per_s": sum(row["images_per_s"] for row in history) / len(history),
     }
@@ -276,26 +271,44 @@ def _bf16_flags_tag() -> str:
 def _log_epoch_metrics(row: EpochRow) -> None:
     import mlflow
 
-    metrics = {name: row[column] for column, name in EPOCH_METRICS.items() if column in row}
+    metrics = {name: row[column] for column, name in metric_names.EPOCH.items() if column in row}
     mlflow.log_metrics(metrics, step=int(row["epoch"]))
+
+
+def _log_final_metrics(
+    final: dict[str, float], logged_model_id: str, datasets: dict[str, SplitDataset]
+) -> None:
+    """Log the final metrics, each linked to the logged model and the split it was measured on.
+
+    The links are what the LoggedModel page shows as the datasets the model was trained on.
+    """
+    import mlflow
+
+    on_split = {key for keys in FINAL_ON_SPLIT.values() for key in keys}
+    for split, keys in FINAL_ON_SPLIT.items():
+        mlflow.log_metrics(
+            {metric_names.final(key): final[key] for key in keys},
+            model_id=logged_model_id,
+            dataset=datasets[split].dataset,
+        )
+    rest = {metric_names.final(key): value for key, value in final.items() if key not in on_split}
+    mlflow.log_metrics(rest, model_id=logged_model_id)
 
 
 def _write_outputs(
     outputs: TrainOutputs,
     model: keras.Model,
     history: list[EpochRow],
-    final: dict[str, float],
+    final: dict[str, float | str],
     summary: str,
 ) -> None:
     """The stage's files; a failed write (full disk) is one PipelineError, each file whole."""
-    history_csv = outputs.reports_dir / "history.csv"
     try:
         save_keras_atomically(model, outputs.model)
-        with atomic_path(history_csv) as tmp, open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, HISTORY_COLUMNS, extrasaction="ignore")
-            writer.writeheader()
-            writer.writerows(history)
-        write_json(outputs.reports_dir / "train_metrics.json", final)
+        write_history(outputs.reports_dir / "history.csv", history)
+        # Rounded: float32 noise digits make `dvc exp show` columns wide and hard to read.
+        readable = {k: round(v, 4) if isinstance(v, float) else v for k, v in final.items()}
+        write_json(outputs.reports_dir / "train_metrics.json", readable)
         write_text(outputs.reports_dir / "model_summary.txt", summary)
     except OSError as exc:
         raise PipelineError(

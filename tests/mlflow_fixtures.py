@@ -2,7 +2,7 @@
 
 A tiny CNN (pipeline.model.build_model) is fitted for a few epochs on synthetic images whose
 class sets their mean colour, so it reaches a real, imperfect accuracy in about two seconds.
-It is logged to a real MLflow run with the train stage's own pipeline.tracking.log_keras_model
+It is logged to a real MLflow run with the train stage's own pipeline.serving.log_served_model
 and lineage tags, and the project folder gets the files of the train stage's contract.
 Also here: subprocess helpers to run a stage or a server and stop it by its process group.
 """
@@ -98,7 +98,7 @@ def log_training_run(tracking_uri: str, model: Any, tags: dict[str, str] | None 
     """Log ``model`` to a new FINISHED run as the train stage does; return its run.json."""
     import mlflow
 
-    from pipeline.tracking import log_keras_model
+    from pipeline.serving import log_served_model
 
     mlflow.set_tracking_uri(tracking_uri)
     client = mlflow.MlflowClient()
@@ -112,7 +112,7 @@ def log_training_run(tracking_uri: str, model: Any, tags: dict[str, str] | None 
         experiment_id=experiment_id, tags=LINEAGE if tags is None else tags
     ) as run:
         mlflow.log_params({"train.epochs": 4, "train.batch_size": 32})
-        model_uri = log_keras_model(model)
+        model_uri = log_served_model(model, list(CLASSES))
     return {
         "run_id": run.info.run_id,
         "experiment_id": experiment_id,

@@ -154,7 +154,8 @@ def team(tmp_path_factory: pytest.TempPathFactory) -> Team:
     # main's first CI run (a push): everything trains, v1 becomes champion; someone commits it.
     base = retrain(team.clone("ci-main-0"), "--base", "HEAD")
     assert base.ran() == ALL_STAGES, base.report
-    assert team.aliases() == {"champion": "1", "challenger": "1"}
+    # Promoted: no challenger (a promotion removes the candidate alias).
+    assert team.aliases() == {"champion": "1"}
     commit_results(base.repo, "results of the first training")
     return team
 
@@ -264,8 +265,13 @@ def test_main_restores_the_pr_model_and_applies_the_gate(
     registry = main_run.registry()
     assert registry["version"] == "2" and not registry["created"]
     assert registry["decision"] in {"promoted", "kept"}, registry
-    expected = "2" if registry["decision"] == "promoted" else "1"
-    assert team.aliases() == {"champion": expected, "challenger": "2"}
+    # A promoted challenger loses the alias; a kept one still holds it.
+    expected = (
+        {"champion": "2"}
+        if registry["decision"] == "promoted"
+        else {"champion": "1", "challenger": "2"}
+    )
+    assert team.aliases() == expected
     assert "champion gate applies" in main_run.report
 
 

@@ -22,6 +22,7 @@ from pipeline.evaluation import (
     mlflow_metrics,
     most_confident_mistakes,
     most_confused_pairs,
+    per_class_frame,
     predictions_frame,
 )
 from pipeline.report import Section, render_html, render_markdown
@@ -43,6 +44,7 @@ PROBS = np.array(
 )
 OUTPUT_FILES = [
     "metrics.json",
+    "per_class.csv",
     "predictions.csv",
     "confusion_matrix.csv",
     "confusion_matrix.png",
@@ -85,22 +87,31 @@ def test_predictions_frame_has_one_row_of_class_names_per_sample() -> None:
     assert frame["confidence"].tolist() == pytest.approx([0.7, 0.6, 0.8, 0.5, 0.8, 0.5])
 
 
-def test_metrics_dict_has_top_level_accuracy_and_loss() -> None:
+def test_metrics_dict_is_a_few_headline_figures_accuracy_first() -> None:
     metrics = metrics_dict(evaluate_predictions(Y_TRUE, PROBS, NAMES))
-    assert {"accuracy", "loss", "macro_precision", "macro_recall", "macro_f1"} <= metrics.keys()
-    assert metrics["per_class"]["frog"] == {
+    # dvc exp show keeps this order and gets one column per key: no per-class explosion.
+    assert list(metrics) == ["accuracy", "loss", "macro_f1", "test_images"]
+    json.dumps(metrics)  # plain JSON types only
+
+
+def test_per_class_frame_has_one_row_per_class() -> None:
+    frame = per_class_frame(evaluate_predictions(Y_TRUE, PROBS, NAMES))
+    assert list(frame.columns) == ["class", "precision", "recall", "f1", "support"]
+    assert frame.set_index("class").loc["frog"].to_dict() == {
         "precision": 1.0,
         "recall": 0.5,
         "f1": 0.666667,
         "support": 2,
     }
-    json.dumps(metrics)  # plain JSON types only
 
 
-def test_mlflow_metrics_are_prefixed_with_test() -> None:
+def test_mlflow_metrics_are_grouped_by_slash() -> None:
     metrics = mlflow_metrics(evaluate_predictions(Y_TRUE, PROBS, NAMES))
-    assert {"test_accuracy", "test_loss", "test_macro_f1", "test_f1_cat"} <= metrics.keys()
-    assert all(key.startswith("test_") for key in metrics)
+    assert {"test/accuracy", "test/loss", "test/macro_f1", "test_f1/cat"} <= metrics.keys()
+    # One UI section per group: the headline figures, then one per per-class statistic.
+    sections = {key.split("/")[0] for key in metrics}
+    assert sections == {"test", "test_precision", "test_recall", "test_f1"}
+    assert len([key for key in metrics if key.startswith("test_f1/")]) == len(NAMES)
 
 
 def test_most_confused_pairs_are_off_diagonal_by_count() -> None:
@@ -189,8 +200,8 @@ def test_stage_logs_to_the_training_run_which_stays_finished(
     run = client.get_run(run_info["run_id"])
     assert run.info.status == "FINISHED"
     metrics = json.loads((root / "reports/metrics.json").read_text())
-    assert run.data.metrics["test_accuracy"] == pytest.approx(metrics["accuracy"])
-    assert {"test_loss", "test_macro_f1", "test_recall_cat"} <= run.data.metrics.keys()
+    assert run.data.metrics["test/accuracy"] == pytest.approx(metrics["accuracy"])
+    assert {"test/loss", "test/macro_f1", "test_recall/cat"} <= run.data.metrics.keys()
     logged = {Path(f.path).name for f in client.list_artifacts(run_info["run_id"], "report")}
     assert logged == set(OUTPUT_FILES)
 
@@ -204,10 +215,12 @@ def test_stage_registers_the_model(evaluated: tuple[Path, str, dict]) -> None:
         "1",
     )
     model = mlflow.MlflowClient(registry_uri=uri).get_registered_model("cifar10-cnn")
-    assert {alias: str(v) for alias, v in model.aliases.items()} == {
-        "champion": "1",
-        "challenger": "1",
-    }
+    # Promoted: champion, and no challenger left waiting.
+    assert {alias: str(v) for alias, v in model.aliases.items()} == {"champion": "1"}
+    assert "Input" in model.description and "airplane" in model.description
+    version = mlflow.MlflowClient(registry_uri=uri).get_model_version("cifar10-cnn", "1")
+    assert "tested on 200" in version.description
+    assert "**Decision**: promoted" in version.description
 
 
 def test_rerun_overwrites_registry_json_without_a_second_version(

@@ -449,10 +449,9 @@ def test_local_run_train_and_evaluate_share_one_finished_mlflow_run(
     run = runs[0]
     assert run.info.status == "FINISHED"
     assert run.info.run_id == local_runs["first"]["model"].metadata["mlflow_run_id"]
-    assert [m.step for m in client.get_metric_history(run.info.run_id, "val_accuracy")] == [1]
-    assert {"loss", "accuracy", "val_loss", "epoch_seconds", "test_accuracy", "test_loss"} <= set(
-        run.data.metrics
-    )
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "accuracy/val")] == [1]
+    expected = {"loss/train", "accuracy/train", "loss/val", "speed/epoch_seconds"}
+    assert expected | {"test/accuracy", "test/loss"} <= set(run.data.metrics)
     # The params logged are the pipeline's, upstream ones included, not the schema defaults.
     assert run.data.params["preprocess.val_size"] == str(VAL_SIZE)
     assert run.data.params["train.epochs"] == "1"
@@ -471,10 +470,10 @@ def test_local_run_registers_a_version_and_evaluate_is_never_cached(
     assert version.run_id == run_id
     assert client.get_model_version_by_alias("cifar10-cnn", "challenger").version == version.version
     # The second pipeline run took train from the cache (same model artifact) but evaluated
-    # again: a second test_accuracy in the same run, and the same version (one per run).
+    # again: a second test/accuracy in the same run, and the same version (one per run).
     assert local_runs["second"]["model"].path == local_runs["first"]["model"].path
     assert local_runs["second"]["report"].path != local_runs["first"]["report"].path
-    assert len(client.get_metric_history(run_id, "test_accuracy")) == 2
+    assert len(client.get_metric_history(run_id, "test/accuracy")) == 2
 
 
 @pytest.mark.slow

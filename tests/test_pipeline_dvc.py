@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import json
 import os
 import re
@@ -22,6 +24,24 @@ GIT_ENV = {
     "GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@example.com",
     "GIT_COMMITTER_NAME": "test", "GIT_COMMITTER_EMAIL": "test@example.com",
 }  # fmt: skip
+
+
+# The files plots/offline_template.py inlines, as `make plots` unpacks them.
+OFFLINE_SCRIPTS = (
+    "vega-5.20.2/build/vega.min.js",
+    "vega-lite-5.2.0/build/vega-lite.min.js",
+    "vega-embed-6.18.2/build/vega-embed.min.js",
+)
+
+
+def vega_specs(page: str) -> dict[str, dict]:
+    """The Vega-Lite specs embedded in a ``dvc plots show`` page, by title."""
+    specs = {}
+    for match in re.finditer(r"var spec = (\{.*?\});\s*vegaEmbed\(", page, flags=re.S):
+        spec = json.loads(match.group(1))
+        title = spec.get("title")
+        specs[title["text"] if isinstance(title, dict) else title] = spec
+    return specs
 
 
 def project_files() -> list[str]:
@@ -118,8 +138,8 @@ def test_repro_runs_everything_then_nothing(repo: Repo) -> None:
     experiment = client.get_experiment_by_name("cifar10-cnn")
     (run,) = client.search_runs([experiment.experiment_id])
     assert run.data.params["preprocess.val_size"] == "50"
-    assert len(client.get_metric_history(run.info.run_id, "val_accuracy")) == 2
-    assert "test_accuracy" in run.data.metrics
+    assert len(client.get_metric_history(run.info.run_id, "accuracy/val")) == 2
+    assert "test/accuracy" in run.data.metrics
     run_info = json.loads((repo.root / "models" / "run.json").read_text())
     assert run_info["run_id"] == run.info.run_id
     assert (repo.root / "mlruns").is_dir(), "artifacts land beside mlflow.db in the repo"
@@ -133,9 +153,29 @@ def test_repro_runs_everything_then_nothing(repo: Repo) -> None:
     # The confusion template's Vega spec, drawn from predictions.csv, and the PNG beside it.
     assert "Confusion matrix (test set)" in page and "predictions_csv" in page
     assert 'id="reports_confusion_matrix_png"' in page
+    specs = vega_specs(page)
+    # Oriented like the PNG: predicted classes across, actual classes down.
+    confusion = specs["Confusion matrix (test set)"]["spec"]["encoding"]
+    assert (confusion["x"]["field"], confusion["y"]["field"]) == ("predicted", "actual")
+    loss = specs["Loss per epoch"]
+    assert loss["layer"][0]["encoding"]["y"]["title"] == "loss"
+    assert loss["encoding"]["x"]["axis"] == {"tickMinStep": 1, "format": "d"}, "whole epochs"
+    assert "F1 per class (test set)" in specs
 
-    # register.min_accuracy is 0 here, so the first version is both champion and challenger.
-    assert registry_state(repo) == (["1"], {"champion": "1", "challenger": "1"})
+    # `make plots`: the same page with Vega inlined from local files, no CDN.
+    vega = repo.root / "fake-vega"
+    for name in OFFLINE_SCRIPTS:
+        (vega / name).parent.mkdir(parents=True, exist_ok=True)
+        (vega / name).write_text(f"/* local {Path(name).name} */")
+    repo.run("python", "plots/offline_template.py", str(vega), "offline.html")
+    repo.run("dvc", "plots", "show", "--html-template", "offline.html", "-o", "offline_html")
+    offline = (repo.root / "offline_html" / "index.html").read_text()
+    assert "cdn.jsdelivr" in page, "the default page loads Vega from a CDN"
+    assert "<script src=" not in offline and "/* local vega-lite.min.js */" in offline
+    assert vega_specs(offline).keys() == specs.keys()
+
+    # register.min_accuracy is 0 here, so the first version is champion, and none is waiting.
+    assert registry_state(repo) == (["1"], {"champion": "1"})
 
 
 def test_params_change_reruns_only_downstream(repo: Repo) -> None:
@@ -143,7 +183,9 @@ def test_params_change_reruns_only_downstream(repo: Repo) -> None:
     repo.set_params(preprocess__val_size=60)
     assert repo.repro() == {"preprocess", "train", "evaluate"}
     versions, aliases = registry_state(repo)
-    assert versions == ["1", "2"] and aliases["challenger"] == "2"
+    # v2 is champion or challenger, depending on its accuracy on tiny data; never both.
+    assert versions == ["1", "2"] and "2" in aliases.values()
+    assert aliases.get("champion") != aliases.get("challenger")
 
 
 def test_run_cache_never_skips_registration(repo: Repo) -> None:
@@ -220,7 +262,7 @@ def test_queued_experiment_logs_to_the_workspace_store(repo: Repo) -> None:
     assert len(runs) == 1, "the queued training must log to the workspace's mlflow.db"
     (run,) = runs
     assert run.data.params["train.learning_rate"] == "0.002"
-    assert "test_accuracy" in run.data.metrics, "evaluate logs there too"
+    assert "test/accuracy" in run.data.metrics, "evaluate logs there too"
     versions = client.search_model_versions(f"name='cifar10-cnn' and run_id='{run.info.run_id}'")
     assert len(versions) == 1, "and registers the model there"
     artifacts = Path(run.info.artifact_uri.removeprefix("file://"))
@@ -250,6 +292,32 @@ def test_hint_for_a_run_missing_from_the_store_works(repo: Repo, tmp_path: Path)
     assert client.get_run(run_info["run_id"]).info.status == "FINISHED"
 
 
+def test_dvc_exp_run_names_the_mlflow_run_and_exp_show_leads_with_accuracy(repo: Repo) -> None:
+    repo.run("dvc", "exp", "run", "-n", "tiny-exp", "-S", "train.epochs=1")
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{repo.root / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("cifar10-cnn")
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    (run,) = client.search_runs(
+        [experiment.experiment_id], filter_string="tags.`dvc.experiment` = 'tiny-exp'"
+    )
+    assert run.info.run_name == "tiny-exp"
+    baseline = repo.run("git", "rev-parse", "HEAD").stdout.strip()
+    assert run.data.tags["dvc.baseline_rev"] == baseline
+    # DVC rewrote params.yaml (-S) and dvc.lock: neither makes the code dirty.
+    assert run.data.tags["git.dirty"] == "false"
+
+    rows = list(csv.DictReader(io.StringIO(repo.run("dvc", "exp", "show", "--csv").stdout)))
+    (row,) = [row for row in rows if row["Experiment"] == "tiny-exp"]
+    assert row["mlflow_run_id"] == run.info.run_id
+    columns = list(row)
+    fixed = {"Experiment", "rev", "typ", "Created", "parent", "State", "Executor"}
+    first_metric = next(column for column in columns if column not in fixed)
+    assert first_metric == "accuracy", columns
+    # No data-summary or per-class columns: a handful of metrics, then params and deps.
+    assert not [c for c in columns if "per_class" in c or "total" in c or "summary" in c]
+    assert columns.index("mlflow_run_id") < columns.index("train.epochs")
+
+
 # Last in this module on purpose: it overwrites the copy's models/ and reports/ outside DVC.
 def test_mlflow_run_uses_the_same_stage_code_and_run(repo: Repo) -> None:
     repo.repro()
@@ -275,6 +343,6 @@ def test_mlflow_run_uses_the_same_stage_code_and_run(repo: Repo) -> None:
     assert run.data.params["train.batch_size"] == "50", "params.yaml's, not a default"
     assert run.data.params["model.dense_units"] == "32"
     assert run.data.params["train.optimizer"] == "adam"
-    assert "val_accuracy" in run.data.metrics
+    assert "accuracy/val" in run.data.metrics
     run_info = json.loads((repo.root / "models" / "run.json").read_text())
     assert run_info["run_id"] == run.info.run_id

@@ -55,7 +55,7 @@ def name() -> str:
 def register(name: str, run: dict, accuracy: float, policy: RegisterParams = GATE) -> dict:
     """Register ``run``'s model with a chosen test accuracy; return registry.json's content."""
     return register_model_version(
-        name, run["model_uri"], run["run_id"], _run_tags(run), accuracy, policy
+        name, run["model_uri"], run["run_id"], _run_tags(run), accuracy, policy, mf.CLASSES
     ).to_dict()
 
 
@@ -79,11 +79,11 @@ def test_version_from_logged_model_keeps_its_run_id(runs: list[dict], name: str)
     assert version.source == runs[0]["model_uri"]
 
 
-def test_first_passing_version_becomes_champion_and_challenger(runs: list[dict], name: str) -> None:
+def test_first_passing_version_becomes_champion_only(runs: list[dict], name: str) -> None:
     result = register(name, runs[0], 0.75)
     assert (result["status"], result["version"], result["created"]) == ("registered", "1", True)
-    assert result["decision"] == "promoted"
-    assert aliases(name) == {"champion": "1", "challenger": "1"}
+    assert (result["decision"], result["challenger_version"]) == ("promoted", None)
+    assert aliases(name) == {"champion": "1"}
 
 
 def test_version_tags_and_description_link_run_commit_data_and_accuracy(
@@ -98,6 +98,11 @@ def test_version_tags_and_description_link_run_commit_data_and_accuracy(
     assert "first version" in version.tags["registry.reason"]
     for text in (runs[0]["run_id"], "0123abc", "r" * 32, "p" * 32, "0.7500"):
         assert text in version.description
+    for heading in ("**What**", "**Data**", "**Test accuracy**", "**Decision**: promoted"):
+        assert heading in version.description
+    model = mlflow.MlflowClient().get_registered_model(name)
+    assert "champion" in model.description and "challenger" in model.description
+    assert model.tags["classes"] == ",".join(mf.CLASSES)
 
 
 def test_missing_lineage_tags_read_unknown(runs: list[dict], name: str) -> None:
@@ -117,7 +122,15 @@ def test_better_version_moves_champion(runs: list[dict], name: str) -> None:
     register(name, runs[0], 0.80)
     result = register(name, runs[1], 0.81)
     assert (result["decision"], result["previous_champion_version"]) == ("promoted", "1")
-    assert aliases(name) == {"champion": "2", "challenger": "2"}
+    assert aliases(name) == {"champion": "2"}
+
+
+def test_promotion_clears_a_waiting_challenger(runs: list[dict], name: str) -> None:
+    register(name, runs[0], 0.80)
+    register(name, runs[1], 0.79)
+    assert aliases(name) == {"champion": "1", "challenger": "2"}
+    register(name, runs[2], 0.85)
+    assert aliases(name) == {"champion": "3"}
 
 
 def test_equal_accuracy_does_not_move_champion(runs: list[dict], name: str) -> None:
@@ -132,7 +145,7 @@ def test_min_improvement_is_respected(runs: list[dict], name: str) -> None:
     assert register(name, runs[1], 0.84, gate)["decision"] == "kept"
     assert aliases(name)["champion"] == "1"
     assert register(name, runs[2], 0.86, gate)["decision"] == "promoted"
-    assert aliases(name) == {"champion": "3", "challenger": "3"}
+    assert aliases(name) == {"champion": "3"}
 
 
 def test_allow_champion_false_never_moves_champion(runs: list[dict], name: str) -> None:
@@ -162,7 +175,7 @@ def test_rerun_for_same_run_creates_no_second_version(runs: list[dict], name: st
     assert (again["version"], again["created"]) == (first["version"], False)
     assert again["decision"] == "already_champion"
     assert len(mlflow.MlflowClient().search_model_versions(f"name = '{name}'")) == 1
-    assert aliases(name) == {"champion": "1", "challenger": "1"}
+    assert aliases(name) == {"champion": "1"}
 
 
 def test_rerun_of_older_run_leaves_challenger_on_newest(runs: list[dict], name: str) -> None:
@@ -218,7 +231,7 @@ mlflow.MlflowClient().search_registered_models(max_results=1)  # connected befor
 print("ready", flush=True)
 while not Path(go).exists():
     time.sleep(0.001)
-gate = RegisterParams(min_accuracy=0.7, min_improvement=0.0, allow_champion=True)
+gate = RegisterParams(min_accuracy=0.70, min_improvement=0.0, allow_champion=True)
 result = register_model_version(name, model_uri, run_id, {}, 0.8, gate)
 print(json.dumps(result.to_dict()), flush=True)
 """
@@ -248,7 +261,8 @@ def test_concurrent_registrations_of_one_run_make_one_version(
     assert len(mlflow.MlflowClient().search_model_versions(f"name = '{name}'")) == 1
     assert {result["version"] for result in results} == {"1"}
     assert sorted(result["created"] for result in results) == [False, False, False, True]
-    assert aliases(name) == {"champion": "1", "challenger": "1"}
+    # Promoted once, by the racer that created it: a promoted version is never the challenger.
+    assert aliases(name) == {"champion": "1"}
 
 
 # Holds the lock of registered model argv[1] in store argv[2] until its stdin closes.

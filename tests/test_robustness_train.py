@@ -126,7 +126,7 @@ def test_code_change_discards_the_checkpoint_and_says_why(
     assert len(runs) == 2, "a new MLflow run, not the checkpoint's"
     (new,) = [run for run_id, run in runs.items() if run_id != state["run_id"]]
     assert new.info.status == "FINISHED"
-    steps = [m.step for m in client_for(workdir).get_metric_history(new.info.run_id, "loss")]
+    steps = [m.step for m in client_for(workdir).get_metric_history(new.info.run_id, "loss/train")]
     assert sorted(steps) == [1, 2], "every epoch trained again"
 
 
@@ -236,7 +236,7 @@ def test_deleted_run_of_a_checkpoint_continues_in_a_new_run(
     (run,) = all_runs(workdir)  # search_runs lists active runs only
     assert run.info.run_id != state["run_id"] and run.info.status == "FINISHED"
     # The new run holds every epoch: those of the checkpoint, copied, and those trained since.
-    steps = [m.step for m in client_for(workdir).get_metric_history(run.info.run_id, "loss")]
+    steps = [m.step for m in client_for(workdir).get_metric_history(run.info.run_id, "loss/train")]
     assert sorted(steps) == [1, 2]
     # 5. The training run carries what the training read, not evaluate's register.* gate.
     assert run.data.params["train.epochs"] == "2"

@@ -42,7 +42,14 @@ pytestmark = [
 
 EXPERIMENT = "cifar10-cnn"
 MODEL = "cifar10-cnn"
-EPOCH_METRICS = ["loss", "accuracy", "val_loss", "val_accuracy", "epoch_seconds", "images_per_s"]
+EPOCH_METRICS = [
+    "loss/train",
+    "accuracy/train",
+    "loss/val",
+    "accuracy/val",
+    "speed/epoch_seconds",
+    "speed/images_per_s",
+]
 # Small but not tiny: this machine is shared, and a request may wait seconds for a CPU.
 CLIENT_ENV = {
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
@@ -324,7 +331,7 @@ def test_pipeline_end_to_end_read_back_by_another_client(
         assert run["info"]["status"] == "FINISHED"
         assert run["info"]["experiment_id"] == experiment["experiment_id"]
         assert as_dict(run["data"]["params"])["train.epochs"] == "2"
-        assert 0.0 <= as_dict(run["data"]["metrics"])["test_accuracy"] <= 1.0
+        assert 0.0 <= as_dict(run["data"]["metrics"])["test/accuracy"] <= 1.0
         assert as_dict(run["data"]["tags"])["mlflow.user"] == "trainer"
         for metric in EPOCH_METRICS:
             assert metric_steps(server, run_id, metric) == [1, 2], metric
@@ -338,7 +345,7 @@ def test_pipeline_end_to_end_read_back_by_another_client(
         assert status == 200 and png[:8] == b"\x89PNG\r\n\x1a\n"
     stored = list((server.folder / "artifacts").rglob("confusion_matrix.png"))
     assert len(stored) == 2, "artifacts land in the server's --artifacts-destination"
-    assert set(aliases(server)) == {"champion", "challenger"}
+    assert "champion" in aliases(server)
     assert {v["run_id"] for v in model_versions(server)} == set(two_pipelines["run_ids"])
 
 
@@ -370,13 +377,15 @@ def test_two_trainings_at_once_leave_a_consistent_registry(
     numbers = sorted(int(v["version"]) for v in versions)
     assert numbers == [1, 2], "one version per training, no gaps"
     current = aliases(server)
-    assert current["challenger"] == "2", "challenger is the newest version"
+    # v1 was promoted (first champion); v2 either beat it (promoted: no challenger left) or not
+    # (kept: the challenger).
+    assert current in ({"champion": "2"}, {"champion": "1", "challenger": "2"}), current
     for version in versions:
         tags = as_dict(version["tags"])
         run = get_run(server, version["run_id"])
         assert tags["run_id"] == version["run_id"]
         assert float(tags["test_accuracy"]) == pytest.approx(
-            as_dict(run["data"]["metrics"])["test_accuracy"]
+            as_dict(run["data"]["metrics"])["test/accuracy"]
         )
         assert tags["data.prepared_md5"] == as_dict(run["data"]["tags"])["data.prepared_md5"]
         assert tags["registry.decision"] in {"promoted", "kept"}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
@@ -96,7 +97,11 @@ def test_pyfunc_champion_predicts_probabilities_from_raw_images(
     x, stage = test_images
     mlflow.set_tracking_uri(champion[1])
     model = mlflow.pyfunc.load_model(CHAMPION_URI)
-    probabilities = np.asarray(model.predict(x))
+    predictions = model.predict(x)
+    # The class names travel with the model: its output columns, in the signature too.
+    assert list(predictions.columns) == mf.CLASSES
+    assert model.metadata.signature.outputs.input_names() == mf.CLASSES
+    probabilities = predictions.to_numpy()
     assert probabilities.dtype == np.float32
     assert_match_stage(probabilities, stage)
 
@@ -106,7 +111,30 @@ def test_models_serve_answers_invocations(
 ) -> None:
     x, stage = test_images
     answer = mf.http_json(f"{servers['serve']}/invocations", {"inputs": x[:2].tolist()})
-    assert_match_stage(np.asarray(answer["predictions"], dtype=np.float32), stage.head(2))
+    # One record per image, keyed by class name.
+    assert [list(row) for row in answer["predictions"]] == [mf.CLASSES] * 2
+    rows = [[row[name] for name in mf.CLASSES] for row in answer["predictions"]]
+    assert_match_stage(np.asarray(rows, dtype=np.float32), stage.head(2))
+
+
+@pytest.mark.parametrize(
+    ("scale", "shift", "detail"),
+    [(1 / 255, 0, "not all whole numbers"), (1, 300, "from 300 to"), (1, -1, "from -1 to")],
+)
+def test_models_serve_refuses_pixels_that_are_not_uint8(
+    servers: dict[str, str],
+    test_images: tuple[np.ndarray, pd.DataFrame],
+    scale: float,
+    shift: int,
+    detail: str,
+) -> None:
+    # Pixels scaled to 0..1 were once cast to 0 and answered as an all-black image with a 200.
+    pixels = (test_images[0][:2].astype(np.float64) * scale + shift).tolist()
+    with pytest.raises(urllib.error.HTTPError) as error:
+        mf.http_json(f"{servers['serve']}/invocations", {"inputs": pixels})
+    body = json.loads(error.value.read())
+    assert error.value.code == 400
+    assert "uint8 pixels 0-255 expected" in body["message"] and detail in body["message"]
 
 
 def api(servers: dict[str, str], endpoint: str, payload: object = None, **query: str) -> dict:
@@ -128,7 +156,7 @@ def test_ui_server_shows_run_metrics_report_and_aliases(
     (run,) = [r for r in found["runs"] if r["info"]["run_id"] == run_id]
     assert run["info"]["status"] == "FINISHED"
     metrics = {m["key"]: m["value"] for m in run["data"]["metrics"]}
-    assert {"test_accuracy", "test_loss", "test_macro_f1"} <= metrics.keys()
+    assert {"test/accuracy", "test/loss", "test/macro_f1"} <= metrics.keys()
 
     listed = api(servers, "artifacts/list", run_id=run_id, path="report")
     names = {Path(f["path"]).name for f in listed["files"]}
@@ -136,6 +164,6 @@ def test_ui_server_shows_run_metrics_report_and_aliases(
 
     model = api(servers, "registered-models/get", name=MODEL)["registered_model"]
     aliases = {a["alias"]: a["version"] for a in model["aliases"]}
-    assert aliases == {"champion": "1", "challenger": "1"}
+    assert aliases == {"champion": "1"}
     with urllib.request.urlopen(f"{servers['ui']}/", timeout=30) as page:
         assert b"MLflow" in page.read()

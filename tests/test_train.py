@@ -15,6 +15,7 @@ import mlflow
 import numpy as np
 import pytest
 
+from pipeline.checksums import file_md5
 from pipeline.model import build_model
 from pipeline.precision import cpu_bf16_flags
 from tests.conftest import (
@@ -132,23 +133,50 @@ def first_checkpoint_state(
     return None
 
 
+# What `dvc exp run` puts in a stage's environment; system metrics sampled fast enough to show.
+DVC_EXP_ENV = {
+    "DVC_EXP_NAME": "quick-brown-fox",
+    "DVC_EXP_BASELINE_REV": "0123456789abcdef0123456789abcdef01234567",
+    "MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL": "0.5",
+    "MLFLOW_SYSTEM_METRICS_SAMPLES_BEFORE_LOGGING": "1",
+}
+
+
 def test_train_stage_leaves_one_complete_mlflow_run(workdir: Path, prepared_dir: Path) -> None:
     result = run_stage("train", *train_args(workdir, prepared_dir, "train.epochs=2"),
-                       env=store_env(workdir))  # fmt: skip
+                       env=store_env(workdir) | DVC_EXP_ENV)  # fmt: skip
     assert result.returncode == 0, result.stderr
 
     runs = all_runs(workdir)
     assert len(runs) == 1
     run = runs[0]
     assert run.info.status == "FINISHED"
+    # Named and tagged after the DVC experiment that ran it.
+    assert run.info.run_name == "quick-brown-fox"
+    assert run.data.tags["dvc.experiment"] == "quick-brown-fox"
+    assert run.data.tags["dvc.baseline_rev"] == DVC_EXP_ENV["DVC_EXP_BASELINE_REV"]
+    experiment = client_for(workdir).get_experiment(run.info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
     assert run.data.params["train.epochs"] == "2"
     assert run.data.params["model.dense_units"] == "512"
     assert run.data.params["preprocess.val_size"] == "5000"
     client = client_for(workdir)
-    for metric in ("loss", "accuracy", "val_loss", "val_accuracy", "epoch_seconds", "images_per_s"):
+    for metric in ("loss/train", "loss/val", "accuracy/train", "accuracy/val",
+                   "speed/epoch_seconds", "speed/images_per_s"):  # fmt: skip
         steps = [m.step for m in client.get_metric_history(run.info.run_id, metric)]
         assert sorted(steps) == [1, 2], metric
-    assert "final_val_accuracy" in run.data.metrics
+    assert "final/val_accuracy" in run.data.metrics
+    assert any(key.startswith("system/cpu") for key in run.data.metrics), run.data.metrics.keys()
+
+    # Train and val as MLflow datasets: digest = md5 of the npz, source = data.url, row counts.
+    inputs = {i.dataset.name: i for i in client.get_run(run.info.run_id).inputs.dataset_inputs}
+    assert set(inputs) == {"cifar10-train", "cifar10-val"}
+    train_input = inputs["cifar10-train"]
+    assert train_input.dataset.digest == file_md5(prepared_dir / "train.npz")
+    assert json.loads(train_input.dataset.source)["url"].startswith("https://")
+    assert json.loads(train_input.dataset.profile)["features_shape"] == [200, 32, 32, 3]
+    tags = {tag.key: tag.value for tag in train_input.tags}
+    assert tags == {"mlflow.data.context": "training", "rows": "200"}
     tags = run.data.tags
     for tag in ("git.commit", "git.dirty", "data.raw_md5", "data.prepared_md5", "python.version",
                 "keras.version", "keras.backend", "backend.version", "device",
@@ -166,6 +194,9 @@ def test_train_stage_leaves_one_complete_mlflow_run(workdir: Path, prepared_dir:
         info["model_uri"].removeprefix("models:/")
     )
     assert logged.source_run_id == run.info.run_id
+    # The logged model's metrics name the data they were measured on.
+    linked = {(m.key, m.dataset_name) for m in logged.metrics}
+    assert {("final/val_accuracy", "cifar10-val"), ("final/train_loss", "cifar10-train")} <= linked
     artifacts = [a.path for a in client.list_artifacts(run.info.run_id)]
     assert "model_summary.txt" in artifacts
 
@@ -183,6 +214,7 @@ def test_train_stage_leaves_one_complete_mlflow_run(workdir: Path, prepared_dir:
     assert "Param #" in summary and "9,248" in summary and "Trainable params: 276,138" in summary
     metrics = json.loads((workdir / "reports" / "train_metrics.json").read_text())
     assert metrics["epoch"] == 2
+    assert metrics["mlflow_run_id"] == run.info.run_id
     assert not any((workdir / "checkpoints").iterdir()), "a finished run removes its checkpoint"
 
 
@@ -205,10 +237,10 @@ def test_same_seed_same_weights_other_seed_other_weights(
 
     (weights_a, metrics_a), (weights_b, metrics_b), (weights_c, metrics_c) = outcomes.values()
     assert all(np.array_equal(a, b) for a, b in zip(weights_a, weights_b, strict=True))
-    for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+    for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy"):
         assert metrics_a[key] == metrics_b[key], key
     assert not all(np.array_equal(a, c) for a, c in zip(weights_a, weights_c, strict=True))
-    assert metrics_a["loss"] != metrics_c["loss"]
+    assert metrics_a["train_loss"] != metrics_c["train_loss"]
     # Seeding must not leak into MLflow's random run names.
     assert run_names[0] != run_names[1]
 
@@ -237,7 +269,7 @@ def test_killed_training_resumes_after_last_finished_epoch(tmp_path: Path) -> No
     assert len(runs) == 1, "the resumed training continues the same MLflow run"
     assert runs[0].info.run_id == state["run_id"]
     assert runs[0].info.status == "FINISHED"
-    steps = [m.step for m in client_for(workdir).get_metric_history(state["run_id"], "val_loss")]
+    steps = [m.step for m in client_for(workdir).get_metric_history(state["run_id"], "loss/val")]
     assert sorted(steps) == [1, 2, 3]
     rows = (workdir / "reports" / "history.csv").read_text().splitlines()[1:]
     assert [row.split(",")[0] for row in rows] == ["1", "2", "3"]
@@ -269,7 +301,7 @@ def test_uses_the_run_named_by_mlflow_run_id(workdir: Path, prepared_dir: Path) 
     assert result.returncode == 0, result.stderr
     runs = all_runs(workdir)
     assert [run.info.run_id for run in runs] == [outer.info.run_id]
-    assert "val_accuracy" in runs[0].data.metrics
+    assert "accuracy/val" in runs[0].data.metrics
 
 
 def test_nan_loss_stops_with_clear_error_and_no_model(workdir: Path, prepared_dir: Path) -> None:
