@@ -24,6 +24,8 @@ from tests.conftest import (
     free_port,
     repo_params,
     run_stage,
+    store_env,
+    train_args,
     write_prepared,
 )
 
@@ -77,24 +79,6 @@ def test_augmentation_changes_training_inputs_only() -> None:
 def workdir(tmp_path: Path) -> Path:
     (tmp_path / "mlruns").mkdir()
     return tmp_path
-
-
-def train_args(workdir: Path, prepared: Path, *sets: str) -> list[str]:
-    args = [
-        "--prepared-dir", str(prepared),
-        "--models-dir", str(workdir / "models"),
-        "--reports-dir", str(workdir / "reports"),
-        "--checkpoints-dir", str(workdir / "checkpoints"),
-        "--archive", str(workdir / "no-archive.tar.gz"),
-        "--set", "train.batch_size=50",
-    ]  # fmt: skip
-    for item in sets:
-        args += ["--set", item]
-    return args
-
-
-def store_env(workdir: Path) -> dict[str, str]:
-    return {"MLFLOW_TRACKING_URI": f"sqlite:///{workdir / 'mlflow.db'}"}
 
 
 def client_for(workdir: Path) -> mlflow.MlflowClient:
