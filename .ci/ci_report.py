@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import csv
 import json
-import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from pipeline.redact import redact_uri
 
 TITLE = "CI retraining report"
 
@@ -39,22 +40,10 @@ class Facts:
     base_metrics: dict[str, Any] | None = None
 
 
-def mask_credentials(uri: str) -> str:
-    """``uri`` with any user:password in it and any query string replaced by ``***``."""
-    parts = urllib.parse.urlsplit(uri)
-    if not parts.netloc:
-        return uri
-    netloc = parts.netloc
-    if "@" in netloc:
-        netloc = "***@" + netloc.rsplit("@", 1)[1]
-    query = "***" if parts.query else ""
-    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
-
-
 def mlflow_run_link(run_info: Mapping[str, Any]) -> str:
     """A markdown link to the run in the MLflow UI, or its id and (masked) store for file stores."""
     run_id, experiment_id = run_info.get("run_id", "?"), run_info.get("experiment_id", "?")
-    uri = mask_credentials(str(run_info.get("tracking_uri", "")))
+    uri = redact_uri(str(run_info.get("tracking_uri", "")))
     if uri.startswith(("http://", "https://")) and "***@" not in uri and "?" not in uri:
         return f"[{run_id}]({uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id})"
     return f"`{run_id}` (experiment {experiment_id}) in `{uri}`"

@@ -35,6 +35,7 @@ import ci_report  # noqa: E402
 from pipeline.atomic import write_text  # noqa: E402
 from pipeline.errors import PipelineError  # noqa: E402
 from pipeline.params import load_params  # noqa: E402
+from stages.cli import add_override_option  # noqa: E402
 
 PR_OVERRIDE = "register.allow_champion=false"
 # dvc, and the `python -m stages.X` that dvc.yaml runs, must be this interpreter's environment.
@@ -288,13 +289,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help=f"a pull-request run: adds --set {PR_OVERRIDE} (last, so it wins)",
     )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a param, written into params.yaml before dvc repro (repeatable)",
+    add_override_option(
+        parser, "override a param, written into params.yaml before dvc repro (repeatable)"
     )
     parser.add_argument(
         "--require-gpu",

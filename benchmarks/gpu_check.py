@@ -139,7 +139,7 @@ def measure(args: argparse.Namespace, result: dict[str, Any]) -> None:
             f"{backend.name()} sees no GPU (driver, CUDA_VISIBLE_DEVICES, a CUDA build of "
             f"{backend.name()}?); --allow-cpu runs this on the CPU"
         )
-    # The train stage's choice (float16 on a GPU, bfloat16 on an AMX CPU, else float32).
+    # The train stage's choice (float16 on a GPU, bfloat16 on a CPU with bf16 math, else float32).
     keras.mixed_precision.set_global_policy(precision_policy(params.train.mixed_precision))
     result.update(
         backend_version=backend.version(),

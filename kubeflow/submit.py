@@ -21,7 +21,7 @@ import yaml
 from kubeflow.compile import OUTPUT
 from kubeflow.runtime import dotted_name, flat_name, stage_params, to_pipeline_value
 from pipeline.errors import ParamsError, PipelineError
-from stages.cli import call_stage
+from stages.cli import add_override_option, call_stage
 
 log = logging.getLogger("pipeline")
 
@@ -124,14 +124,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--package", type=Path, default=OUTPUT, help="compiled pipeline YAML")
     parser.add_argument("--experiment", default="cifar10-cnn", help="KFP experiment of the run")
     parser.add_argument("--run-name", help="name of the run (KFP picks one if left out)")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override one parameter, e.g. --set train.epochs=2 (repeatable)",
-    )
+    add_override_option(parser, "override one parameter, e.g. --set train.epochs=2 (repeatable)")
     parser.add_argument(
         "--no-cache", action="store_true", help="rerun every task, ignoring KFP's cache"
     )

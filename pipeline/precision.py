@@ -1,9 +1,11 @@
 """Which Keras dtype policy ``train.mixed_precision`` means on this machine (no Keras import).
 
-Measured in docs/benchmarks.md: on a Xeon with AMX-BF16, bfloat16 trained the reference
-configuration at 2.4x the images/s of float32 with the same test accuracy (issue 16); on an AMD
-EPYC with AVX512-BF16 but no AMX it ran at the speed of float32 (1.02x), so there ``auto`` keeps
-float32. In both runs bfloat16's test accuracy matched float32's within the epoch-to-epoch noise.
+Measured in docs/benchmarks.md: bfloat16 trained the reference configuration at 1.8x the
+images/s of float32 on an AMD EPYC with AVX512-BF16 (quiet machine, same run) and at 2.4x on a
+Xeon with AMX-BF16 (issue 16), with the same final test accuracy within the seed-to-seed noise.
+So ``auto`` picks bfloat16 on any CPU with native bf16 math and float32 on the others.
+(An earlier run on the EPYC under a load average of 20 saw no gain: the oversubscribed cores,
+not the math, set the pace there.)
 """
 
 from __future__ import annotations
@@ -12,8 +14,6 @@ from pathlib import Path
 
 # CPU flags (/proc/cpuinfo) of native bfloat16 math that oneDNN can use for bf16 layers.
 BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
-# The one that made bf16 training faster than float32 when measured: AMX tiles.
-FAST_BF16_CPU_FLAG = "amx_bf16"
 
 
 def cpu_bf16_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> list[str]:
@@ -33,9 +33,9 @@ def resolve_precision_policy(setting: str, has_gpu: bool, bf16_flags: list[str])
     """The Keras dtype policy for ``train.mixed_precision`` (``auto``, ``on`` or ``off``).
 
     Mixed precision is float16 on a GPU and bfloat16 on a CPU. ``auto`` turns it on with a GPU,
-    and on a CPU only where bf16 was measured to pay off (AMX-BF16).
+    and on a CPU with native bf16 math (any of BF16_CPU_FLAGS).
     """
     mixed = "mixed_float16" if has_gpu else "mixed_bfloat16"
     if setting == "auto":
-        return mixed if has_gpu or FAST_BF16_CPU_FLAG in bf16_flags else "float32"
+        return mixed if has_gpu or bf16_flags else "float32"
     return mixed if setting == "on" else "float32"

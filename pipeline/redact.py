@@ -26,6 +26,12 @@ def redact(text: str) -> str:
     return _USERINFO.sub(mask, text)
 
 
+def redact_uri(uri: str) -> str:
+    """``uri`` as :func:`redact` shows it, its query string masked too (it may hold a token)."""
+    base, question, _ = redact(uri).partition("?")
+    return f"{base}?{MASK}" if question else base
+
+
 def relative_to_root(value: str, root: Path) -> str:
     """``value`` with the absolute path ``root`` (also as a ``file://`` URI) made relative.
 

@@ -53,35 +53,46 @@ def build_parser(
     parser.add_argument(
         "--params", type=Path, default=Path("params.yaml"), help="params file to read"
     )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override one param, e.g. --set train.epochs=2 (repeatable; validated like the file)",
+    add_override_option(
+        parser,
+        "override one param, e.g. --set train.epochs=2 (repeatable, validated like the file)",
     )
-    parser.add_argument(
-        "--set-given",
+    add_override_option(
+        parser,
+        "like --set, but skipped when VALUE is empty (an MLproject parameter left out)",
+        flag="--set-given",
         dest="given",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="like --set, but skipped when VALUE is empty (an MLproject parameter left out)",
     )
-    parser.add_argument(
-        "--set-all",
+    add_override_option(
+        parser,
+        "several --set overrides in one shell-quoted string (MLproject's `set` parameter)",
+        flag="--set-all",
         dest="set_all",
-        action="append",
-        default=[],
         metavar="'KEY=VALUE ...'",
-        help="several --set overrides in one shell-quoted string (MLproject's `set` parameter)",
     )
     for option in path_options:
         default, help_text = PATH_OPTIONS[option]
         flag = "--" + option.replace("_", "-")
         parser.add_argument(flag, dest=option, type=Path, default=default, help=help_text)
     return parser
+
+
+def add_override_option(
+    parser: argparse.ArgumentParser,
+    help_text: str,
+    *,
+    flag: str = "--set",
+    dest: str = "overrides",
+    metavar: str = "KEY=VALUE",
+) -> None:
+    """A repeatable ``--set KEY=VALUE`` option, collected into ``args.<dest>`` (a list).
+
+    Every command line that takes params overrides (the stages, .ci/retrain.py,
+    kubeflow/submit.py) declares it through here, so the flag reads the same everywhere.
+    """
+    parser.add_argument(
+        flag, dest=dest, action="append", default=[], metavar=metavar, help=help_text
+    )
 
 
 def check_path_kinds(paths: dict[str, Path]) -> None:

@@ -64,6 +64,26 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def train_args(folder: Path, prepared: Path, *sets: str) -> list[str]:
+    """Arguments of the train stage with every output under ``folder`` and batch 50."""
+    args = [
+        "--prepared-dir", str(prepared),
+        "--models-dir", str(folder / "models"),
+        "--reports-dir", str(folder / "reports"),
+        "--checkpoints-dir", str(folder / "checkpoints"),
+        "--archive", str(folder / "no-archive.tar.gz"),
+        "--set", "train.batch_size=50",
+    ]  # fmt: skip
+    for item in sets:
+        args += ["--set", item]
+    return args
+
+
+def store_env(folder: Path) -> dict[str, str]:
+    """An MLflow tracking store of its own in ``folder``."""
+    return {"MLFLOW_TRACKING_URI": f"sqlite:///{folder / 'mlflow.db'}"}
+
+
 def run_stage(
     stage: str,
     *args: str | Path,

@@ -18,6 +18,7 @@ from pathlib import Path
 import mlflow
 import pytest
 
+from pipeline.redact import redact_uri
 from tests.cifar_archive import build_archive
 from tests.conftest import REPO_ROOT
 from tests.test_pipeline_dvc import Repo, project_files
@@ -316,8 +317,8 @@ def test_require_gpu_without_one_fails_fast(team: Team) -> None:
 
 def test_credentials_are_masked_in_links() -> None:
     assert (
-        ci_report.mask_credentials("https://bob:s3cret@mlflow.example.com:5000/x?token=abc")
-        == "https://***@mlflow.example.com:5000/x?***"
+        redact_uri("https://bob:s3cret@mlflow.example.com:5000/x?token=abc")
+        == "https://bob:***@mlflow.example.com:5000/x?***"
     )
     link = ci_report.mlflow_run_link(
         {"run_id": "r1", "experiment_id": "7", "tracking_uri": "https://mlflow.example.com/"}
@@ -326,4 +327,4 @@ def test_credentials_are_masked_in_links() -> None:
     secret = ci_report.mlflow_run_link(
         {"run_id": "r1", "experiment_id": "7", "tracking_uri": "https://u:p@h.example.com"}
     )
-    assert "u:p" not in secret and "***@h.example.com" in secret
+    assert "u:p" not in secret and "u:***@h.example.com" in secret

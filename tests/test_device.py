@@ -16,7 +16,7 @@ import pytest
 from packaging.requirements import Requirement
 
 from pipeline.backend import backend_requirements
-from tests.conftest import REPO_ROOT, run_stage
+from tests.conftest import REPO_ROOT, run_stage, store_env, train_args
 
 BACKENDS = ["tensorflow", "jax"]
 
@@ -28,32 +28,13 @@ def locked_versions() -> dict[str, set[str]]:
     return versions
 
 
-def train_args(tmp_path: Path, prepared_dir: Path, *sets: str) -> list[str]:
-    args = [
-        "--prepared-dir", str(prepared_dir),
-        "--models-dir", str(tmp_path / "models"),
-        "--reports-dir", str(tmp_path / "reports"),
-        "--checkpoints-dir", str(tmp_path / "checkpoints"),
-        "--archive", str(tmp_path / "no-archive.tar.gz"),
-        "--set", "train.epochs=1",
-        "--set", "train.batch_size=50",
-    ]  # fmt: skip
-    for item in sets:
-        args += ["--set", item]
-    return args
-
-
-def store_env(tmp_path: Path) -> dict[str, str]:
-    return {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
-
-
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_device_gpu_without_a_gpu_fails_before_any_run_or_output(
     tmp_path: Path, prepared_dir: Path, backend: str
 ) -> None:
     result = run_stage(
         "train",
-        *train_args(tmp_path, prepared_dir, "train.device=gpu"),
+        *train_args(tmp_path, prepared_dir, "train.epochs=1", "train.device=gpu"),
         env={**store_env(tmp_path), "KERAS_BACKEND": backend},
     )
     assert result.returncode == 1
@@ -77,7 +58,13 @@ def cpu_training(
     tmp_path = tmp_path_factory.mktemp(f"cpu-{backend}")
     result = run_stage(
         "train",
-        *train_args(tmp_path, prepared_dir, "train.device=cpu", "train.steps_per_execution=2"),
+        *train_args(
+            tmp_path,
+            prepared_dir,
+            "train.epochs=1",
+            "train.device=cpu",
+            "train.steps_per_execution=2",
+        ),
         env={**store_env(tmp_path), "KERAS_BACKEND": backend},
     )
     assert result.returncode == 0, result.stderr

