@@ -15,6 +15,7 @@ from typing import Any
 
 from benchmarks.common import REPO_ROOT, machine_info, read_json
 from benchmarks.time_to_accuracy import REFERENCE, summarise
+from benchmarks.train_throughput import steps_per_execution_side
 from benchmarks.train_throughput import summary as throughput_summary
 from pipeline.params import load_params
 
@@ -317,25 +318,26 @@ def side_policy(side: str, stage_default: str | None) -> str | None:
 
 def steps_per_execution_row(rounds: list[dict], gpu: list[dict]) -> tuple[str, str, str]:
     """params.yaml's train.steps_per_execution against 1, on this CPU and on the GPU runs."""
-    chosen = load_params(REPO_ROOT / "params.yaml").train.steps_per_execution
+    train = load_params(REPO_ROOT / "params.yaml").train
+    chosen, other = train.steps_per_execution, steps_per_execution_side(train)
     found = []
     # Per round (the two sides minutes apart), then the mean: load drifts between rounds.
-    side = f"stage_spe{chosen}"
+    side = f"stage_spe{other}"
     ratios = [
-        r[side]["images_per_s"] / r["stage"]["images_per_s"]
+        r["stage"]["images_per_s"] / r[side]["images_per_s"]
         for r in rounds
         if side in r and "stage" in r
     ]
     if ratios:
         found.append(
-            f"CPU {sum(ratios) / len(ratios):.2f}x the images/s of 1 (rounds: "
+            f"CPU {sum(ratios) / len(ratios):.2f}x the images/s of {other} (rounds: "
             f"{', '.join(f'{ratio:.2f}' for ratio in ratios)})"
         )
     by_spe = {run["steps_per_execution"]: run for run in gpu if run["epochs"] >= 50}
     if chosen in by_spe and 1 in by_spe:
         run, single = by_spe[chosen], by_spe[1]
         ratio = run["mean_images_per_s_after_first"] / single["mean_images_per_s_after_first"]
-        found.append(f"{run['device']} {ratio:.2f}x")
+        found.append(f"{run['device']} {ratio:.2f}x the images/s of 1")
     return (
         f"`train.steps_per_execution` default ({chosen}) chosen by measurement",
         "; ".join(found) or NOT_MEASURED,

@@ -2,8 +2,9 @@
 
 Each round runs, one after the other in fresh processes, the reference way
 (``benchmarks.reference``), the train stage as ``dvc repro`` runs it (``python -m stages.train``,
-MLflow tracking included, params.yaml defaults) and, on a CPU with native bf16, the train stage
-in float32 too. The order rotates every round so drift in the machine's load does not favour one
+MLflow tracking included, params.yaml defaults), the stage with the other steps_per_execution
+(1 where the defaults use more) and, on a CPU with native bf16, the stage in the precision its
+defaults did not pick. The order rotates every round so drift in the machine's load does not favour one
 side. Peak RSS is each child's own ``ru_maxrss`` (``wait4``).
 
     python -m benchmarks.train_throughput --prepared-dir D --epochs 2 --rounds 2 --out t.json
@@ -27,10 +28,16 @@ from benchmarks.common import (
     run_measured,
     write_json,
 )
+from pipeline.params import TrainParams, load_params
 from pipeline.precision import cpu_bf16_flags, resolve_precision_policy
 
 # The steps_per_execution that doubled GPU throughput (benchmarks/results/gpu-h200/).
 SPE_CANDIDATE = 16
+
+
+def steps_per_execution_side(train: TrainParams) -> int:
+    """The steps_per_execution to compare the defaults with: 1 if they use more, else 16."""
+    return 1 if train.steps_per_execution != 1 else SPE_CANDIDATE
 
 
 def run_reference(prepared: Path, epochs: int, work: Path) -> dict:
@@ -124,8 +131,9 @@ def main(argv: list[str] | None = None) -> None:
         sides[f"stage_{other}"] = [
             f'train.mixed_precision="{"off" if other == "float32" else "on"}"'
         ]
-    # The defaults with more steps per compiled call: the evidence for train.steps_per_execution.
-    sides[f"stage_spe{SPE_CANDIDATE}"] = [f"train.steps_per_execution={SPE_CANDIDATE}"]
+    # The defaults with the other steps_per_execution: the evidence for that default.
+    other_spe = steps_per_execution_side(load_params(REPO_ROOT / "params.yaml").train)
+    sides[f"stage_spe{other_spe}"] = [f"train.steps_per_execution={other_spe}"]
     result: dict = {
         "machine": machine_info(),
         "epochs": args.epochs,
