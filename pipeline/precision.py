@@ -29,13 +29,17 @@ def cpu_bf16_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> list[str]:
     return [flag for flag in BF16_CPU_FLAGS if flag in flags]
 
 
-def resolve_precision_policy(setting: str, has_gpu: bool, bf16_flags: list[str]) -> str:
+def resolve_precision_policy(
+    setting: str, has_gpu: bool, bf16_flags: list[str], backend: str = "tensorflow"
+) -> str:
     """The Keras dtype policy for ``train.mixed_precision`` (``auto``, ``on`` or ``off``).
 
     Mixed precision is float16 on a GPU and bfloat16 on a CPU. ``auto`` turns it on with a GPU,
-    and on a CPU with native bf16 math (any of BF16_CPU_FLAGS).
+    and on a CPU with native bf16 math (any of BF16_CPU_FLAGS) under TensorFlow, whose oneDNN
+    kernels were measured; JAX on a CPU keeps float32 (its bf16 speed was not measured).
     """
     mixed = "mixed_float16" if has_gpu else "mixed_bfloat16"
     if setting == "auto":
-        return mixed if has_gpu or bf16_flags else "float32"
+        cpu_bf16 = bool(bf16_flags) and backend == "tensorflow"
+        return mixed if has_gpu or cpu_bf16 else "float32"
     return mixed if setting == "on" else "float32"

@@ -71,7 +71,9 @@ ONE_CYCLE_WARMUP = 0.2
 
 def precision_policy(setting: str) -> str:
     """:func:`resolve_precision_policy` for this machine."""
-    return resolve_precision_policy(setting, bool(backend.gpu_names()), cpu_bf16_flags())
+    return resolve_precision_policy(
+        setting, bool(backend.gpu_names()), cpu_bf16_flags(), backend.name()
+    )
 
 
 def learning_rate(train_params: TrainParams, steps_per_epoch: int) -> float | object:

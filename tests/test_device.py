@@ -16,6 +16,7 @@ import pytest
 from packaging.requirements import Requirement
 
 from pipeline.backend import backend_requirements
+from pipeline.precision import cpu_bf16_flags, resolve_precision_policy
 from tests.conftest import REPO_ROOT, run_stage, store_env, train_args
 
 BACKENDS = ["tensorflow", "jax"]
@@ -77,8 +78,9 @@ def test_train_stage_says_how_it_trains(cpu_training: tuple[str, Path, str]) -> 
     (line,) = [line for line in log.splitlines() if line.startswith("training on ")]
     # XLA/JIT: Keras compiles with XLA on JAX always, on TensorFlow only with a GPU.
     jit = "on" if backend == "jax" else "off"
+    policy = resolve_precision_policy("auto", False, cpu_bf16_flags(), backend)
     assert line in {
-        f"training on cpu, backend {backend} {v}, precision policy float32, "
+        f"training on cpu, backend {backend} {v}, precision policy {policy}, "
         f"XLA/JIT {jit}, steps_per_execution 2"
         for v in versions
     }

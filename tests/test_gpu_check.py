@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+from pipeline.precision import cpu_bf16_flags
 from tests.conftest import QUIET_ENV, REPO_ROOT
 
 GPU_CHECK = REPO_ROOT / "benchmarks" / "gpu_check.py"
@@ -30,7 +31,8 @@ def test_gpu_check_trains_times_and_checks_on_a_cpu_when_allowed() -> None:
     (line,) = result.stdout.splitlines()  # stdout holds only the JSON lines
     report = json.loads(line)
     assert report["backend"] == "tensorflow" and report["ok"] is True
-    assert report["device"] == "cpu" and report["policy"] == "float32"
+    policy = "mixed_bfloat16" if cpu_bf16_flags() else "float32"  # train.mixed_precision: auto
+    assert report["device"] == "cpu" and report["policy"] == policy
     assert report["steps_per_execution"] == 2 and report["epochs"] == 2
     assert len(report["images_per_s"]) == 2 and all(v > 0 for v in report["images_per_s"])
     assert report["first_epoch_s"] > 0

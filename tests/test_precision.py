@@ -33,6 +33,13 @@ def test_precision_policy(setting: str, has_gpu: bool, flags: list[str], policy:
     assert resolve_precision_policy(setting, has_gpu, flags) == policy
 
 
+def test_auto_keeps_float32_for_jax_on_a_bf16_cpu() -> None:
+    # bf16's CPU speed-up was measured with TensorFlow's oneDNN kernels only.
+    assert resolve_precision_policy("auto", False, ["avx512_bf16"], "jax") == "float32"
+    assert resolve_precision_policy("auto", True, [], "jax") == "mixed_float16"
+    assert resolve_precision_policy("on", False, [], "jax") == "mixed_bfloat16"
+
+
 def test_bf16_flags_come_from_cpuinfo(tmp_path: Path) -> None:
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text(

@@ -21,15 +21,8 @@ import mlflow
 import pytest
 
 from pipeline.checkpoints import TrainingCheckpoint
-from tests.conftest import QUIET_ENV, REPO_ROOT, run_stage, write_prepared
-from tests.test_train import (
-    all_runs,
-    client_for,
-    first_checkpoint_state,
-    start_training,
-    store_env,
-    train_args,
-)
+from tests.conftest import QUIET_ENV, REPO_ROOT, run_stage, store_env, train_args, write_prepared
+from tests.test_train import all_runs, client_for, first_checkpoint_state, start_training
 
 # A small CNN: the file system and state handling are under test here, not the reference model.
 SMALL = ("model.conv_filters=[8]", "model.dense_units=16", "train.epochs=2")
