@@ -4,8 +4,8 @@ Each round runs, one after the other in fresh processes, the reference way
 (``benchmarks.reference``), the train stage as ``dvc repro`` runs it (``python -m stages.train``,
 MLflow tracking included, params.yaml defaults), the stage with the other steps_per_execution
 (1 where the defaults use more) and, on a CPU with native bf16, the stage in the precision its
-defaults did not pick. The order rotates every round so drift in the machine's load does not favour one
-side. Peak RSS is each child's own ``ru_maxrss`` (``wait4``).
+defaults did not pick. The order rotates every round so drift in the machine's load does not
+favour one side. Peak RSS is each child's own ``ru_maxrss`` (``wait4``).
 
     python -m benchmarks.train_throughput --prepared-dir D --epochs 2 --rounds 2 --out t.json
 """
