@@ -49,7 +49,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=3, help="epochs of the timed training")
     parser.add_argument("--images", type=int, default=45000, help="synthetic training images")
     parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--steps-per-execution", type=int, default=1)
+    parser.add_argument(
+        "--steps-per-execution", type=int, help="default: params.yaml's train.steps_per_execution"
+    )
     parser.add_argument("--backends", default=",".join(BACKENDS), help="comma-separated")
     parser.add_argument(
         "--no-checks", action="store_true", help="time only: skip determinism and resume"
@@ -61,6 +63,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.steps_per_execution is None:
+        from pipeline.params import load_params
+
+        args.steps_per_execution = load_params(REPO_ROOT / "params.yaml").train.steps_per_execution
     for option in ("epochs", "images", "batch_size", "steps_per_execution"):
         if getattr(args, option) < 1:
             parser.error(f"--{option.replace('_', '-')} must be at least 1")

@@ -129,8 +129,9 @@ class StopOnNaN(keras.callbacks.Callback):
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         loss = float((logs or {}).get("loss", 0.0))
         if not math.isfinite(loss):
+            # "by": with steps_per_execution > 1 Keras reports once per compiled call.
             raise PipelineError(
-                f"training loss became {loss} at batch {batch + 1}: the model diverged; "
+                f"training loss became {loss} by batch {batch + 1}: the model diverged; "
                 "try a lower train.learning_rate"
             )
 
