@@ -15,7 +15,11 @@ from typing import Any
 
 from benchmarks.common import REPO_ROOT, machine_info, read_json
 from benchmarks.time_to_accuracy import REFERENCE, summarise
-from benchmarks.train_throughput import steps_per_execution_side
+from benchmarks.train_throughput import (
+    add_ratios,
+    steady_images_per_s,
+    steps_per_execution_side,
+)
 from benchmarks.train_throughput import summary as throughput_summary
 from pipeline.params import load_params
 
@@ -39,6 +43,13 @@ def load_throughput(results: Path) -> dict | None:
     merged = {**parts[0], "rounds": [r for part in parts for r in part["rounds"]]}
     merged["rounds"].sort(key=lambda r: r.get("round", 0))
     names = ["reference", *(key for key in merged["rounds"][0]["order"] if key != "reference")]
+    # Recomputed from the per-epoch speeds, so files written before a change of the steady
+    # speed's definition read the same as new ones.
+    for measured in merged["rounds"]:
+        for name in names:
+            side = measured[name]
+            side["images_per_s"] = steady_images_per_s(side["images_per_s_per_epoch"])
+        add_ratios(measured, names)
     merged["summary"] = throughput_summary(merged["rounds"], names)
     return merged
 
@@ -80,8 +91,10 @@ def throughput_section(data: dict | None) -> tuple[list[str], dict]:
         return [*lines, f"{NOT_MEASURED.capitalize()}.", ""], {}
     lines += [
         f"{len(data['rounds'])} round(s), {data['epochs']} epochs per side per round, each side in "
-        "its own process, order rotated every round. images/s: mean over the epochs after the "
-        "first (which traces the graph); peak RSS: the process's own `ru_maxrss`.",
+        "its own process, order rotated every round. images/s: the best epoch (graph tracing can "
+        "only slow the first down, other tenants of a shared machine any); peak RSS: the "
+        "process's own `ru_maxrss`; process CPU s: user + system time of the whole process, "
+        "start-up included.",
         "",
         "| round | side | images/s per epoch | images/s | peak RSS (MB) | process CPU s "
         "| speed ratio | RSS ratio |",
