@@ -68,7 +68,7 @@ kfp: setup  ## compile the Kubeflow pipeline to kubeflow/cifar10_pipeline.yaml (
 # configuration's own), BENCH_ARGS (any other `python -m benchmarks` option).
 ARCHIVE ?= data/raw/cifar-10-binary.tar.gz
 SIZE ?=
-EPOCHS ?= 2
+EPOCHS ?= 3
 ROUNDS ?= 2
 TTA_EPOCHS ?=
 BENCH_ARGS ?=

@@ -1,6 +1,6 @@
 """Run every benchmark on the real data, then write docs/benchmarks.md (``make bench``).
 
-    python -m benchmarks [--archive A] [--size N] [--epochs 2] [--rounds 2] [--only ...]
+    python -m benchmarks [--archive A] [--size N] [--epochs 3] [--rounds 2] [--only ...]
 
 Defaults are the full measurement: all 45,000 training images, the configurations' own epoch
 counts (50 for params.yaml). ``--size``, ``--tta-max-epochs`` and friends shrink it to fit a time
@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--archive", type=Path, default=DEFAULT_ARCHIVE)
     parser.add_argument("--size", type=int, help="training images (default: all)")
     parser.add_argument("--val-size", type=int, default=5000)
-    parser.add_argument("--epochs", type=int, default=2, help="per side, throughput benchmark")
+    parser.add_argument("--epochs", type=int, default=3, help="per side, throughput benchmark")
     parser.add_argument("--rounds", type=int, default=2, help="throughput rounds")
     parser.add_argument("--precision-epochs", type=int, default=10)
     parser.add_argument("--seeds", type=int, nargs="+", default=[42, 43])
