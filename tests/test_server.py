@@ -16,7 +16,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -30,6 +29,7 @@ import pytest
 from deploy.postgres import Cluster, find_bin_dir, start_cluster
 from tests import mlflow_fixtures as mf
 from tests.conftest import QUIET_ENV, REPO_ROOT, free_port, run_stage, write_prepared
+from tests.test_train import first_checkpoint_state
 
 pytestmark = [
     pytest.mark.slow,
@@ -453,7 +453,7 @@ def test_server_stopped_mid_training_then_rerun_resumes_the_same_run(
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
-        state = first_checkpoint(training, workdir)
+        state = first_checkpoint_state(training, workdir, timeout_s=600)
         assert state is not None, "no checkpoint before the training ended"
         # A crash, not a shutdown: the whole server process group dies at once.
         os.killpg(server.process.pid, signal.SIGKILL)
@@ -483,14 +483,3 @@ def test_server_stopped_mid_training_then_rerun_resumes_the_same_run(
     assert get_run(server, run_id)["info"]["status"] == "FINISHED"
     for metric in EPOCH_METRICS:
         assert sorted(set(metric_steps(server, run_id, metric))) == [1, 2, 3, 4], metric
-
-
-def first_checkpoint(process: subprocess.Popen, workdir: Path, timeout_s: float = 600) -> Any:
-    """The first checkpoint's state once it appears; None if the process ends first."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and process.poll() is None:
-        states = list((workdir / "checkpoints").glob("*/state.json"))
-        if states:
-            return json.loads(states[0].read_text())
-        time.sleep(0.05)
-    return None
