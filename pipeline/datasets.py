@@ -6,6 +6,7 @@ table's Datasets column, the run page and the logged model say what the model sa
 
 from __future__ import annotations
 
+import re
 import warnings
 from dataclasses import dataclass
 from typing import Any
@@ -57,21 +58,17 @@ def split_dataset(split: str, data: Split, source_url: str) -> SplitDataset:
     return SplitDataset(split, dataset, len(data.y))
 
 
-def log_datasets(datasets: list[SplitDataset]) -> None:
-    """Log ``datasets`` as inputs of the active run."""
-    import mlflow
+def log_datasets(run_id: str, datasets: list[SplitDataset], attempts: int = 3) -> None:
+    """Log ``datasets`` as inputs of run ``run_id`` (active or finished, without reopening it).
 
-    mlflow.log_inputs(
-        datasets=[d.dataset for d in datasets],
-        contexts=[d.context for d in datasets],
-        tags_list=[d.tags for d in datasets],
-    )
-
-
-def log_datasets_to(run_id: str, datasets: list[SplitDataset]) -> None:
-    """Log ``datasets`` as inputs of run ``run_id`` without reopening it."""
+    Two runs logging the same new dataset at the same moment can both find it missing and both
+    insert it: MLflow's SQL store checks, then inserts, so the second insert fails on the
+    datasets table's unique key. The failed call wrote nothing (one transaction), and on the next
+    try the dataset exists and is reused, so that one error is retried, ``attempts`` times at most.
+    """
     import mlflow
     from mlflow.entities import DatasetInput, InputTag
+    from mlflow.exceptions import MlflowException
     from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
     inputs = [
@@ -81,4 +78,22 @@ def log_datasets_to(run_id: str, datasets: list[SplitDataset]) -> None:
         )
         for d in datasets
     ]
-    mlflow.MlflowClient().log_inputs(run_id, datasets=inputs)
+    client = mlflow.MlflowClient()
+    for attempt in range(1, attempts + 1):
+        try:
+            client.log_inputs(run_id, datasets=inputs)
+            return
+        except MlflowException as error:
+            if attempt == attempts or not is_duplicate_dataset(str(error)):
+                raise
+
+
+# How PostgreSQL, SQLite and MySQL word a duplicate row in MLflow's datasets table.
+_DUPLICATE_DATASET = re.compile(
+    r'"dataset_pk"|UNIQUE constraint failed: datasets\.|Duplicate entry .* for key \S*dataset',
+)
+
+
+def is_duplicate_dataset(message: str) -> bool:
+    """Whether an MLflow error says another run inserted the same dataset first."""
+    return _DUPLICATE_DATASET.search(message) is not None

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.atomic import atomic_path, write_json
-from pipeline.datasets import ROWS_TAG, SplitDataset, log_datasets_to, split_dataset
+from pipeline.datasets import ROWS_TAG, SplitDataset, log_datasets, split_dataset
 from pipeline.errors import PipelineError
 from pipeline.evaluation import (
     Evaluation,
@@ -196,7 +196,7 @@ def _log_metrics(run_info: RunInfo, metrics: dict[str, float], test: SplitDatase
         "dataset_digest": test.dataset.digest,
     }
     with mlflow_errors(f"logging test metrics to MLflow run {run_info.run_id}"):
-        log_datasets_to(run_info.run_id, [test])
+        log_datasets(run_info.run_id, [test])
         entities = [Metric(key, value, now, 0, **link) for key, value in metrics.items()]
         mlflow.MlflowClient().log_batch(run_info.run_id, metrics=entities)
 

@@ -113,7 +113,7 @@ def run_training(
                 "train": split_dataset("train", data.train, params.data.url),
                 "val": split_dataset("val", data.val, params.data.url),
             }
-            log_datasets(list(datasets.values()))
+            log_datasets(run.info.run_id, list(datasets.values()))
             if resume is not None and resume.run_id != run.info.run_id:
                 # A new run continues the checkpoint: it gets the epochs done before, too.
                 for row in resume.history:

@@ -16,6 +16,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -295,6 +296,59 @@ def test_auth_keeps_out_whoever_has_no_account(server: Server) -> None:
     assert len(server.admin_password) >= 24
     assert secret.stat().st_mode & 0o077 == 0
     assert server.admin_password not in server.log_text()
+
+
+RACERS = 8
+
+
+def log_at_once(run_ids: list[str], dataset: Any) -> list[BaseException]:
+    """``log_datasets`` of ``dataset`` to each run, from one thread per run released together."""
+    from pipeline.datasets import log_datasets
+
+    start = threading.Barrier(len(run_ids))
+    errors: list[BaseException] = []
+
+    def log(run_id: str) -> None:
+        start.wait(timeout=60)
+        try:
+            log_datasets(run_id, [dataset])
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=log, args=(run_id,)) for run_id in run_ids]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    return errors
+
+
+def test_runs_logging_the_same_new_dataset_at_once_all_keep_it(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MLflow checks for a dataset, then inserts it: two runs at once both insert, one fails."""
+    import mlflow
+
+    from pipeline.datasets import split_dataset
+    from pipeline.prepared import read_split
+
+    for name, value in client_env(server).items():
+        monkeypatch.setenv(name, value)
+    client = mlflow.MlflowClient(server.url)
+    experiment = client.create_experiment("dataset-race")
+    runs = [client.create_run(experiment).info.run_id for _ in range(RACERS)]
+    folder = server.folder / "race-data"
+    digests = []
+    for round_ in range(6):
+        # A new dataset each round (its digest is its npz file's md5), seen by every run at once.
+        path = write_prepared(folder / str(round_), {"train": 4, "val": 1, "test": 1}, seed=round_)
+        dataset = split_dataset("train", read_split(path, "train", 10), "https://example.org/x")
+        digests.append(dataset.dataset.digest)
+        errors = log_at_once(runs, dataset)
+        assert not errors, f"round {round_}: {errors[0]}"
+    for run_id in runs:
+        inputs = client.get_run(run_id).inputs.dataset_inputs
+        assert sorted(i.dataset.digest for i in inputs) == sorted(digests), run_id
 
 
 def experiment_id(server: Server) -> str:
