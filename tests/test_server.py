@@ -334,18 +334,25 @@ def test_runs_logging_the_same_new_dataset_at_once_all_keep_it(
 
     for name, value in client_env(server).items():
         monkeypatch.setenv(name, value)
-    client = mlflow.MlflowClient(server.url)
-    experiment = client.create_experiment("dataset-race")
-    runs = [client.create_run(experiment).info.run_id for _ in range(RACERS)]
-    folder = server.folder / "race-data"
-    digests = []
-    for round_ in range(6):
-        # A new dataset each round (its digest is its npz file's md5), seen by every run at once.
-        path = write_prepared(folder / str(round_), {"train": 4, "val": 1, "test": 1}, seed=round_)
-        dataset = split_dataset("train", read_split(path, "train", 10), "https://example.org/x")
-        digests.append(dataset.dataset.digest)
-        errors = log_at_once(runs, dataset)
-        assert not errors, f"round {round_}: {errors[0]}"
+    # log_datasets uses the process's tracking URI, which an earlier test may have set.
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(server.url)
+    try:
+        client = mlflow.MlflowClient()
+        experiment = client.create_experiment("dataset-race")
+        runs = [client.create_run(experiment).info.run_id for _ in range(RACERS)]
+        folder = server.folder / "race-data"
+        digests = []
+        for round_ in range(6):
+            # A new dataset each round (its digest is its npz file's md5), seen by every run at
+            # once.
+            path = write_prepared(folder / str(round_), {"train": 4, "val": 1, "test": 1}, round_)
+            dataset = split_dataset("train", read_split(path, "train", 10), "https://example.org/x")
+            digests.append(dataset.dataset.digest)
+            errors = log_at_once(runs, dataset)
+            assert not errors, f"round {round_}: {errors[0]}"
+    finally:
+        mlflow.set_tracking_uri(previous)
     for run_id in runs:
         inputs = client.get_run(run_id).inputs.dataset_inputs
         assert sorted(i.dataset.digest for i in inputs) == sorted(digests), run_id
