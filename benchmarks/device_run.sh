@@ -4,8 +4,11 @@
 #   2. on the machine:  OUT=/some/folder benchmarks/device_run.sh
 # Installs the carried wheels into a temp folder (nothing system-wide), then writes to $OUT:
 #   gpu_check.jsonl         every installed backend: a short training, images/s, and all checks
-#   reference_spe1.jsonl    JAX, the reference configuration (45,000 images, batch 256, 50 epochs)
-#   reference_spe16.jsonl   the same with steps_per_execution 16
+#   reference_spe1.jsonl    JAX, the reference configuration (45,000 images, batch 256, 50 epochs),
+#                           compilation cache off
+#   reference_spe16.jsonl   the same with steps_per_execution 16 (and its XLA compilations logged)
+#   reference_spe16_cache_{cold,warm}.jsonl   the same with JAX's persistent compilation cache,
+#                           empty, then filled by the run before
 # plus environment.txt (nvidia-smi, JAX devices) and a .log of each run. Exits non-zero if any
 # check failed. Sizes can be shrunk for a smoke test on a CPU, e.g.
 #   OUT=/tmp/o EPOCHS=2 IMAGES=256 REF_EPOCHS=2 REF_IMAGES=512 BATCH=64 EXTRA=--allow-cpu \
@@ -18,6 +21,7 @@ WHEELS=${WHEELS:-benchmarks/.wheels}
 EPOCHS=${EPOCHS:-3} IMAGES=${IMAGES:-45000} BATCH=${BATCH:-256}
 REF_EPOCHS=${REF_EPOCHS:-50} REF_IMAGES=${REF_IMAGES:-45000}
 EXTRA=${EXTRA:-}
+RUNS=${RUNS:-"check spe1 spe16 cache"}  # which of the runs below, e.g. RUNS=cache
 mkdir -p "$OUT"
 
 compgen -G "$WHEELS/*.whl" >/dev/null || {
@@ -38,15 +42,28 @@ jax.devices()); print("keras", keras.__version__)'
 } >"$OUT/environment.txt" 2>&1 || true
 
 status=0
+wanted() { [[ " $RUNS " == *" $1 "* ]]; }
 # shellcheck disable=SC2086  # EXTRA is a list of options
-"$PY" benchmarks/gpu_check.py --epochs "$EPOCHS" --images "$IMAGES" --batch-size "$BATCH" \
-    $EXTRA >"$OUT/gpu_check.jsonl" 2>"$OUT/gpu_check.log" || status=1
-for spe in 1 16; do
+! wanted check || "$PY" benchmarks/gpu_check.py --epochs "$EPOCHS" --images "$IMAGES" \
+    --batch-size "$BATCH" $EXTRA >"$OUT/gpu_check.jsonl" 2>"$OUT/gpu_check.log" || status=1
+reference() {  # reference NAME SPE [VAR=value ...]: one 50-epoch JAX run into NAME.jsonl
+    local name=$1 spe=$2
+    shift 2
     # shellcheck disable=SC2086
-    "$PY" benchmarks/gpu_check.py --backends jax --no-checks --epochs "$REF_EPOCHS" \
+    env "$@" "$PY" benchmarks/gpu_check.py --backends jax --no-checks --epochs "$REF_EPOCHS" \
         --images "$REF_IMAGES" --batch-size "$BATCH" --steps-per-execution "$spe" $EXTRA \
-        >"$OUT/reference_spe$spe.jsonl" 2>"$OUT/reference_spe$spe.log" || status=1
+        >"$OUT/$name.jsonl" 2>"$OUT/$name.log" || status=1
+}
+# JAX_LOG_COMPILES: the .log lists each XLA compilation and its seconds (the first epoch's cost).
+! wanted spe1 || reference reference_spe1 1 JAX_ENABLE_COMPILATION_CACHE=false
+! wanted spe16 || reference reference_spe16 16 JAX_ENABLE_COMPILATION_CACHE=false JAX_LOG_COMPILES=1
+# JAX's persistent compilation cache (on by default in the project), empty, then filled by the
+# run before: what a first run and a rerun (or a CI retraining that keeps the cache) pay.
+CACHE="$SITE/jax-cache"
+for state in cold warm; do
+    wanted cache || break
+    reference "reference_spe16_cache_$state" 16 JAX_COMPILATION_CACHE_DIR="$CACHE"
 done
-cat "$OUT/environment.txt" "$OUT"/*.jsonl
+cat "$OUT/environment.txt"; cat "$OUT"/*.jsonl 2>/dev/null
 [[ $status == 0 ]] || echo "error: a check failed; see the .log files in $OUT" >&2
 exit "$status"

@@ -64,6 +64,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.steps_per_execution is None:
+        sys.path.insert(0, str(REPO_ROOT))  # run as a script: the project may not be installed
         from pipeline.params import load_params
 
         args.steps_per_execution = load_params(REPO_ROOT / "params.yaml").train.steps_per_execution
@@ -139,7 +140,10 @@ def measure(args: argparse.Namespace, result: dict[str, Any]) -> None:
     from pipeline.training import describe_setup, precision_policy
 
     params = reference_params(args)
+    if backend.name() == "jax":  # before select_device, which may fill an empty cache folder
+        result["compile_cache"] = compile_cache_state(backend.compilation_cache_dir(os.environ))
     gpus = backend.select_device("auto", deterministic=True)
+    result["xla_flags"] = os.environ.get("XLA_FLAGS", "")
     if not gpus and not args.allow_cpu:
         raise RuntimeError(
             f"{backend.name()} sees no GPU (driver, CUDA_VISIBLE_DEVICES, a CUDA build of "
@@ -180,6 +184,13 @@ def measure(args: argparse.Namespace, result: dict[str, Any]) -> None:
         checks["deterministic"] = check_determinism(data, params, Path(tmp), result)
         if gpus:
             checks["device_cpu_hides_gpu"] = check_cpu_hides_gpu(args.child, result)
+
+
+def compile_cache_state(folder: Path | None) -> str:
+    """JAX's persistent compilation cache: off, cold (empty) or warm (filled by an earlier run)."""
+    if folder is None:
+        return "off"
+    return "warm" if folder.is_dir() and any(folder.iterdir()) else "cold"
 
 
 def reference_params(args: argparse.Namespace) -> Any:

@@ -15,7 +15,7 @@ import mlflow
 import pytest
 from packaging.requirements import Requirement
 
-from pipeline.backend import backend_requirements
+from pipeline.backend import backend_requirements, compilation_cache_dir, use_compilation_cache
 from pipeline.precision import cpu_bf16_flags, resolve_precision_policy
 from tests.conftest import REPO_ROOT, run_stage, store_env, train_args
 
@@ -66,7 +66,11 @@ def cpu_training(
             "train.device=cpu",
             "train.steps_per_execution=2",
         ),
-        env={**store_env(tmp_path), "KERAS_BACKEND": backend},
+        env={
+            **store_env(tmp_path),
+            "KERAS_BACKEND": backend,
+            "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "jax-cache"),
+        },
     )
     assert result.returncode == 0, result.stderr
     return backend, tmp_path, result.stderr
@@ -84,6 +88,42 @@ def test_train_stage_says_how_it_trains(cpu_training: tuple[str, Path, str]) -> 
         f"XLA/JIT {jit}, steps_per_execution 2"
         for v in versions
     }
+
+
+def test_jax_keeps_its_compiled_steps_for_the_next_run(cpu_training: tuple[str, Path, str]) -> None:
+    backend, tmp_path, _ = cpu_training
+    cache = tmp_path / "jax-cache"
+    if backend == "jax":
+        # The train step, the evaluation step and the rest, each one file.
+        assert len(list(cache.iterdir())) >= 2
+    else:
+        assert not cache.exists()
+
+
+@pytest.mark.parametrize(
+    ("env", "folder"),
+    [
+        ({}, Path.home() / ".cache" / "cifar10-pipeline" / "jax"),
+        ({"XDG_CACHE_HOME": "/c"}, Path("/c/cifar10-pipeline/jax")),
+        ({"XDG_CACHE_HOME": "/c", "JAX_COMPILATION_CACHE_DIR": "/mine"}, Path("/mine")),
+        ({"JAX_COMPILATION_CACHE_DIR": "/mine", "JAX_ENABLE_COMPILATION_CACHE": "false"}, None),
+        ({"JAX_ENABLE_COMPILATION_CACHE": "0"}, None),
+        ({"JAX_ENABLE_COMPILATION_CACHE": "true"}, Path.home() / ".cache/cifar10-pipeline/jax"),
+    ],
+)
+def test_compilation_cache_folder_follows_jax_settings(
+    env: dict[str, str], folder: Path | None
+) -> None:
+    assert compilation_cache_dir(env) == folder
+
+
+def test_a_compilation_cache_folder_that_cannot_exist_turns_the_cache_off(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / "a-file").write_text("")
+    folder = tmp_path / "a-file" / "cache"
+    assert use_compilation_cache({"JAX_COMPILATION_CACHE_DIR": str(folder)}) is None
+    assert f"JAX compilation cache off: cannot create {folder}" in caplog.text
 
 
 def test_steps_per_execution_reaches_the_compiled_model(
