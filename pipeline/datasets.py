@@ -35,7 +35,10 @@ class SplitDataset:
 
     @property
     def tags(self) -> dict[str, str]:
-        return {ROWS_TAG: str(self.rows)}
+        """The input tags MLflow shows beside the dataset: its context and row count."""
+        from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+        return {MLFLOW_DATASET_CONTEXT: self.context, ROWS_TAG: str(self.rows)}
 
 
 def split_dataset(split: str, data: Split, source_url: str) -> SplitDataset:
@@ -69,12 +72,11 @@ def log_datasets(run_id: str, datasets: list[SplitDataset], attempts: int = 3) -
     import mlflow
     from mlflow.entities import DatasetInput, InputTag
     from mlflow.exceptions import MlflowException
-    from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
     inputs = [
         DatasetInput(
             d.dataset._to_mlflow_entity(),
-            tags=[InputTag(MLFLOW_DATASET_CONTEXT, d.context), InputTag(ROWS_TAG, str(d.rows))],
+            tags=[InputTag(key, value) for key, value in d.tags.items()],
         )
         for d in datasets
     ]
