@@ -105,8 +105,6 @@ def use_compilation_cache(env: Mapping[str, str]) -> Path | None:
     H200 the first epoch of the reference configuration took 1.9 s instead of 8.4 s, most of it
     two compilations of the train step. Call before the first compilation.
     """
-    import jax
-
     folder = compilation_cache_dir(env)
     if folder is None:
         return None
@@ -116,6 +114,8 @@ def use_compilation_cache(env: Mapping[str, str]) -> Path | None:
         # Not worth stopping a training for; JAX would warn at every compilation instead.
         log.warning("JAX compilation cache off: cannot create %s (%s)", folder, error.strerror)
         return None
+    import jax
+
     jax.config.update("jax_compilation_cache_dir", str(folder))
     if "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS" not in env:
         # JAX's default (1 s) would leave out the evaluation step, which compiles in 0.5 s.

@@ -309,8 +309,8 @@ def log_at_once(run_ids: list[str], dataset: Any) -> list[BaseException]:
     errors: list[BaseException] = []
 
     def log(run_id: str) -> None:
-        start.wait(timeout=60)
         try:
+            start.wait(timeout=60)
             log_datasets(run_id, [dataset])
         except BaseException as error:
             errors.append(error)
