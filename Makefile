@@ -60,8 +60,8 @@ format: setup
 	$(PY) -m ruff format .
 	$(PY) -m ruff check --fix .
 
-kfp: setup  ## compile the Kubeflow pipeline to kubeflow/cifar10_pipeline.yaml (KFP_IMAGE, KFP_GPU_IMAGE)
-	$(PY) -m kubeflow.compile
+kfp: setup  ## compile the Kubeflow pipeline to cifar10_kfp/cifar10_pipeline.yaml (KFP_IMAGE, KFP_GPU_IMAGE)
+	$(PY) -m cifar10_kfp.compile
 
 # make bench knobs: ARCHIVE (the CIFAR-10 archive), SIZE (training images; empty = all 45,000),
 # EPOCHS and ROUNDS (throughput), TTA_EPOCHS (cap on time-to-accuracy epochs; empty = each

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.redact import redact_uri
+from pipeline.core.redact import redact_uri
 
 TITLE = "CI retraining report"
 
@@ -63,7 +63,7 @@ def training_device(run_info: Mapping[str, Any]) -> str:
     try:
         import mlflow
 
-        from pipeline.tracking import tracking_uri
+        from pipeline.tracking.runs import tracking_uri
 
         client = mlflow.MlflowClient(tracking_uri=tracking_uri())
         return client.get_run(str(run_info["run_id"])).data.tags.get("device", "unknown")

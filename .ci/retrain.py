@@ -32,9 +32,9 @@ sys.path[:0] = [str(REPO), str(Path(__file__).resolve().parent)]
 
 import ci_report  # noqa: E402
 
-from pipeline.atomic import write_text  # noqa: E402
-from pipeline.errors import PipelineError  # noqa: E402
-from pipeline.params import load_params  # noqa: E402
+from pipeline.core.atomic import write_text  # noqa: E402
+from pipeline.core.errors import PipelineError  # noqa: E402
+from pipeline.core.params import load_params  # noqa: E402
 from stages.cli import add_override_option  # noqa: E402
 
 PR_OVERRIDE = "register.allow_champion=false"

@@ -10,9 +10,9 @@ import argparse
 import logging
 from pathlib import Path
 
-from pipeline.errors import PipelineError
-from pipeline.params import PreprocessParams
-from pipeline.preprocess import run_preprocess
+from pipeline.core.errors import PipelineError
+from pipeline.core.params import PreprocessParams
+from pipeline.data.preprocess import run_preprocess
 
 CACHE = Path(__file__).resolve().parent / ".cache"
 # The download stage's output; make bench ARCHIVE=... points elsewhere.

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Download the wheels that benchmarks/gpu_check.py needs on a GPU machine that has Python 3.12,
-# NumPy and JAX (CUDA) but no package index: Keras and what `pipeline.training` imports, at the
+# NumPy and JAX (CUDA) but no package index: Keras and what `pipeline.train.fit` imports, at the
 # versions in uv.lock, for CPython 3.12 on x86_64 Linux. Into benchmarks/.wheels (git-ignored,
 # about 12 MB); benchmarks/device_run.sh installs them there. NumPy and ml-dtypes are left out on
 # purpose: the machine's JAX was built against its own.

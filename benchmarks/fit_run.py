@@ -1,4 +1,4 @@
-"""One training through the project's own code (``pipeline.training.fit``), scored per epoch.
+"""One training through the project's own code (``pipeline.train.fit.fit``), scored per epoch.
 
 The train stage's library path without its MLflow run: params (params.yaml, a profile, --set),
 seeding and determinism, the precision policy, the input pipeline and ``fit``. With
@@ -20,7 +20,7 @@ STARTED = time.perf_counter()
 
 from benchmarks.common import REPO_ROOT, write_json  # noqa: E402
 from benchmarks.profiles import profile_overrides  # noqa: E402
-from pipeline.params import load_params  # noqa: E402
+from pipeline.core.params import load_params  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -44,9 +44,10 @@ def main(argv: list[str] | None = None) -> None:
 
     import keras
 
-    from pipeline import backend, prepared
-    from pipeline.checkpoints import TrainingCheckpoint
-    from pipeline.training import fit, load_prepared, precision_policy
+    from pipeline.artifacts import prepared
+    from pipeline.train import backend
+    from pipeline.train.checkpoints import TrainingCheckpoint
+    from pipeline.train.fit import fit, load_prepared, precision_policy
 
     # The train stage's order: the device first, then seeds and determinism, then precision.
     backend.select_device(params.train.device, params.train.deterministic)

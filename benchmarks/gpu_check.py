@@ -5,7 +5,7 @@
                                    [--no-checks] [--allow-cpu]
 
 For each backend it starts a child process (KERAS_BACKEND=...) that trains the reference CNN
-through the project's own ``pipeline.training.fit`` (params.yaml's model and training settings,
+through the project's own ``pipeline.train.fit.fit`` (params.yaml's model and training settings,
 mixed precision ``auto``, deterministic ops) on synthetic uint8 images, and prints one JSON line:
 device, backend, precision policy, XLA/JIT, images/s per epoch, first-epoch (compile) seconds. It
 then checks that
@@ -65,7 +65,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.steps_per_execution is None:
         sys.path.insert(0, str(REPO_ROOT))  # run as a script: the project may not be installed
-        from pipeline.params import load_params
+        from pipeline.core.params import load_params
 
         args.steps_per_execution = load_params(REPO_ROOT / "params.yaml").train.steps_per_execution
     for option in ("epochs", "images", "batch_size", "steps_per_execution"):
@@ -136,8 +136,8 @@ def measure(args: argparse.Namespace, result: dict[str, Any]) -> None:
     import keras
     import numpy as np
 
-    from pipeline import backend
-    from pipeline.training import describe_setup, precision_policy
+    from pipeline.train import backend
+    from pipeline.train.fit import describe_setup, precision_policy
 
     params = reference_params(args)
     if backend.name() == "jax":  # before select_device, which may fill an empty cache folder
@@ -195,7 +195,7 @@ def compile_cache_state(folder: Path | None) -> str:
 
 def reference_params(args: argparse.Namespace) -> Any:
     """params.yaml (the reference model and training), with the sizes given on the command line."""
-    from pipeline.params import load_params
+    from pipeline.core.params import load_params
 
     return load_params(
         REPO_ROOT / "params.yaml",
@@ -214,8 +214,8 @@ def synthetic_data(n_train: int, n_val: int, seed: int) -> Any:
     """Random uint8 images with the label painted in a corner (learnable, like the tests' data)."""
     import numpy as np
 
-    from pipeline.prepared import Split
-    from pipeline.training import PreparedData
+    from pipeline.artifacts.prepared import Split
+    from pipeline.train.fit import PreparedData
 
     rng = np.random.default_rng(seed)
 
@@ -234,10 +234,10 @@ def synthetic_data(n_train: int, n_val: int, seed: int) -> Any:
 
 
 def train(data: Any, params: Any, folder: Path, resume: Any = None) -> tuple[Any, list, Any]:
-    """``pipeline.training.fit`` exactly as the train stage calls it, minus MLflow."""
-    from pipeline import backend
-    from pipeline.checkpoints import TrainingCheckpoint
-    from pipeline.training import fit
+    """``pipeline.train.fit.fit`` exactly as the train stage calls it, minus MLflow."""
+    from pipeline.train import backend
+    from pipeline.train.checkpoints import TrainingCheckpoint
+    from pipeline.train.fit import fit
 
     backend.configure_determinism(params.train.seed, params.train.deterministic)
     checkpoint = TrainingCheckpoint(folder, {})  # resumed only by this check: no code to compare
@@ -286,8 +286,8 @@ def check_determinism(data: Any, params: Any, folder: Path, result: dict) -> boo
     """Two one-epoch trainings from the same seed must end with bit-identical weights."""
     import numpy as np
 
-    from pipeline.prepared import Split
-    from pipeline.training import PreparedData
+    from pipeline.artifacts.prepared import Split
+    from pipeline.train.fit import PreparedData
 
     n = min(len(data.train_x), DETERMINISM_IMAGES)
     first_images = Split(data.train_x[:n], data.train_y[:n], data.train.path)

@@ -47,10 +47,10 @@ from benchmarks.common import (
 
 # Stage -> the library module its run() imports before doing any work.
 STAGE_LIBRARIES = {
-    "download": "pipeline.download",
-    "preprocess": "pipeline.preprocess",
-    "train": "pipeline.training_run",
-    "evaluate": "pipeline.evaluation_run",
+    "download": "pipeline.data.download",
+    "preprocess": "pipeline.data.preprocess",
+    "train": "pipeline.train.train",
+    "evaluate": "pipeline.evaluate.evaluate",
 }
 HEAVY_MODULES = ("tensorflow", "keras", "jax", "mlflow")
 GIT_ENV = {

@@ -21,7 +21,7 @@ from benchmarks.train_throughput import (
     steps_per_execution_side,
 )
 from benchmarks.train_throughput import summary as throughput_summary
-from pipeline.params import load_params
+from pipeline.core.params import load_params
 
 NOT_MEASURED = "not measured"
 

@@ -28,8 +28,8 @@ from benchmarks.common import (
     run_measured,
     write_json,
 )
-from pipeline.params import TrainParams, load_params
-from pipeline.precision import cpu_bf16_flags, resolve_precision_policy
+from pipeline.core.params import TrainParams, load_params
+from pipeline.train.precision import cpu_bf16_flags, resolve_precision_policy
 
 # The steps_per_execution that doubled GPU throughput (benchmarks/results/gpu-h200/).
 SPE_CANDIDATE = 16

@@ -20,10 +20,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pipeline import paths
-from pipeline.errors import ParamsError, PipelineError, UsageError
-from pipeline.params import load_params
-from pipeline.redact import redact
+from pipeline.core import paths
+from pipeline.core.errors import ParamsError, PipelineError, UsageError
+from pipeline.core.params import load_params
+from pipeline.core.redact import redact
 
 T = TypeVar("T")
 
@@ -88,7 +88,7 @@ def add_override_option(
     """A repeatable ``--set KEY=VALUE`` option, collected into ``args.<dest>`` (a list).
 
     Every command line that takes params overrides (the stages, .ci/retrain.py,
-    kubeflow/submit.py) declares it through here, so the flag reads the same everywhere.
+    cifar10_kfp/submit.py) declares it through here, so the flag reads the same everywhere.
     """
     parser.add_argument(
         flag, dest=dest, action="append", default=[], metavar=metavar, help=help_text

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline import paths
-from pipeline.params import Params
+from pipeline.core import paths
+from pipeline.core.params import Params
 from stages.cli import stage_main
 
 PATH_OPTIONS = ("archive",)
@@ -16,7 +16,7 @@ PATH_OPTIONS = ("archive",)
 
 def run(params: Params, archive: Path = paths.RAW_ARCHIVE) -> str:
     """Download ``params.data.url`` to ``archive``, check ``params.data.md5``; return its md5."""
-    from pipeline.download import fetch_archive
+    from pipeline.data.download import fetch_archive
 
     return fetch_archive(params.data.url, params.data.md5, archive)
 

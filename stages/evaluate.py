@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline import paths
-from pipeline.params import Params
+from pipeline.core import paths
+from pipeline.core.params import Params
 from stages.cli import stage_main
 
 PATH_OPTIONS = ("prepared_dir", "models_dir", "reports_dir")
@@ -23,7 +23,7 @@ def run(
 ) -> None:
     """Evaluate ``models_dir/model.keras`` on ``prepared_dir/test.npz``; reports and registry."""
     # Imported here so --help and params errors answer without loading TensorFlow.
-    from pipeline.evaluation_run import run_evaluation
+    from pipeline.evaluate.evaluate import run_evaluation
 
     run_evaluation(params, prepared_dir, models_dir, reports_dir)
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline import paths
-from pipeline.params import Params
+from pipeline.core import paths
+from pipeline.core.params import Params
 from stages.cli import stage_main
 
 PATH_OPTIONS = ("archive", "prepared_dir", "reports_dir")
@@ -22,7 +22,7 @@ def run(
     reports_dir: Path = paths.REPORTS_DIR,
 ) -> None:
     """Turn ``archive`` into the prepared splits in ``prepared_dir`` and data reports."""
-    from pipeline.preprocess import run_preprocess
+    from pipeline.data.preprocess import run_preprocess
 
     run_preprocess(archive, prepared_dir, reports_dir, params.preprocess)
 

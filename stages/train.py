@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline import paths
-from pipeline.params import Params
+from pipeline.core import paths
+from pipeline.core.params import Params
 from stages.cli import stage_main
 
 PATH_OPTIONS = ("prepared_dir", "models_dir", "reports_dir", "checkpoints_dir", "archive")
@@ -25,7 +25,7 @@ def run(
 ) -> dict[str, float]:
     """Train, write the stage outputs and return the final metrics."""
     # Imported here so --help and params errors answer without loading TensorFlow.
-    from pipeline.training_run import TrainOutputs, run_training
+    from pipeline.train.train import TrainOutputs, run_training
 
     outputs = TrainOutputs(models_dir, reports_dir)
     return run_training(params, prepared_dir, outputs, checkpoints_dir, archive)

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.params import Params, load_params
+from pipeline.core.params import Params, load_params
 from tests.cifar_archive import CLASSES
 
 # A helper module that asserts: show the compared values on failure, as in the test modules.

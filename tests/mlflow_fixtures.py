@@ -1,8 +1,9 @@
 """Build what the train stage leaves behind, for real, in a temp folder and a temp MLflow store.
 
-A tiny CNN (pipeline.model.build_model) is fitted for a few epochs on synthetic images whose
+A tiny CNN (pipeline.train.model.build_model) is fitted for a few epochs on synthetic images whose
 class sets their mean colour, so it reaches a real, imperfect accuracy in about two seconds.
-It is logged to a real MLflow run with the train stage's own pipeline.serving.log_served_model
+It is logged to a real MLflow run with the train stage's own
+pipeline.tracking.serving.log_served_model
 and lineage tags, and the project folder gets the files of the train stage's contract.
 Also here: subprocess helpers to run a stage or a server and stop it by its process group.
 """
@@ -58,7 +59,7 @@ def train_tiny_model(num_classes: int = 10, epochs: int = 4, seed: int = 0) -> t
     """A compiled, briefly fitted small CNN and its history rows (the history.csv columns)."""
     import keras
 
-    from pipeline.model import build_model
+    from pipeline.train.model import build_model
 
     keras.utils.set_random_seed(seed)
     small = repo_params(
@@ -98,7 +99,7 @@ def log_training_run(tracking_uri: str, model: Any, tags: dict[str, str] | None 
     """Log ``model`` to a new FINISHED run as the train stage does; return its run.json."""
     import mlflow
 
-    from pipeline.serving import log_served_model
+    from pipeline.tracking.serving import log_served_model
 
     mlflow.set_tracking_uri(tracking_uri)
     client = mlflow.MlflowClient()

@@ -16,7 +16,7 @@ import pytest
 from benchmarks import report
 from benchmarks.overhead import HEAVY_MODULES, heavy_imports
 from benchmarks.profiles import PROFILES_DIR, profile_overrides
-from pipeline.params import load_params
+from pipeline.core.params import load_params
 from tests.cifar_archive import build_archive
 from tests.conftest import QUIET_ENV, REPO_ROOT
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from pipeline.redact import redact_uri
+from pipeline.core.redact import redact_uri
 from tests.cifar_archive import build_archive
 from tests.conftest import REPO_ROOT
 from tests.test_pipeline_dvc import Repo, project_files

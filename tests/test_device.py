@@ -15,8 +15,12 @@ import mlflow
 import pytest
 from packaging.requirements import Requirement
 
-from pipeline.backend import backend_requirements, compilation_cache_dir, use_compilation_cache
-from pipeline.precision import cpu_bf16_flags, resolve_precision_policy
+from pipeline.train.backend import (
+    backend_requirements,
+    compilation_cache_dir,
+    use_compilation_cache,
+)
+from pipeline.train.precision import cpu_bf16_flags, resolve_precision_policy
 from tests.conftest import REPO_ROOT, run_stage, store_env, train_args
 
 BACKENDS = ["tensorflow", "jax"]

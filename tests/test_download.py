@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.checksums import file_md5
-from pipeline.download import fetch_archive
-from pipeline.errors import PipelineError
+from pipeline.core.checksums import file_md5
+from pipeline.core.errors import PipelineError
+from pipeline.data.download import fetch_archive
 from tests.cifar_archive import build_archive
 from tests.conftest import REPO_ROOT, free_port, run_stage
 

@@ -16,7 +16,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.evaluation import (
+from pipeline.evaluate.report import Section, render_html, render_markdown
+from pipeline.evaluate.scoring import (
     evaluate_predictions,
     metrics_dict,
     mlflow_metrics,
@@ -25,7 +26,6 @@ from pipeline.evaluation import (
     per_class_frame,
     predictions_frame,
 )
-from pipeline.report import Section, render_html, render_markdown
 from tests import mlflow_fixtures as mf
 
 # Six images of three classes; predictions 0,1,1,1,2,0 make every figure easy to work out.

@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 
-from pipeline.precision import cpu_bf16_flags
+from pipeline.train.precision import cpu_bf16_flags
 from tests.conftest import QUIET_ENV, REPO_ROOT
 
 GPU_CHECK = REPO_ROOT / "benchmarks" / "gpu_check.py"
@@ -55,7 +55,7 @@ def test_gpu_check_imports_neither_mlflow_nor_tensorflow_nor_dvc() -> None:
     """The GPU machine has JAX and little else: the JAX path must not need the rest."""
     code = (
         "import sys; sys.path[:0] = [sys.argv[1], sys.argv[2]]; import gpu_check; "
-        "import pipeline.training, pipeline.params, pipeline.checkpoints; "
+        "import pipeline.train.fit, pipeline.core.params, pipeline.train.checkpoints; "
         "print(sorted({m.split('.')[0] for m in sys.modules} & {'mlflow', 'tensorflow', 'dvc'}))"
     )
     result = subprocess.run(

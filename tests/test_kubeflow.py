@@ -21,11 +21,11 @@ from typing import Any, ClassVar
 import pytest
 import yaml
 
-from kubeflow.compile import OUTPUT, compile_pipeline
-from kubeflow.pipeline import DEFAULT_GPU_IMAGE, DEFAULT_IMAGE, Settings, build_pipeline
-from kubeflow.runtime import flat_name, to_pipeline_value
-from pipeline.errors import ParamsError
-from pipeline.params import flatten_params, load_params
+from cifar10_kfp.compile import OUTPUT, compile_pipeline
+from cifar10_kfp.pipeline import DEFAULT_GPU_IMAGE, DEFAULT_IMAGE, Settings, build_pipeline
+from cifar10_kfp.runtime import flat_name, to_pipeline_value
+from pipeline.core.errors import ParamsError
+from pipeline.core.params import flatten_params, load_params
 from tests.cifar_archive import CLASSES, build_archive
 from tests.conftest import QUIET_ENV, REPO_ROOT, free_port, run_stage
 
@@ -46,20 +46,23 @@ EXPECTED_ARTIFACTS = {
 PER_BATCH, N_TEST, VAL_SIZE = 50, 50, 50
 
 
-def test_our_kubeflow_package_is_the_one_imported_and_kfp_needs_no_other() -> None:
-    # A top-level `kubeflow` could shadow (or be shadowed by) another distribution's package.
+def test_no_package_of_ours_is_named_kubeflow_and_ours_is_the_one_imported() -> None:
+    # `kubeflow` is the namespace Kubeflow's own SDKs (kubeflow, kubeflow-training, katib)
+    # install: a top-level package of that name would break them, or be broken by them.
     code = (
-        "import sys, kfp, kfp.kubernetes, kfp.local, kfp.client, kfp.compiler;"
-        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'kubeflow'));"
-        "import kubeflow; print(kubeflow.__file__)"
+        "import importlib.util, kfp, kfp.kubernetes, kfp.local, kfp.client, kfp.compiler;"
+        "spec = importlib.util.find_spec('kubeflow');"
+        "print(spec.origin if spec else None);"
+        "import cifar10_kfp; print(cifar10_kfp.__file__)"
     )
     result = subprocess.run(
         [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 0, result.stderr
-    loaded_by_kfp, ours = result.stdout.splitlines()
-    assert loaded_by_kfp == "[]"
-    assert Path(ours) == REPO_ROOT / "kubeflow" / "__init__.py"
+    kubeflow_origin, ours = result.stdout.splitlines()
+    assert not (REPO_ROOT / "kubeflow").exists()
+    assert kubeflow_origin == "None" or not kubeflow_origin.startswith(str(REPO_ROOT))
+    assert Path(ours) == REPO_ROOT / "cifar10_kfp" / "__init__.py"
 
 
 def compiled(tmp_path: Path, settings: Settings | None = None) -> tuple[dict, dict]:
@@ -204,7 +207,7 @@ def test_images_and_secret_from_the_environment_or_options(tmp_path: Path) -> No
     }
     output = tmp_path / "p.yaml"
     result = run_module(
-        "kubeflow.compile", "--output", output, "--mlflow-secret", "from-option", env=env
+        "cifar10_kfp.compile", "--output", output, "--mlflow-secret", "from-option", env=env
     )
     assert result.returncode == 0, result.stderr
     spec, platform = yaml.safe_load_all(output.read_text())
@@ -217,7 +220,7 @@ def test_images_and_secret_from_the_environment_or_options(tmp_path: Path) -> No
 def test_a_component_reading_a_key_params_yaml_lacks_fails_the_build(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import kubeflow.pipeline as kfp_pipeline
+    import cifar10_kfp.pipeline as kfp_pipeline
 
     def train(train_epoch: int) -> None:  # one letter short of train_epochs
         pass
@@ -297,7 +300,7 @@ def fake_kfp_api() -> Iterator[tuple[str, list]]:
 def test_submit_sends_the_compiled_pipeline_with_typed_overrides() -> None:
     with fake_kfp_api() as (host, requests):
         result = run_module(
-            "kubeflow.submit", "--host", host, "--run-name", "smoke",
+            "cifar10_kfp.submit", "--host", host, "--run-name", "smoke",
             "--set", "train.epochs=2", "--set", "preprocess_max_train_images=500",
             "--set", "data.md5=null", "--set", "train.learning_rate=1",
         )  # fmt: skip
@@ -338,7 +341,7 @@ def test_submit_refuses_a_bad_parameter_in_one_line_before_any_request(
     override: str, message: str
 ) -> None:
     with fake_kfp_api() as (host, requests):
-        result = run_module("kubeflow.submit", "--host", host, "--set", override)
+        result = run_module("cifar10_kfp.submit", "--host", host, "--set", override)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
@@ -347,7 +350,7 @@ def test_submit_refuses_a_bad_parameter_in_one_line_before_any_request(
 
 def test_submit_to_an_unreachable_api_is_one_line() -> None:
     host = f"http://127.0.0.1:{free_port()}"
-    result = run_module("kubeflow.submit", "--host", host, "--set", "train.epochs=2")
+    result = run_module("cifar10_kfp.submit", "--host", host, "--set", "train.epochs=2")
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
     assert lines[-1].startswith(f"error: cannot submit to Kubeflow Pipelines at {host}: "), lines
@@ -366,7 +369,7 @@ def local_session(
     with pytest.MonkeyPatch.context() as patch:
         for name, value in QUIET_ENV.items():
             patch.setenv(name, value)
-        # Component code runs in a fresh interpreter in another folder: `kubeflow` comes from here.
+        # Component code runs in a fresh interpreter elsewhere: `cifar10_kfp` comes from here.
         patch.setenv("PYTHONPATH", str(REPO_ROOT))
         patch.setenv("MLFLOW_TRACKING_URI", tracking_uri)
         local.init(
@@ -508,9 +511,9 @@ def test_gpu_train_component_without_a_gpu_fails_at_once(
 ) -> None:
     from kfp import dsl
 
-    from kubeflow.pipeline import build_components, stage_parameters
-    from kubeflow.pipeline import train as train_func
-    from kubeflow.runtime import pipeline_defaults
+    from cifar10_kfp.pipeline import build_components, stage_parameters
+    from cifar10_kfp.pipeline import train as train_func
+    from cifar10_kfp.runtime import pipeline_defaults
 
     train_op = build_components(Settings())["train"]  # the compiled one: GPU image, GPU request
     defaults = pipeline_defaults(load_params(REPO_ROOT / "params.yaml"))

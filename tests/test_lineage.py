@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.lineage import dvc_tags, git_tags
+from pipeline.tracking.lineage import dvc_tags, git_tags
 
 GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com"]
 

@@ -8,8 +8,8 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from pipeline.errors import ParamsError
-from pipeline.params import Params, flatten_params, load_params
+from pipeline.core.errors import ParamsError
+from pipeline.core.params import Params, flatten_params, load_params
 from tests.conftest import REPO_ROOT, repo_params, run_stage
 
 REPO_PARAMS = (REPO_ROOT / "params.yaml").read_text()

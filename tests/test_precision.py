@@ -9,8 +9,8 @@ import mlflow
 import numpy as np
 import pytest
 
-from pipeline.precision import cpu_bf16_flags, resolve_precision_policy
-from pipeline.training import learning_rate
+from pipeline.train.fit import learning_rate
+from pipeline.train.precision import cpu_bf16_flags, resolve_precision_policy
 from tests.conftest import REPO_ROOT, repo_params, run_stage
 
 

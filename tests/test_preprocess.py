@@ -18,12 +18,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline import preview
-from pipeline.cifar import RECORD_BYTES, read_cifar_archive
-from pipeline.errors import PipelineError
-from pipeline.params import PreprocessParams
-from pipeline.preprocess import run_preprocess
-from pipeline.splits import allocate_stratified, prepare_splits, split_indices
+from pipeline.core.errors import PipelineError
+from pipeline.core.params import PreprocessParams
+from pipeline.data import preview
+from pipeline.data.cifar import RECORD_BYTES, read_cifar_archive
+from pipeline.data.preprocess import run_preprocess
+from pipeline.data.splits import allocate_stratified, prepare_splits, split_indices
 from tests.cifar_archive import (
     CLASSES,
     PREFIX,

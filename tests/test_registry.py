@@ -1,8 +1,8 @@
 """The Model Registry: versions, aliases and the champion gate, against a real SQLite store.
 
 The runs and model versions are real (a tiny logged Keras model); only the test accuracy handed
-to pipeline.registry is chosen, because the promotion logic is what these tests check. Each test
-uses its own registered model name, so they share one store and its runs.
+to pipeline.evaluate.registry is chosen, because the promotion logic is what these tests check.
+Each test uses its own registered model name, so they share one store and its runs.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from pipeline.errors import PipelineError
-from pipeline.params import RegisterParams
-from pipeline.registry import register_model_version
+from pipeline.core.errors import PipelineError
+from pipeline.core.params import RegisterParams
+from pipeline.evaluate.registry import register_model_version
 from tests import mlflow_fixtures as mf
 from tests.conftest import QUIET_ENV, REPO_ROOT, free_port
 
@@ -224,8 +224,8 @@ RACER = """
 import json, sys, time
 from pathlib import Path
 import mlflow
-from pipeline.params import RegisterParams
-from pipeline.registry import register_model_version
+from pipeline.core.params import RegisterParams
+from pipeline.evaluate.registry import register_model_version
 name, model_uri, run_id, go = sys.argv[1:5]
 mlflow.MlflowClient().search_registered_models(max_results=1)  # connected before the start
 print("ready", flush=True)
@@ -268,8 +268,8 @@ def test_concurrent_registrations_of_one_run_make_one_version(
 # Holds the lock of registered model argv[1] in store argv[2] until its stdin closes.
 HOLDER = """
 import sys
-from pipeline.locks import exclusive_lock
-from pipeline.registry import registry_lock_path
+from pipeline.core.locks import exclusive_lock
+from pipeline.evaluate.registry import registry_lock_path
 with exclusive_lock(registry_lock_path(sys.argv[2], sys.argv[1]), "test", 1.0):
     print("holding", flush=True)
     sys.stdin.read()
@@ -286,7 +286,7 @@ def test_registration_waits_for_the_lock_and_names_its_holder(
     )  # fmt: skip
     try:
         assert holder.stdout.readline().strip() == "holding"
-        monkeypatch.setattr("pipeline.registry.REGISTRY_LOCK_WAIT_S", 0.5)
+        monkeypatch.setattr("pipeline.evaluate.registry.REGISTRY_LOCK_WAIT_S", 0.5)
         with pytest.raises(PipelineError) as err:
             register(name, runs[0], 0.8)
     finally:

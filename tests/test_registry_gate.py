@@ -1,4 +1,4 @@
-"""The champion gate, ``pipeline.registry.decide``, for each of its outcomes: no MLflow store.
+"""The champion gate, ``pipeline.evaluate.registry.decide``, for each outcome: no MLflow store.
 
 The registry tests (test_registry.py) check the same gate end to end against a real store;
 these pin every branch and its boundary in milliseconds.
@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.params import RegisterParams
-from pipeline.registry import Decision, decide, version_description
+from pipeline.core.params import RegisterParams
+from pipeline.evaluate.registry import Decision, decide, version_description
 
 GATE = RegisterParams(min_accuracy=0.70, min_improvement=0.01, allow_champion=True)
 

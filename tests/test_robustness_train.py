@@ -20,7 +20,7 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from pipeline.checkpoints import TrainingCheckpoint
+from pipeline.train.checkpoints import TrainingCheckpoint
 from tests.conftest import QUIET_ENV, REPO_ROOT, run_stage, store_env, train_args, write_prepared
 from tests.test_train import all_runs, client_for, first_checkpoint_state, start_training
 
@@ -73,12 +73,14 @@ def copy_of(interrupted: Path, tmp_path: Path) -> tuple[Path, dict]:
 
 
 def test_train_code_is_the_py_deps_of_the_train_stage(tmp_path: Path) -> None:
-    from pipeline.code_digest import changed_files, stage_code_md5s
+    from pipeline.train.code_digest import changed_files, stage_code_md5s
 
     code = stage_code_md5s(REPO_ROOT, "train")
-    for name in ("pipeline/model.py", "pipeline/training.py", "stages/train.py"):
+    for name in ("pipeline/train/model.py", "pipeline/train/fit.py", "stages/train.py"):
         assert name in code, name
-    assert "pipeline/report.py" not in code, "evaluate's code must not invalidate a training"
+    assert "pipeline/evaluate/report.py" not in code, (
+        "evaluate's code must not invalidate a training"
+    )
 
     project = tmp_path / "project"
     for part in ("pipeline", "stages"):
@@ -87,18 +89,18 @@ def test_train_code_is_the_py_deps_of_the_train_stage(tmp_path: Path) -> None:
     assert stage_code_md5s(project, "train") == code, "relative paths and contents only"
     with open(project / "pipeline" / "model.py", "a") as handle:
         handle.write("# changed\n")
-    assert changed_files(code, stage_code_md5s(project, "train")) == ["pipeline/model.py"]
+    assert changed_files(code, stage_code_md5s(project, "train")) == ["pipeline/train/model.py"]
 
     (project / "dvc.yaml").unlink()  # an image without dvc.yaml: every module counts
     fallback = stage_code_md5s(project, "train")
-    assert "pipeline/report.py" in fallback and "stages/evaluate.py" in fallback
+    assert "pipeline/evaluate/report.py" in fallback and "stages/evaluate.py" in fallback
 
 
 def test_code_change_discards_the_checkpoint_and_says_why(
     interrupted: Path, tmp_path: Path
 ) -> None:
     workdir, state = copy_of(interrupted, tmp_path)
-    # The same project with pipeline/model.py edited since the checkpoint.
+    # The same project with pipeline/train/model.py edited since the checkpoint.
     project = tmp_path / "project"
     for part in ("pipeline", "stages"):
         shutil.copytree(REPO_ROOT / part, project / part)
@@ -112,7 +114,7 @@ def test_code_change_discards_the_checkpoint_and_says_why(
     )
     assert result.returncode == 0, result.stderr
     (line,) = warning_lines(result.stderr, "discarding checkpoint")
-    assert "training code changed since it was made (pipeline/model.py)" in line
+    assert "training code changed since it was made (pipeline/train/model.py)" in line
     assert "starting afresh" in line
     assert "resuming" not in result.stderr
     runs = {run.info.run_id: run for run in all_runs(workdir)}
@@ -128,14 +130,14 @@ def test_checkpoint_of_other_code_is_discarded(tmp_path: Path, caplog) -> None:
 
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
     model.compile(optimizer="adam", loss="mse")
-    old = TrainingCheckpoint(tmp_path / "key", {"pipeline/model.py": "a" * 32})
+    old = TrainingCheckpoint(tmp_path / "key", {"pipeline/train/model.py": "a" * 32})
     old.save(model, 1, "run-1", [{"epoch": 1, "val_accuracy": 0.5}], 0.5, is_best=True)
     assert old.load() is not None, "the same code resumes"
 
-    new = TrainingCheckpoint(tmp_path / "key", {"pipeline/model.py": "b" * 32})
+    new = TrainingCheckpoint(tmp_path / "key", {"pipeline/train/model.py": "b" * 32})
     with caplog.at_level(logging.WARNING, logger="pipeline"):
         assert new.load() is None
-    assert "training code changed since it was made (pipeline/model.py)" in caplog.text
+    assert "training code changed since it was made (pipeline/train/model.py)" in caplog.text
     assert not (tmp_path / "key").exists()
 
 
@@ -188,8 +190,8 @@ def test_corrupt_checkpoint_is_discarded_with_a_warning(
 
 
 def test_checkpoint_run_that_cannot_be_reopened_gives_a_new_run(tmp_path: Path, caplog) -> None:
-    from pipeline.checkpoints import ResumeState
-    from pipeline.training_run import _resumable_run
+    from pipeline.train.checkpoints import ResumeState
+    from pipeline.train.train import _resumable_run
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)

@@ -303,7 +303,7 @@ RACERS = 8
 
 def log_at_once(run_ids: list[str], dataset: Any) -> list[BaseException]:
     """``log_datasets`` of ``dataset`` to each run, from one thread per run released together."""
-    from pipeline.datasets import log_datasets
+    from pipeline.tracking.datasets import log_datasets
 
     start = threading.Barrier(len(run_ids))
     errors: list[BaseException] = []
@@ -329,8 +329,8 @@ def test_runs_logging_the_same_new_dataset_at_once_all_keep_it(
     """MLflow checks for a dataset, then inserts it: two runs at once both insert, one fails."""
     import mlflow
 
-    from pipeline.datasets import split_dataset
-    from pipeline.prepared import read_split
+    from pipeline.artifacts.prepared import read_split
+    from pipeline.tracking.datasets import split_dataset
 
     for name, value in client_env(server).items():
         monkeypatch.setenv(name, value)

@@ -11,9 +11,10 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from pipeline import paths, tracking
-from pipeline.errors import PipelineError
-from pipeline.redact import redact, relative_to_root
+from pipeline.core import paths
+from pipeline.core.errors import PipelineError
+from pipeline.core.redact import redact, relative_to_root
+from pipeline.tracking import runs as tracking
 from tests.conftest import REPO_ROOT
 
 

@@ -15,9 +15,9 @@ import mlflow
 import numpy as np
 import pytest
 
-from pipeline.checksums import file_md5
-from pipeline.model import build_model
-from pipeline.precision import cpu_bf16_flags
+from pipeline.core.checksums import file_md5
+from pipeline.train.model import build_model
+from pipeline.train.precision import cpu_bf16_flags
 from tests.conftest import (
     QUIET_ENV,
     REPO_ROOT,
@@ -371,7 +371,7 @@ def test_sigterm_closes_the_mlflow_run(tmp_path: Path) -> None:
 
 def test_parallel_first_use_of_the_store_is_safe(tmp_path: Path) -> None:
     code = (
-        "from pipeline.tracking import prepare_tracking, use_experiment\n"
+        "from pipeline.tracking.runs import prepare_tracking, use_experiment\n"
         "prepare_tracking(); print(use_experiment('cifar10-cnn'))\n"
     )
     env = {**os.environ, **QUIET_ENV, **store_env(tmp_path)}

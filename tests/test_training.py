@@ -1,4 +1,4 @@
-"""pipeline.training in process: optimizer and learning-rate wiring, train.restore_best.
+"""pipeline.train.fit in process: optimizer and learning-rate wiring, train.restore_best.
 
 Small models on tiny data, no MLflow: these check that params reach Keras, not the stage.
 """
@@ -11,11 +11,11 @@ import keras
 import numpy as np
 import pytest
 
-from pipeline import backend
-from pipeline.checkpoints import TrainingCheckpoint
-from pipeline.params import Params
-from pipeline.training import fit, load_prepared, new_model
-from pipeline.training_run import final_metrics
+from pipeline.core.params import Params
+from pipeline.train import backend
+from pipeline.train.checkpoints import TrainingCheckpoint
+from pipeline.train.fit import fit, load_prepared, new_model
+from pipeline.train.train import final_metrics
 from tests.conftest import repo_params, write_prepared
 
 SMALL_MODEL = ["model.conv_filters=[4]", "model.dense_units=8"]

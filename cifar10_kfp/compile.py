@@ -1,0 +1,87 @@
+"""``python -m cifar10_kfp.compile``: write the pipeline as KFP v2 YAML (``make kfp``).
+
+Defaults come from params.yaml; the images and the MLflow secret from the options, else from
+KFP_IMAGE, KFP_GPU_IMAGE and KFP_MLFLOW_SECRET, else the placeholders in cifar10_kfp/pipeline.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pipeline.core.paths import REPO_ROOT
+from stages.cli import call_stage
+
+if TYPE_CHECKING:
+    from cifar10_kfp.pipeline import Settings
+
+OUTPUT = REPO_ROOT / "cifar10_kfp" / "cifar10_pipeline.yaml"
+
+log = logging.getLogger("pipeline")
+
+
+def compile_pipeline(output: Path, settings: Settings | None = None) -> Path:
+    """Compile the pipeline for ``settings`` (cifar10_kfp.pipeline.Settings) to ``output``."""
+    from kfp import compiler
+
+    from cifar10_kfp.pipeline import build_pipeline
+
+    pipeline = build_pipeline(settings)
+    # Written beside and renamed: a failed compile leaves the previous YAML as it was. The temp
+    # name keeps the .yaml suffix, which tells KFP the format.
+    output.parent.mkdir(parents=True, exist_ok=True)
+    partial = output.with_name(f".{output.stem}.partial.yaml")
+    try:
+        compiler.Compiler().compile(pipeline, str(partial))
+        os.replace(partial, output)
+    finally:
+        partial.unlink(missing_ok=True)
+    return output
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of ``python -m cifar10_kfp.compile``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m cifar10_kfp.compile",
+        description=__doc__,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--output", type=Path, default=OUTPUT, help="pipeline YAML to write")
+    parser.add_argument(
+        "--params", type=Path, default=REPO_ROOT / "params.yaml", help="defaults of the parameters"
+    )
+    parser.add_argument("--image", help="CPU image of the components (env KFP_IMAGE)")
+    parser.add_argument("--gpu-image", help="GPU image of the train component (env KFP_GPU_IMAGE)")
+    parser.add_argument(
+        "--mlflow-secret", help="Kubernetes secret with MLFLOW_TRACKING_URI (env KFP_MLFLOW_SECRET)"
+    )
+    parser.add_argument(
+        "--cpu-only",
+        action="store_true",
+        help="train in the CPU image with train.device=cpu and no GPU request",
+    )
+    args = parser.parse_args(argv)
+
+    def work() -> None:
+        from cifar10_kfp.pipeline import Settings
+
+        settings = Settings.from_env(
+            image=args.image,
+            gpu_image=args.gpu_image,
+            mlflow_secret=args.mlflow_secret,
+            params_file=args.params,
+            gpu=not args.cpu_only,
+        )
+        compile_pipeline(args.output, settings)
+        train_image = settings.gpu_image if settings.gpu else settings.image
+        log.info("wrote %s (images %s, train %s)", args.output, settings.image, train_image)
+
+    call_stage(work)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,143 @@
+"""``python -m cifar10_kfp.submit --host URL``: run the compiled pipeline on a KFP cluster.
+
+``--set`` takes params keys (``train.epochs=2``) or pipeline parameter names (``train_epochs=2``);
+they are checked against the compiled pipeline's parameters and the params schema before anything
+is sent, so a typo or a bad value is one line and exit 2, with no run started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import logging
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from cifar10_kfp.compile import OUTPUT
+from cifar10_kfp.runtime import dotted_name, flat_name, stage_params, to_pipeline_value
+from pipeline.core.errors import ParamsError, PipelineError
+from stages.cli import add_override_option, call_stage
+
+log = logging.getLogger("pipeline")
+
+
+def pipeline_parameters(package: Path) -> dict[str, Any]:
+    """The compiled pipeline's parameters and their defaults (None where it has none)."""
+    try:
+        spec = next(yaml.safe_load_all(package.read_text(encoding="utf-8")))
+        definitions = spec["root"]["inputDefinitions"]["parameters"]
+    except FileNotFoundError:
+        raise PipelineError(f"{package} not found; run `make kfp` first") from None
+    except (yaml.YAMLError, KeyError, TypeError, StopIteration):
+        raise PipelineError(f"{package}: not a compiled KFP pipeline") from None
+    return {name: spec.get("defaultValue") for name, spec in definitions.items()}
+
+
+def run_arguments(package: Path, overrides: Sequence[str]) -> dict[str, Any]:
+    """The run's arguments: each ``key=value`` override checked by name and by the schema.
+
+    Raises ParamsError naming an unknown parameter (with the closest known one) or a bad value.
+    """
+    known = pipeline_parameters(package)
+    arguments: dict[str, Any] = {}
+    for override in overrides:
+        key, sep, text = override.partition("=")
+        if not sep or not key:
+            raise ParamsError(f"--set {override}: expected key=value, e.g. train.epochs=2")
+        name = flat_name(key) if "." in key else key
+        if name not in known:
+            close = difflib.get_close_matches(name, list(known), n=1)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            raise ParamsError(f"--set {override}: unknown pipeline parameter {name}{hint}")
+        arguments[name] = yaml.safe_load(text) if text else None
+    # The whole set must pass the params schema, as `--set` does for a DVC stage.
+    values = known | arguments
+    params, _ = stage_params(values)
+    valid = params.model_dump(by_alias=True)
+    typed = {}
+    for name in arguments:
+        section, _, field = dotted_name(name).partition(".")
+        typed[name] = to_pipeline_value(f"{section}.{field}", valid[section][field])
+    return typed
+
+
+def submit(
+    host: str,
+    package: Path,
+    arguments: dict[str, Any],
+    experiment: str,
+    run_name: str | None,
+    enable_caching: bool | None,
+) -> str:
+    """Create a run of ``package`` on the KFP API at ``host``; return its run id."""
+    import kfp
+
+    _check_reachable(host)
+    try:
+        client = kfp.Client(host=host)
+        run = client.create_run_from_pipeline_package(
+            str(package),
+            arguments=arguments,
+            run_name=run_name,
+            experiment_name=experiment,
+            enable_caching=enable_caching,
+        )
+    except Exception as exc:  # the KFP client raises many types for an unreachable/refusing API
+        reason = " ".join(str(exc).split())[:300] or type(exc).__name__
+        raise PipelineError(f"cannot submit to Kubeflow Pipelines at {host}: {reason}") from None
+    return run.run_id
+
+
+def _check_reachable(host: str, timeout_s: float = 10.0) -> None:
+    """Fail in seconds on an API nobody answers (the KFP client retries for ~25 s, loudly).
+
+    Any HTTP answer counts as reachable: a cluster behind a login answers 302 or 401 here.
+    """
+    url = host.rstrip("/") + "/apis/v2beta1/healthz"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as response:
+            response.read(64)
+    except urllib.error.HTTPError:
+        return
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise PipelineError(
+            f"cannot submit to Kubeflow Pipelines at {host}: unreachable ({reason})"
+        ) from None
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of ``python -m cifar10_kfp.submit``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m cifar10_kfp.submit",
+        description=__doc__,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument(
+        "--host", required=True, help="KFP API endpoint, e.g. http://localhost:8080"
+    )
+    parser.add_argument("--package", type=Path, default=OUTPUT, help="compiled pipeline YAML")
+    parser.add_argument("--experiment", default="cifar10-cnn", help="KFP experiment of the run")
+    parser.add_argument("--run-name", help="name of the run (KFP picks one if left out)")
+    add_override_option(parser, "override one parameter, e.g. --set train.epochs=2 (repeatable)")
+    parser.add_argument(
+        "--no-cache", action="store_true", help="rerun every task, ignoring KFP's cache"
+    )
+    args = parser.parse_args(argv)
+
+    def work() -> None:
+        arguments = run_arguments(args.package, args.overrides)
+        caching = False if args.no_cache else None
+        run_id = submit(args.host, args.package, arguments, args.experiment, args.run_name, caching)
+        print(f"run {run_id}: {args.host.rstrip('/')}/#/runs/details/{run_id}")
+
+    call_stage(work)
+
+
+if __name__ == "__main__":
+    main()

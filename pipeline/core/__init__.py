@@ -1,0 +1,2 @@
+"""What every stage shares: the params schema, paths and file names, errors, atomic writes,
+locks and redaction."""

@@ -1,0 +1,1 @@
+"""The download and preprocess stages: fetch the archive, decode it, carve the splits."""

@@ -1,0 +1,320 @@
+"""Register each trained model in the MLflow Model Registry and decide who is champion.
+
+Aliases, never the deprecated stages. ``champion`` is the version to serve: it moves to a version
+only if its test accuracy reaches ``register.min_accuracy`` and beats the current champion's
+(read from the champion's ``test_accuracy`` version tag) by more than
+``register.min_improvement``; ``register.allow_champion: false`` never moves it. ``challenger`` is
+the newest evaluated version that did not become champion, a candidate waiting for a better
+figure or a human: a promotion removes it (the candidate won), so the two never name the same
+version. Rerunning the champion's own evaluation leaves both aliases where they are.
+
+Registration is idempotent: a second call for the same MLflow run reuses its version.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline.core.errors import PipelineError
+from pipeline.core.locks import exclusive_lock
+from pipeline.core.params import RegisterParams
+from pipeline.core.redact import redact
+from pipeline.tracking.lineage import CODE_AND_DATA_TAGS, DVC_TAGS, UNKNOWN
+
+log = logging.getLogger("pipeline")
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+ACCURACY_TAG = "test_accuracy"
+RUN_ID_TAG = "run_id"
+DECISION_TAG = "registry.decision"
+REASON_TAG = "registry.reason"
+# Registering takes seconds; a wait this long only fails when something is stuck.
+REGISTRY_LOCK_WAIT_S = 120.0
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What happens to the champion alias, and why, in one sentence."""
+
+    decision: str  # promoted | already_champion | kept | rejected | challenger_only
+    reason: str
+    promote: bool
+
+
+@dataclass(frozen=True)
+class RegistryResult:
+    """The outcome of one registration, as written to ``reports/registry.json``."""
+
+    status: str
+    registered_model: str
+    version: str
+    created: bool
+    run_id: str
+    model_uri: str
+    test_accuracy: float
+    decision: str
+    reason: str
+    champion_version: str | None
+    previous_champion_version: str | None
+    challenger_version: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready dict."""
+        return asdict(self)
+
+
+def version_lineage(run_id: str, run_tags: dict[str, str]) -> dict[str, str]:
+    """The run id and the run's code and data tags, for the version; missing ones read "unknown".
+
+    The DVC experiment that made the run is copied too, when there was one.
+    """
+    lineage = {RUN_ID_TAG: run_id} | {key: run_tags.get(key, UNKNOWN) for key in CODE_AND_DATA_TAGS}
+    return lineage | {key: run_tags[key] for key in DVC_TAGS if key in run_tags}
+
+
+def decide(
+    test_accuracy: float,
+    champion_version: str | None,
+    champion_accuracy: float | None,
+    policy: RegisterParams,
+) -> Decision:
+    """Apply the promotion gate to a candidate that is not the champion already."""
+    champion = f"champion v{champion_version}" if champion_version else "no champion"
+    if not policy.allow_champion:
+        return Decision("challenger_only", f"register.allow_champion is false ({champion})", False)
+    if test_accuracy < policy.min_accuracy:
+        return Decision(
+            "rejected",
+            f"test accuracy {test_accuracy:.4f} is below register.min_accuracy "
+            f"{policy.min_accuracy:.4f} ({champion})",
+            False,
+        )
+    if champion_version is None:
+        return Decision(
+            "promoted",
+            f"first version to reach register.min_accuracy {policy.min_accuracy:.4f} "
+            f"(test accuracy {test_accuracy:.4f})",
+            True,
+        )
+    if champion_accuracy is None:
+        # Never silently replace a champion someone picked by hand without a figure to compare.
+        return Decision(
+            "kept", f"{champion} has no valid {ACCURACY_TAG} tag to compare with", False
+        )
+    versus = (
+        f"test accuracy {test_accuracy:.4f} vs {champion} {champion_accuracy:.4f} "
+        f"+ register.min_improvement {policy.min_improvement:.4f}"
+    )
+    if test_accuracy > champion_accuracy + policy.min_improvement:
+        return Decision("promoted", f"beats the champion: {versus}", True)
+    return Decision("kept", f"does not beat the champion: {versus}", False)
+
+
+def policy_tags(policy: RegisterParams) -> dict[str, str]:
+    """``register.*`` as version tags: ``{"register.min_accuracy": "0.7", ...}``."""
+    return {f"register.{key}": json.dumps(value) for key, value in policy.model_dump().items()}
+
+
+def register_model_version(
+    name: str,
+    model_uri: str,
+    run_id: str,
+    run_tags: dict[str, str],
+    test_accuracy: float,
+    policy: RegisterParams,
+    classes: Sequence[str] = (),
+    details: str = "",
+) -> RegistryResult:
+    """Register ``model_uri`` (once per run), tag it, move the aliases and return the outcome.
+
+    ``classes`` (the model's output columns) and ``details`` (a phrase about the data) go into
+    the descriptions. Any registry failure (server gone, invalid name) becomes a PipelineError.
+    """
+    import mlflow
+
+    uri = mlflow.get_tracking_uri()
+    # Two evaluates at once would both miss the other's version and register the run twice.
+    with (
+        exclusive_lock(
+            registry_lock_path(uri, name),
+            f"registered model '{name}'",
+            REGISTRY_LOCK_WAIT_S,
+            "another evaluate is registering to it: rerun once it is done",
+        ),
+        mlflow_errors(f"registering {model_uri} as model '{name}'"),
+    ):
+        client = mlflow.MlflowClient()
+        return _register(
+            client, name, model_uri, run_id, run_tags, test_accuracy, policy, list(classes), details
+        )
+
+
+def registry_lock_path(tracking_uri: str, name: str) -> Path:
+    """The lock file of registered model ``name`` in the store at ``tracking_uri``.
+
+    Beside a SQLite store's file; in the temp folder for a server, keyed by its URI, so only
+    processes on the same machine are kept apart (MLflow offers no registry transaction).
+    """
+    digest = hashlib.sha256(f"{tracking_uri}\n{name}".encode()).hexdigest()[:16]
+    if tracking_uri.startswith("sqlite:///"):
+        db = Path(tracking_uri.removeprefix("sqlite:///"))
+        return db.with_name(f"{db.name}.registry-{digest}.lock")
+    return Path(tempfile.gettempdir()) / "cifar10-pipeline-locks" / f"registry-{digest}.lock"
+
+
+@contextlib.contextmanager
+def mlflow_errors(action: str) -> Iterator[None]:
+    """Turn an MLflow failure (server gone, bad name, store error) into a one-line PipelineError."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        yield
+    except (MlflowException, OSError) as exc:
+        message = " ".join(str(exc).split())
+        raise PipelineError(redact(f"{action} failed: {message}")) from None
+
+
+def _register(
+    client: Any,
+    name: str,
+    model_uri: str,
+    run_id: str,
+    run_tags: dict[str, str],
+    test_accuracy: float,
+    policy: RegisterParams,
+    classes: list[str],
+    details: str,
+) -> RegistryResult:
+    tags = version_lineage(run_id, run_tags) | {ACCURACY_TAG: repr(float(test_accuracy))}
+    version, created = _find_or_create_version(client, name, model_uri, run_id, tags)
+    if not created:
+        # A rerun may follow a change of test data: the tags must describe this evaluation.
+        for key, value in tags.items():
+            client.set_model_version_tag(name, version, key, value)
+
+    champion = _alias_version(client, name, CHAMPION)
+    challenger = _alias_version(client, name, CHALLENGER)
+    if champion == version:
+        decision = Decision("already_champion", f"v{version} is already the champion", False)
+    else:
+        champion_accuracy = _champion_accuracy(client, name, champion) if champion else None
+        decision = decide(test_accuracy, champion, champion_accuracy, policy)
+    if decision.promote:
+        client.set_registered_model_alias(name, CHAMPION, version)
+        if challenger is not None:
+            client.delete_registered_model_alias(name, CHALLENGER)
+        challenger = None
+    elif decision.decision != "already_champion":
+        client.set_registered_model_alias(name, CHALLENGER, version)
+        challenger = version
+    client.set_model_version_tag(name, version, DECISION_TAG, decision.decision)
+    client.set_model_version_tag(name, version, REASON_TAG, decision.reason)
+    # The register.* values this decision used, where it is recorded (not on the training run).
+    for key, value in policy_tags(policy).items():
+        client.set_model_version_tag(name, version, key, value)
+    client.update_model_version(
+        name, version, description=version_description(tags, decision, details)
+    )
+    client.update_registered_model(name, description=model_description(name, classes))
+    client.set_registered_model_tag(name, "task", "image classification (CIFAR-10)")
+    if classes:
+        client.set_registered_model_tag(name, "classes", ",".join(classes))
+    log.info("registry: %s v%s: %s (%s)", name, version, decision.decision, decision.reason)
+    return RegistryResult(
+        status="registered",
+        registered_model=name,
+        version=version,
+        created=created,
+        run_id=run_id,
+        model_uri=model_uri,
+        test_accuracy=float(test_accuracy),
+        decision=decision.decision,
+        reason=decision.reason,
+        champion_version=version if decision.promote else champion,
+        previous_champion_version=champion,
+        challenger_version=challenger,
+    )
+
+
+def _find_or_create_version(
+    client: Any, name: str, model_uri: str, run_id: str, tags: dict[str, str]
+) -> tuple[str, bool]:
+    """The version already registered for ``run_id``, else a new one: (version, created)."""
+    import mlflow
+
+    # MLflow 3 keeps the run id on versions registered from "models:/m-..." URIs (checked in
+    # tests/test_registry.py), so the registry can be searched by run directly.
+    existing = client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
+    if existing:
+        return str(min(int(v.version) for v in existing)), False
+    created = mlflow.register_model(model_uri, name, tags=tags)
+    return str(created.version), True
+
+
+def _alias_version(client: Any, name: str, alias: str) -> str | None:
+    # The store hands alias targets back as ints, version numbers elsewhere as strings.
+    version = client.get_registered_model(name).aliases.get(alias)
+    return None if version is None else str(version)
+
+
+def _champion_accuracy(client: Any, name: str, version: str) -> float | None:
+    value = client.get_model_version(name, version).tags.get(ACCURACY_TAG)
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def model_description(name: str, classes: list[str]) -> str:
+    """What the registered model is, how to call it and what its aliases mean (Markdown)."""
+    return (
+        f"**{name}**: CIFAR-10 image classifier, the classic Keras CNN trained by this "
+        "project's DVC pipeline (params.yaml pins every hyperparameter).\n\n"
+        "**Input**: raw images, N x 32 x 32 x 3 uint8 RGB pixels 0-255 "
+        '(`{"inputs": [...]}`); anything else is refused with HTTP 400.\n'
+        f"**Output**: one probability per class, columns named {', '.join(classes) or 'by class'}."
+        "\n\n"
+        "**Aliases**: `champion` is the version to serve (it moves only when a version passes "
+        "the register.* gate); `challenger` is the newest evaluated version that did not become "
+        "champion (removed when a version is promoted)."
+    )
+
+
+def version_description(tags: dict[str, str], decision: Decision, details: str = "") -> str:
+    """What this version is, its data, its accuracy and the registry's decision (Markdown)."""
+    experiment = tags.get("dvc.experiment")
+    source = f" (DVC experiment `{experiment}`)" if experiment else ""
+    dirty = {"true": "with uncommitted changes", "false": "clean"}.get(tags["git.dirty"], "")
+    lines = [
+        f"**What**: CIFAR-10 CNN from MLflow run `{tags[RUN_ID_TAG]}`{source}, git commit "
+        f"`{tags['git.commit']}` {dirty}".rstrip()
+        + ".",
+        f"**Data**: {details + '; ' if details else ''}raw archive md5 `{tags['data.raw_md5']}`, "
+        f"prepared data md5 `{tags['data.prepared_md5']}`.",
+        f"**Test accuracy**: {float(tags[ACCURACY_TAG]):.4f}.",
+        f"**Decision**: {decision.decision}: {decision.reason}.",
+    ]
+    return "\n\n".join(lines)
+
+
+def failure_record(
+    name: str, error: str, model_uri: str | None = None, run_id: str | None = None
+) -> dict[str, Any]:
+    """What ``reports/registry.json`` says when nothing was registered: never a success."""
+    return {
+        "status": "failed",
+        "registered_model": name,
+        "run_id": run_id,
+        "model_uri": model_uri,
+        "decision": "failed",
+        "reason": error,
+    }

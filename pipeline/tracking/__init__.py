@@ -1,0 +1,1 @@
+"""MLflow for the train and evaluate stages: runs, datasets, lineage tags, the served model."""

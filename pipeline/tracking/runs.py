@@ -1,0 +1,163 @@
+"""Where MLflow runs go, and how a stage opens (or reopens) the run it logs to.
+
+Default store: ``sqlite:///<workspace>/mlflow.db`` with artifacts in ``<workspace>/mlruns``, the
+same whatever the working directory, and the user's workspace even when DVC runs the stages in a
+temporary copy (see ``paths.workspace_root``). ``MLFLOW_TRACKING_URI`` overrides it.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import fcntl
+import os
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+from pipeline.core.errors import PipelineError
+from pipeline.core.paths import workspace_root
+from pipeline.core.redact import redact
+
+
+def default_db() -> Path:
+    """The SQLite file of the default store, in the user's workspace."""
+    return workspace_root() / "mlflow.db"
+
+
+def default_artifacts() -> Path:
+    """The artifact folder of the default store, beside its SQLite file."""
+    return workspace_root() / "mlruns"
+
+
+# Without it MLflow 3 opens an experiment on its GenAI overview (traces, tokens), not the runs.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+
+
+def tracking_uri() -> str:
+    """``MLFLOW_TRACKING_URI`` if set, else the workspace's own SQLite store."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{default_db()}"
+
+
+def shareable_uri(uri: str) -> str:
+    """``uri`` as it may appear in a shared output: no password, the default store relative.
+
+    The default store becomes ``sqlite:///mlflow.db`` (relative to the project, as MLflow reads
+    it from the project folder), so ``models/run.json`` is the same on every machine.
+    """
+    if uri == f"sqlite:///{default_db()}":
+        return "sqlite:///mlflow.db"
+    return redact(uri)
+
+
+def prepare_tracking() -> str:
+    """Point MLflow at the tracking store and make sure it is usable; return its URI.
+
+    Called once by a stage before any work, so a dead server fails in seconds, not after training.
+    """
+    import mlflow
+
+    uri = tracking_uri()
+    if uri.startswith("sqlite:///"):
+        _create_or_upgrade_sqlite(uri)
+    elif uri.startswith(("http://", "https://")):
+        _check_server(uri)
+    mlflow.set_tracking_uri(uri)
+    return uri
+
+
+def use_experiment(name: str) -> str:
+    """Return the id of experiment ``name``, creating it with artifacts under the repo if needed."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        if experiment.tags.get(EXPERIMENT_KIND_TAG) is None:
+            client.set_experiment_tag(
+                experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND
+            )
+        return experiment.experiment_id
+    location = None
+    if tracking_uri() == f"sqlite:///{default_db()}":
+        # MLflow would otherwise put artifacts in ./mlruns of whatever the cwd happens to be.
+        location = default_artifacts().as_uri()
+    try:
+        return client.create_experiment(
+            name, artifact_location=location, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}
+        )
+    except Exception:
+        # Another process created it between our lookup and create.
+        experiment = client.get_experiment_by_name(name)
+        if experiment is None:
+            raise
+        return experiment.experiment_id
+
+
+def _create_or_upgrade_sqlite(uri: str) -> None:
+    """Create the schema (or run migrations) under a file lock.
+
+    Two processes creating the same fresh SQLite store at once corrupt it, so the first one
+    does it while the others wait on the lock.
+    """
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    db_path = Path(uri.removeprefix("sqlite:///"))
+    db_path.parent.mkdir(parents=True, exist_ok=True)
+    from sqlalchemy.exc import SQLAlchemyError
+
+    with _file_lock(db_path.with_name(db_path.name + ".lock")):
+        try:
+            store = SqlAlchemyStore(uri, default_artifacts().as_uri())
+        except SQLAlchemyError as exc:
+            # e.g. "file is not a database": overwritten, truncated, or not SQLite at all.
+            reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+            raise PipelineError(
+                f"the MLflow store {db_path} is unreadable ({reason}): move it aside to start a "
+                "new store, or set MLFLOW_TRACKING_URI to another one"
+            ) from None
+        store.engine.dispose()
+
+
+def _check_server(uri: str, timeout_s: float = 5.0) -> None:
+    request = _health_request(uri)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            response.read(64)
+    except (urllib.error.URLError, OSError, TimeoutError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise PipelineError(
+            f"MLflow tracking server {redact(uri)} is unreachable ({redact(str(reason))}); "
+            "start it, or unset MLFLOW_TRACKING_URI to use the local sqlite store"
+        ) from None
+
+
+def _health_request(uri: str) -> urllib.request.Request:
+    """GET <uri>/health, with the URI's ``user:password@`` (as MLflow's client sends it) moved
+    into a basic-auth header: urllib would take it for part of the host name."""
+    parts = urllib.parse.urlsplit(uri.rstrip("/") + "/health")
+    netloc = parts.hostname or ""
+    if ":" in netloc:  # an IPv6 literal
+        netloc = f"[{netloc}]"
+    if parts.port is not None:
+        netloc += f":{parts.port}"
+    request = urllib.request.Request(urllib.parse.urlunsplit(parts._replace(netloc=netloc)))
+    if parts.username is not None:
+        user = urllib.parse.unquote(parts.username)
+        password = urllib.parse.unquote(parts.password or "")
+        token = base64.b64encode(f"{user}:{password}".encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
+    return request
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -1,0 +1,62 @@
+"""Log the trained Keras model to MLflow as the served model of ``serving_model.py``.
+
+The logged model carries the Keras file, the class names (its output columns, in the signature
+and in every prediction) and pinned requirements, so ``mlflow models serve`` needs nothing else.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import warnings
+from pathlib import Path
+
+from pipeline.artifacts.prepared import classes_json
+
+SERVING_CODE = Path(__file__).with_name("serving_model.py")
+
+
+def model_id(model_uri: str) -> str:
+    """The LoggedModel id of a ``models:/m-...`` URI."""
+    return model_uri.removeprefix("models:/")
+
+
+def log_served_model(model: object, classes: list[str], name: str = "model") -> str:
+    """Log ``model`` with its ``classes`` to the active run; return its model URI.
+
+    The signature names one float32 output column per class. It declares no input: an input
+    schema makes MLflow cast JSON to its dtype (0.5 -> 0) before the model can refuse it; the
+    model checks the pixels itself (uint8 values 0-255, N x 32 x 32 x 3). Requirements are
+    explicit: inferring them costs ~25 s a call.
+    """
+    import keras
+    import mlflow
+    import numpy as np
+    import pandas as pd
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
+
+    from pipeline.train import backend
+
+    signature = ModelSignature(outputs=Schema([ColSpec("float", label) for label in classes]))
+    requirements = [
+        f"mlflow=={mlflow.__version__}",
+        f"keras=={keras.__version__}",
+        # The backend package actually installed: tensorflow-cpu, CUDA tensorflow or jax (+ CUDA).
+        *backend.requirements(),
+        f"numpy=={np.__version__}",
+        f"pandas=={pd.__version__}",
+    ]
+    with tempfile.TemporaryDirectory(prefix="served-model-") as folder, warnings.catch_warnings():
+        # An input example would be cast by MLflow like any other input; the model has none.
+        warnings.filterwarnings("ignore", message=".*input example was not provided")
+        keras_path, classes_path = Path(folder) / "model.keras", Path(folder) / "classes.json"
+        model.save(keras_path)  # type: ignore[attr-defined]
+        classes_path.write_text(classes_json(classes), encoding="utf-8")
+        info = mlflow.pyfunc.log_model(
+            name=name,
+            python_model=str(SERVING_CODE),
+            artifacts={"keras_model": str(keras_path), "classes": str(classes_path)},
+            signature=signature,
+            pip_requirements=requirements,
+        )
+    return info.model_uri

@@ -1,0 +1,1 @@
+"""The train stage: the model, the fit loop, checkpoints, and everything backend-specific."""

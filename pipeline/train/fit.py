@@ -1,0 +1,232 @@
+"""Fit the CNN: compile from params, per-epoch bookkeeping, NaN guard, resume from a checkpoint.
+
+Backend-neutral Keras; anything backend-specific comes from ``pipeline.train.backend``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from pipeline.artifacts import prepared
+from pipeline.artifacts.history import EpochRow
+from pipeline.core.errors import PipelineError
+from pipeline.core.params import ModelParams, TrainParams
+from pipeline.train import backend
+from pipeline.train.checkpoints import ResumeState, TrainingCheckpoint, load_best_weights
+from pipeline.train.model import build_model
+from pipeline.train.precision import cpu_bf16_flags, resolve_precision_policy
+
+log = logging.getLogger("pipeline")
+
+# Which epoch counts as "best" for train.restore_best.
+BEST_MONITOR = "val_accuracy"
+
+
+@dataclass
+class PreparedData:
+    """The training and validation splits written by the preprocess stage."""
+
+    train: prepared.Split
+    val: prepared.Split
+    classes: list[str]
+    files: list[Path]
+
+    @property
+    def train_x(self) -> np.ndarray:
+        return self.train.x
+
+    @property
+    def train_y(self) -> np.ndarray:
+        return self.train.y
+
+    @property
+    def val_x(self) -> np.ndarray:
+        return self.val.x
+
+    @property
+    def val_y(self) -> np.ndarray:
+        return self.val.y
+
+
+def load_prepared(prepared_dir: Path) -> PreparedData:
+    """Load the train and val splits and the class names, or say which stage to run first."""
+    classes = prepared.read_classes(prepared_dir)
+    train = prepared.read_split(prepared_dir, "train", len(classes))
+    val = prepared.read_split(prepared_dir, "val", len(classes))
+    files = [train.path, val.path, prepared.classes_path(prepared_dir)]
+    return PreparedData(train, val, classes, files)
+
+
+# Fraction of all steps spent warming the learning rate up, for lr_schedule: one_cycle.
+ONE_CYCLE_WARMUP = 0.2
+
+
+def precision_policy(setting: str) -> str:
+    """:func:`resolve_precision_policy` for this machine."""
+    return resolve_precision_policy(
+        setting, bool(backend.gpu_names()), cpu_bf16_flags(), backend.name()
+    )
+
+
+def learning_rate(train_params: TrainParams, steps_per_epoch: int) -> float | object:
+    """The optimizer's learning rate: a constant, or a schedule over all the training steps."""
+    peak = train_params.learning_rate
+    total = max(1, train_params.epochs * steps_per_epoch)
+    if train_params.lr_schedule == "cosine":
+        return keras.optimizers.schedules.CosineDecay(peak, decay_steps=total)
+    if train_params.lr_schedule == "one_cycle":
+        # Linear warm-up from peak/10, then cosine annealing to zero: the one-cycle shape.
+        warmup = max(1, int(total * ONE_CYCLE_WARMUP))
+        return keras.optimizers.schedules.CosineDecay(
+            peak / 10, decay_steps=max(1, total - warmup), warmup_target=peak, warmup_steps=warmup
+        )
+    return peak
+
+
+def new_model(
+    model_params: ModelParams, train_params: TrainParams, steps_per_epoch: int = 1
+) -> keras.Model:
+    """Build and compile a fresh model from params (``steps_per_epoch`` sizes an LR schedule)."""
+    optimizers = {
+        "rmsprop": keras.optimizers.RMSprop,
+        "adam": keras.optimizers.Adam,
+        "sgd": keras.optimizers.SGD,
+    }
+    model = build_model(model_params, seed=train_params.seed)
+    model.compile(
+        optimizer=optimizers[train_params.optimizer](
+            learning_rate=learning_rate(train_params, steps_per_epoch)
+        ),
+        # Same math as the reference's categorical cross-entropy, without one-hot label copies.
+        loss=keras.losses.SparseCategoricalCrossentropy(),
+        metrics=["accuracy"],
+        steps_per_execution=train_params.steps_per_execution,
+    )
+    return model
+
+
+def describe_setup(model: keras.Model) -> str:
+    """One line saying how ``model`` (compiled) will train: device, backend, precision, XLA."""
+    return (
+        f"training on {backend.device_description()}, backend {backend.name()} "
+        f"{backend.version()}, precision policy {keras.mixed_precision.global_policy().name}, "
+        f"XLA/JIT {'on' if backend.jit_enabled(model) else 'off'}, "
+        f"steps_per_execution {model.steps_per_execution}"
+    )
+
+
+class StopOnNaN(keras.callbacks.Callback):
+    """Abort at the first non-finite loss: later epochs would only train garbage."""
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        loss = float((logs or {}).get("loss", 0.0))
+        if not math.isfinite(loss):
+            # "by": with steps_per_execution > 1 Keras reports once per compiled call.
+            raise PipelineError(
+                f"training loss became {loss} by batch {batch + 1}: the model diverged; "
+                "try a lower train.learning_rate"
+            )
+
+
+class EpochRecorder(keras.callbacks.Callback):
+    """Time each epoch, keep the history rows, and hand each finished row to ``on_epoch``."""
+
+    def __init__(
+        self,
+        n_train: int,
+        history: list[EpochRow],
+        on_epoch: Callable[[keras.Model, list[EpochRow]], None],
+    ) -> None:
+        super().__init__()
+        self.n_train = n_train
+        self.history = history
+        self.on_epoch = on_epoch
+        self._started = 0.0
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._started = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        seconds = time.perf_counter() - self._started
+        row: EpochRow = {"epoch": epoch + 1}
+        row.update({key: float(value) for key, value in (logs or {}).items()})
+        row["seconds"] = seconds
+        row["images_per_s"] = self.n_train / seconds
+        self.history.append(row)
+        self.on_epoch(self.model, self.history)
+
+
+def fit(
+    data: PreparedData,
+    model_params: ModelParams,
+    train_params: TrainParams,
+    checkpoint: TrainingCheckpoint,
+    run_id: str,
+    resume: ResumeState | None,
+    log_epoch: Callable[[EpochRow], None],
+    callbacks: Sequence[keras.callbacks.Callback] = (),
+) -> tuple[keras.Model, list[EpochRow]]:
+    """Train for ``train.epochs`` epochs, resuming from ``resume`` when given.
+
+    Each finished epoch is checkpointed and passed to ``log_epoch``. ``callbacks`` run after the
+    epoch's timing is taken (the benchmarks score the test split there). Returns the model (the
+    best epoch's weights when ``train.restore_best``) and one history row per epoch.
+    """
+    steps_per_epoch = math.ceil(len(data.train_x) / train_params.batch_size)
+    with backend.distribution_scope():
+        if resume is None:
+            model = new_model(model_params, train_params, steps_per_epoch)
+            history, best = [], None
+        else:
+            model = keras.saving.load_model(resume.model_path)
+            history, best = list(resume.history), resume.best_score
+
+    def on_epoch(model: keras.Model, rows: list[EpochRow]) -> None:
+        nonlocal best
+        score = rows[-1].get(BEST_MONITOR, float("-inf"))
+        is_best = best is None or score > best
+        best = score if is_best else best
+        # Log before checkpointing: a kill in between then repeats an epoch rather than losing
+        # its metrics from the MLflow run.
+        log_epoch(rows[-1])
+        checkpoint.save(model, len(rows), run_id, rows, best, is_best)
+
+    log.info("%s", describe_setup(model))
+    initial_epoch = len(history)
+    if initial_epoch:
+        log.info("resuming after epoch %d of %d", initial_epoch, train_params.epochs)
+    model.fit(
+        **backend.fit_inputs(
+            data.train_x,
+            data.train_y,
+            train_params.batch_size,
+            shuffle=True,
+            # A resumed run must not replay the first epoch's shuffle order.
+            seed=train_params.seed + initial_epoch,
+        ),
+        validation_data=_validation_set(data, train_params.batch_size),
+        epochs=train_params.epochs,
+        initial_epoch=initial_epoch,
+        callbacks=[StopOnNaN(), EpochRecorder(len(data.train_x), history, on_epoch), *callbacks],
+        # The live progress bar on a terminal; one line per epoch in logs (CI, redirected output).
+        verbose=1 if sys.stdout.isatty() else 2,
+    )
+    if train_params.restore_best:
+        state = checkpoint.load()
+        if state is not None and state.best_path is not None:
+            load_best_weights(model, state.best_path)
+    return model, history
+
+
+def _validation_set(data: PreparedData, batch_size: int) -> object:
+    inputs = backend.fit_inputs(data.val_x, data.val_y, batch_size, shuffle=False, seed=0)
+    return inputs["x"] if "y" not in inputs else (inputs["x"], inputs["y"])

@@ -1,0 +1,319 @@
+"""One tracked training: the MLflow run around ``training.fit`` and the stage's outputs."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import keras
+
+from pipeline.artifacts.history import EpochRow, write_history
+from pipeline.artifacts.run_info import RunInfo, write_run_info
+from pipeline.core.atomic import check_writable, save_keras_atomically, write_json, write_text
+from pipeline.core.checksums import files_md5
+from pipeline.core.errors import PipelineError
+from pipeline.core.params import Params, flatten_params
+from pipeline.core.paths import REPO_ROOT
+from pipeline.core.redact import relative_to_root
+from pipeline.tracking import metric_names
+from pipeline.tracking.datasets import SplitDataset, log_datasets, split_dataset
+from pipeline.tracking.lineage import dvc_experiment, lineage_tags
+from pipeline.tracking.runs import (
+    prepare_tracking,
+    shareable_uri,
+    tracking_uri,
+    use_experiment,
+)
+from pipeline.tracking.serving import log_served_model, model_id
+from pipeline.train import backend
+from pipeline.train.checkpoints import ResumeState, TrainingCheckpoint, checkpoint_key
+from pipeline.train.code_digest import stage_code_md5s
+from pipeline.train.fit import BEST_MONITOR, fit, load_prepared, precision_policy
+from pipeline.train.model import model_summary
+from pipeline.train.precision import cpu_bf16_flags
+
+if TYPE_CHECKING:
+    from mlflow import ActiveRun
+
+log = logging.getLogger("pipeline")
+
+# The params logged to the training run (see logged_params).
+LOGGED_SECTIONS = ("data.", "preprocess.", "model.", "train.")
+LOGGED_KEYS = {"mlflow.experiment_name"}
+# Final metrics measured on a split, for linking them to its dataset in MLflow.
+FINAL_ON_SPLIT = {"train": ("train_loss", "train_accuracy"), "val": ("val_loss", "val_accuracy")}
+# The key of reports/train_metrics.json that ties a DVC experiment row to its MLflow run.
+RUN_ID_KEY = "mlflow_run_id"
+
+
+@dataclass
+class TrainOutputs:
+    """Where the train stage writes."""
+
+    models_dir: Path
+    reports_dir: Path
+
+    @property
+    def model(self) -> Path:
+        return self.models_dir / "model.keras"
+
+    @property
+    def run_info(self) -> Path:
+        return self.models_dir / "run.json"
+
+
+def run_training(
+    params: Params,
+    prepared_dir: Path,
+    outputs: TrainOutputs,
+    checkpoints_dir: Path,
+    raw_archive: Path,
+) -> dict[str, float]:
+    """Train from params inside one MLflow run, write the stage outputs, return final metrics.
+
+    Resumes an interrupted training (and its MLflow run) from its checkpoint; under
+    ``mlflow run`` it logs to the run that ``MLFLOW_RUN_ID`` names instead of opening another.
+    """
+    import mlflow
+
+    # First: train.device=gpu without a GPU must fail before any run, store or output exists.
+    backend.select_device(params.train.device, params.train.deterministic)
+    # Every folder it writes, before the hours of training rather than after.
+    for folder in (outputs.models_dir, outputs.reports_dir, checkpoints_dir):
+        check_writable(folder)
+    data = load_prepared(prepared_dir)
+    uri = prepare_tracking()  # a dead tracking server fails here, before any training
+    data_md5 = files_md5(data.files)
+    key = checkpoint_key(params.model_dump(include={"model", "train"}), data_md5)
+    checkpoint = TrainingCheckpoint(checkpoints_dir / key, stage_code_md5s(REPO_ROOT, "train"))
+    with checkpoint.lock(), _tracking_failures(uri, checkpoint, params.train.epochs):
+        experiment_id = use_experiment(params.mlflow.experiment_name)
+        resume = checkpoint.load()
+        run_id = os.environ.get("MLFLOW_RUN_ID") or _resumable_run(resume, experiment_id)
+        experiment = dvc_experiment()
+        # A new run under `dvc exp run` is named after the DVC experiment; a resumed one keeps
+        # its name.
+        run_name = experiment[0] if experiment and run_id is None else None
+        with _open_run(run_id, experiment_id, run_name) as run:
+            # Seed only now: MLflow draws the run name from Python's `random`, and seeding
+            # before start_run would give every run the same name.
+            backend.configure_determinism(params.train.seed, params.train.deterministic)
+            policy = precision_policy(params.train.mixed_precision)
+            keras.mixed_precision.set_global_policy(policy)
+            mlflow.log_params(logged_params(params))
+            mlflow.set_tags(lineage_tags(REPO_ROOT, raw_archive, data_md5, policy != "float32"))
+            # Which policy `mixed_precision: auto` chose here, and on what evidence.
+            mlflow.set_tags({"train.precision_policy": policy, "cpu.bf16_flags": _bf16_flags_tag()})
+            _relative_path_tags(run.info.run_id)
+            datasets = {
+                "train": split_dataset("train", data.train, params.data.url),
+                "val": split_dataset("val", data.val, params.data.url),
+            }
+            log_datasets(run.info.run_id, list(datasets.values()))
+            if resume is not None and resume.run_id != run.info.run_id:
+                # A new run continues the checkpoint: it gets the epochs done before, too.
+                for row in resume.history:
+                    _log_epoch_metrics(row)
+            model, history = fit(
+                data,
+                params.model,
+                params.train,
+                checkpoint,
+                run.info.run_id,
+                resume,
+                log_epoch=_log_epoch_metrics,
+            )
+            summary = model_summary(model)
+            mlflow.log_text(summary, "model_summary.txt")
+            model_uri = log_served_model(model, data.classes)
+            final = final_metrics(history, params.train.restore_best)
+            _log_final_metrics(final, model_id(model_uri), datasets)
+            _write_outputs(outputs, model, history, final | {RUN_ID_KEY: run.info.run_id}, summary)
+            write_run_info(
+                outputs.run_info,
+                RunInfo(
+                    run.info.run_id,
+                    experiment_id,
+                    model_uri,
+                    shareable_uri(tracking_uri()),
+                    data.classes,
+                ),
+            )
+        checkpoint.remove()
+    log.info("MLflow run %s finished; model at %s", run.info.run_id, outputs.model)
+    return final
+
+
+def logged_params(params: Params) -> dict[str, object]:
+    """The params of the training run: what made its data and what it read itself.
+
+    Not ``register.*`` nor the registered model name: evaluate reads those, and records them on
+    the model version it registers.
+    """
+    return {
+        key: value
+        for key, value in flatten_params(params).items()
+        if key.startswith(LOGGED_SECTIONS) or key in LOGGED_KEYS
+    }
+
+
+def _resumable_run(resume: ResumeState | None, experiment_id: str) -> str | None:
+    """The checkpoint's MLflow run id if that run can be reopened, else None (a new run).
+
+    A run deleted since, or missing from this store (reset, or another MLFLOW_TRACKING_URI),
+    never blocks the training: it goes on from the checkpoint in a new run, saying so.
+    """
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    if resume is None:
+        return None
+    try:
+        run = mlflow.MlflowClient().get_run(resume.run_id)
+    except MlflowException:
+        # No URI in the message: it may hold a password.
+        problem = "is not in this tracking store (reset, or MLFLOW_TRACKING_URI points elsewhere)"
+    else:
+        if run.info.lifecycle_stage != "active":
+            problem = "was deleted"
+        elif run.info.experiment_id != experiment_id:
+            problem = f"belongs to another experiment (id {run.info.experiment_id})"
+        else:
+            return resume.run_id
+    log.warning(
+        "the checkpoint's MLflow run %s %s: continuing its %d epochs in a new run",
+        *(resume.run_id, problem, resume.epochs_done),
+    )
+    return None
+
+
+@contextlib.contextmanager
+def _open_run(
+    run_id: str | None, experiment_id: str, run_name: str | None = None
+) -> Iterator[ActiveRun]:
+    """``mlflow.start_run`` whose closing, when the body failed, cannot hide why it failed.
+
+    The body may fail because the tracking server went away; marking the run FAILED then fails
+    too, and that second error must not replace the first.
+    """
+    import mlflow
+
+    run = mlflow.start_run(
+        run_id=run_id, experiment_id=experiment_id, run_name=run_name, log_system_metrics=True
+    )
+    try:
+        yield run
+    except BaseException:
+        with contextlib.suppress(Exception):
+            mlflow.end_run("FAILED")
+        raise
+    mlflow.end_run("FINISHED")
+
+
+@contextlib.contextmanager
+def _tracking_failures(uri: str, checkpoint: TrainingCheckpoint, epochs: int) -> Iterator[None]:
+    """An MLflow failure mid-training (server gone, access refused) becomes one clear line.
+
+    MLflow has already retried (MLFLOW_HTTP_REQUEST_MAX_RETRIES) by then. What was logged
+    stays in the run, and the checkpoint lets a rerun resume into that same run.
+    """
+    from mlflow.exceptions import MlflowException
+
+    try:
+        yield
+    except MlflowException as exc:
+        state = checkpoint.load()
+        where = (
+            f"after epoch {state.epochs_done} of {epochs}; the epochs logged so far stay in run "
+            f"{state.run_id} and rerunning the train stage resumes it"
+            if state
+            else "before the first epoch was checkpointed"
+        )
+        message = " ".join(str(exc).split())
+        raise PipelineError(f"MLflow tracking at {uri} failed {where}: {message}") from None
+
+
+def final_metrics(history: list[EpochRow], restore_best: bool) -> dict[str, float]:
+    """Metrics of the epoch whose weights were kept, plus timing over the whole training."""
+    kept = max(history, key=lambda row: row[BEST_MONITOR]) if restore_best else history[-1]
+    # Names unlike metrics.json's: `dvc exp show` gives a name found in two files its path.
+    return {
+        "val_accuracy": kept["val_accuracy"],
+        "val_loss": kept["val_loss"],
+        "train_accuracy": kept["accuracy"],
+        "train_loss": kept["loss"],
+        "epoch": kept["epoch"],
+        "train_seconds": sum(row["seconds"] for row in history),
+        "images_per_s": sum(row["images_per_s"] for row in history) / len(history),
+    }
+
+
+def _relative_path_tags(run_id: str) -> None:
+    """Rewrite tags that MLflow filled with this machine's paths (``mlflow.source.name`` is the
+    script's absolute path, or the project's under ``mlflow run``) relative to the project."""
+    import mlflow
+
+    tags = mlflow.MlflowClient().get_run(run_id).data.tags
+    for key, value in tags.items():
+        relative = relative_to_root(value, REPO_ROOT)
+        if relative != value:
+            mlflow.set_tag(key, relative)
+
+
+def _bf16_flags_tag() -> str:
+    return ",".join(cpu_bf16_flags()) or "none"
+
+
+def _log_epoch_metrics(row: EpochRow) -> None:
+    import mlflow
+
+    metrics = {name: row[column] for column, name in metric_names.EPOCH.items() if column in row}
+    mlflow.log_metrics(metrics, step=int(row["epoch"]))
+
+
+def _log_final_metrics(
+    final: dict[str, float], logged_model_id: str, datasets: dict[str, SplitDataset]
+) -> None:
+    """Log the final metrics, each linked to the logged model and the split it was measured on.
+
+    The links are what the LoggedModel page shows as the datasets the model was trained on.
+    """
+    import mlflow
+
+    on_split = {key for keys in FINAL_ON_SPLIT.values() for key in keys}
+    for split, keys in FINAL_ON_SPLIT.items():
+        mlflow.log_metrics(
+            {metric_names.final(key): final[key] for key in keys},
+            model_id=logged_model_id,
+            dataset=datasets[split].dataset,
+        )
+    rest = {metric_names.final(key): value for key, value in final.items() if key not in on_split}
+    mlflow.log_metrics(rest, model_id=logged_model_id)
+
+
+def _write_outputs(
+    outputs: TrainOutputs,
+    model: keras.Model,
+    history: list[EpochRow],
+    final: dict[str, float | str],
+    summary: str,
+) -> None:
+    """The stage's files; a failed write (full disk) is one PipelineError, each file whole."""
+    try:
+        save_keras_atomically(model, outputs.model)
+        write_history(outputs.reports_dir / "history.csv", history)
+        # Rounded: float32 noise digits make `dvc exp show` columns wide and hard to read.
+        readable = {k: round(v, 4) if isinstance(v, float) else v for k, v in final.items()}
+        write_json(outputs.reports_dir / "train_metrics.json", readable)
+        write_text(outputs.reports_dir / "model_summary.txt", summary)
+    except OSError as exc:
+        raise PipelineError(
+            f"cannot write the training outputs to {outputs.models_dir} and "
+            f"{outputs.reports_dir}: {exc.strerror or exc}; the checkpoint is kept, so a rerun "
+            "resumes"
+        ) from None
