@@ -470,19 +470,26 @@ def test_a_class_missing_from_the_test_batch_is_an_error(tmp_path: Path) -> None
 
 
 def test_preview_shows_the_exact_pixels_sharp(tiny: tuple[Path, TinyCifar], tmp_path: Path) -> None:
-    _, known = tiny
-    path = tmp_path / "out" / "preview.png"
-    preview.save_preview_grid(known.train_x, known.train_y, CLASSES, path, per_class=4)
+    # Through the stage's own code path: the PNG run_preprocess writes into the reports folder.
+    archive, _ = tiny
+    prepared, reports = tmp_path / "prepared", tmp_path / "reports"
+    run_preprocess(archive, prepared, reports, params())
 
-    image = np.asarray(Image.open(path).convert("RGB"))
-    # The first airplane (label 0) is the top-left tile, each pixel repeated SCALE times.
-    first = known.train_x[np.flatnonzero(known.train_y == 0)[0]]
+    image = np.asarray(Image.open(reports / "data_preview.png").convert("RGB"))
+    with np.load(prepared / "train.npz") as train:
+        train_x, train_y = train["x"], train["y"]
     tile = 32 * preview.SCALE
-    top, left = preview.MARGIN, preview.LABEL_WIDTH
-    expected = first.repeat(preview.SCALE, axis=0).repeat(preview.SCALE, axis=1)
-    np.testing.assert_array_equal(image[top : top + tile, left : left + tile], expected)
+    # Row c, column k: the k-th image of class c in the prepared train split (shuffled by the
+    # split, so not the archive's order), each pixel repeated SCALE times.
+    for label, col in [(0, 0), (3, 2), (9, 7)]:
+        source = train_x[np.flatnonzero(train_y == label)[col]]
+        top = preview.MARGIN + label * (tile + preview.GAP)
+        left = preview.LABEL_WIDTH + col * (tile + preview.GAP)
+        expected = source.repeat(preview.SCALE, axis=0).repeat(preview.SCALE, axis=1)
+        np.testing.assert_array_equal(image[top : top + tile, left : left + tile], expected)
     assert image.shape[0] == 10 * tile + 9 * preview.GAP + 2 * preview.MARGIN
-    assert files_under(path.parent) == [path]  # no temp file left beside it
+    assert image.shape[1] == preview.LABEL_WIDTH + 8 * tile + 7 * preview.GAP + preview.MARGIN
+    assert sorted(p.name for p in files_under(reports)) == sorted(OUTPUTS["reports"])
 
 
 # --- the stage CLI, end to end -----------------------------------------------------------------

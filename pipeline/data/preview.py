@@ -7,14 +7,12 @@ shows the exact pixels, sharp, rather than an interpolated blur.
 from __future__ import annotations
 
 import io
-import os
 from collections.abc import Sequence
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from pipeline.core.atomic import atomic_path
 from pipeline.core.shapes import IMAGE_SIZE
 
 SCALE = 3  # each source pixel becomes SCALE x SCALE screen pixels
@@ -48,19 +46,6 @@ def render_preview_grid(
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=DPI)
     return buffer.getvalue()
-
-
-def save_preview_grid(
-    x: np.ndarray,
-    y: np.ndarray,
-    classes: Sequence[str],
-    path: str | os.PathLike[str],
-    per_class: int = 8,
-) -> None:
-    """Write the preview grid of ``render_preview_grid`` to ``path`` as a PNG, atomically."""
-    png = render_preview_grid(x, y, classes, per_class)
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(png)
 
 
 def build_mosaic(x: np.ndarray, y: np.ndarray, num_classes: int, per_class: int) -> np.ndarray:
