@@ -13,7 +13,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from pipeline.core.paths import REPO_ROOT
+
 RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
 # Quiet, CPU-only unless told otherwise, no telemetry: every measured child gets this.
 QUIET_ENV = {

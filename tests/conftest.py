@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 
 from pipeline.core.params import Params, load_params
+from pipeline.core.paths import REPO_ROOT
 from tests.cifar_archive import CLASSES
 
 # A helper module that asserts: show the compared values on failure, as in the test modules.
 pytest.register_assert_rewrite("tests.mlflow_fixtures")
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 # The venv's bin: CLIs that exec other tools by name (dvc, mlflow -> uvicorn) need it on PATH.
 VENV_BIN = Path(sys.executable).parent
 # Quiet, CPU-only, no telemetry: subprocesses inherit this.

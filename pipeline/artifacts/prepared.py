@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.core.errors import PipelineError
+from pipeline.core.paths import CLASSES_FILE
 from pipeline.core.shapes import IMAGE_SHAPE
 
 SPLITS = ("train", "val", "test")
-CLASSES_FILE = "classes.json"
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from pipeline.core.atomic import write_json
 from pipeline.core.errors import PipelineError
+from pipeline.core.paths import MODEL_FILE, RUN_INFO_FILE
 
 
 @dataclass(frozen=True)
@@ -32,13 +33,13 @@ def write_run_info(path: Path, info: RunInfo) -> None:
 
 def read_run_info(models_dir: Path) -> RunInfo:
     """Read ``run.json`` beside the model; missing train outputs say to run the train stage."""
-    for name in ("model.keras", "run.json"):
+    for name in (MODEL_FILE, RUN_INFO_FILE):
         if not (models_dir / name).is_file():
             raise PipelineError(
                 f"{models_dir / name} not found: the model is not trained yet; "
                 "run `dvc repro train`"
             )
-    path = models_dir / "run.json"
+    path = models_dir / RUN_INFO_FILE
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:

@@ -18,6 +18,31 @@ REPORTS_DIR = Path("reports")
 # reruns the stage, and a resumable checkpoint must survive that.
 CHECKPOINTS_DIR = Path(".checkpoints")
 
+# The names of the files the stages write, for every module that writes or reads them (dvc.yaml
+# lists the same ones: tests/test_paths.py checks). The prepared splits' names belong to
+# pipeline/artifacts/prepared.py, which owns that format.
+CLASSES_FILE = "classes.json"
+DATA_SUMMARY_FILE = "data_summary.json"
+DATA_PREVIEW_FILE = "data_preview.png"
+MODEL_FILE = "model.keras"
+RUN_INFO_FILE = "run.json"
+HISTORY_FILE = "history.csv"
+TRAIN_METRICS_FILE = "train_metrics.json"
+MODEL_SUMMARY_FILE = "model_summary.txt"
+# The evaluate stage's outputs in reports/, by role.
+EVALUATE_FILES = {
+    "metrics": "metrics.json",
+    "per_class": "per_class.csv",
+    "predictions": "predictions.csv",
+    "confusion_csv": "confusion_matrix.csv",
+    "confusion": "confusion_matrix.png",
+    "curves": "training_curves.png",
+    "misclassified": "misclassified.png",
+    "registry": "registry.json",
+    "markdown": "report.md",
+    "html": "report.html",
+}
+
 
 def workspace_root() -> Path:
     """The user's project folder, which outlives any one run: home of the default MLflow store.

@@ -11,6 +11,7 @@ import warnings
 from pathlib import Path
 
 from pipeline.artifacts.prepared import classes_json
+from pipeline.core.paths import CLASSES_FILE, MODEL_FILE
 
 SERVING_CODE = Path(__file__).with_name("serving_model.py")
 
@@ -49,7 +50,7 @@ def log_served_model(model: object, classes: list[str], name: str = "model") -> 
     with tempfile.TemporaryDirectory(prefix="served-model-") as folder, warnings.catch_warnings():
         # An input example would be cast by MLflow like any other input; the model has none.
         warnings.filterwarnings("ignore", message=".*input example was not provided")
-        keras_path, classes_path = Path(folder) / "model.keras", Path(folder) / "classes.json"
+        keras_path, classes_path = Path(folder) / MODEL_FILE, Path(folder) / CLASSES_FILE
         model.save(keras_path)  # type: ignore[attr-defined]
         classes_path.write_text(classes_json(classes), encoding="utf-8")
         info = mlflow.pyfunc.log_model(
