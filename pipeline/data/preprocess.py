@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.artifacts import prepared
+from pipeline.core import paths
 from pipeline.core.atomic import atomic_path
 from pipeline.core.errors import PipelineError
 from pipeline.core.params import PreprocessParams
@@ -118,8 +119,8 @@ def _write_outputs(
             for name, (x, y) in arrays.items():
                 prepared.save_split(temp_for(prepared.split_path(prepared_dir, name)), x, y)
             temp_for(prepared.classes_path(prepared_dir)).write_text(prepared.classes_json(classes))
-            temp_for(reports_dir / "data_summary.json").write_text(_json(summary))
-            temp_for(reports_dir / "data_preview.png").write_bytes(preview)
+            temp_for(reports_dir / paths.DATA_SUMMARY_FILE).write_text(_json(summary))
+            temp_for(reports_dir / paths.DATA_PREVIEW_FILE).write_bytes(preview)
     except OSError as exc:
         raise PipelineError(f"cannot write the preprocess outputs: {exc}") from None
 

@@ -17,6 +17,7 @@ import pandas as pd
 
 from pipeline.artifacts.history import read_history
 from pipeline.artifacts.run_info import RunInfo, read_run_info
+from pipeline.core import paths
 from pipeline.core.atomic import atomic_path, write_json
 from pipeline.core.errors import PipelineError
 from pipeline.core.params import Params
@@ -54,18 +55,7 @@ from pipeline.tracking.serving import model_id
 
 log = logging.getLogger("pipeline")
 
-OUTPUTS = {
-    "metrics": "metrics.json",
-    "per_class": "per_class.csv",
-    "predictions": "predictions.csv",
-    "confusion_csv": "confusion_matrix.csv",
-    "confusion": "confusion_matrix.png",
-    "curves": "training_curves.png",
-    "misclassified": "misclassified.png",
-    "registry": "registry.json",
-    "markdown": "report.md",
-    "html": "report.html",
-}
+OUTPUTS = paths.EVALUATE_FILES
 ARTIFACT_PATH = "report"
 
 
@@ -85,11 +75,11 @@ def run_evaluation(params: Params, prepared_dir: Path, models_dir: Path, reports
     test, classes = load_test_split(prepared_dir)
     x, y = test.x, test.y.astype(np.int64)
     check_classes(classes, run_info.classes)
-    history = read_history(reports_dir / "history.csv")
+    history = read_history(reports_dir / paths.HISTORY_FILE)
     uri = prepare_tracking()
     run = _training_run(run_info, uri)
     run_tags = dict(run.data.tags)
-    model = load_trained_model(models_dir / "model.keras", len(classes))
+    model = load_trained_model(models_dir / paths.MODEL_FILE, len(classes))
 
     evaluation = evaluate_predictions(y, predict_probabilities(model, x), classes)
     log.info(
@@ -201,10 +191,10 @@ def _log_metrics(run_info: RunInfo, metrics: dict[str, float], test: SplitDatase
         mlflow.MlflowClient().log_batch(run_info.run_id, metrics=entities)
 
 
-def _log_files(run_id: str, paths: list[Path]) -> None:
+def _log_files(run_id: str, files: list[Path]) -> None:
     import mlflow
 
     with mlflow_errors(f"logging the report to MLflow run {run_id}"):
         client = mlflow.MlflowClient()
-        for path in paths:
+        for path in files:
             client.log_artifact(run_id, str(path), ARTIFACT_PATH)

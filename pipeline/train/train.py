@@ -14,6 +14,7 @@ import keras
 
 from pipeline.artifacts.history import EpochRow, write_history
 from pipeline.artifacts.run_info import RunInfo, write_run_info
+from pipeline.core import paths
 from pipeline.core.atomic import check_writable, save_keras_atomically, write_json, write_text
 from pipeline.core.checksums import files_md5
 from pipeline.core.errors import PipelineError
@@ -60,11 +61,11 @@ class TrainOutputs:
 
     @property
     def model(self) -> Path:
-        return self.models_dir / "model.keras"
+        return self.models_dir / paths.MODEL_FILE
 
     @property
     def run_info(self) -> Path:
-        return self.models_dir / "run.json"
+        return self.models_dir / paths.RUN_INFO_FILE
 
 
 def run_training(
@@ -129,7 +130,7 @@ def run_training(
                 log_epoch=_log_epoch_metrics,
             )
             summary = model_summary(model)
-            mlflow.log_text(summary, "model_summary.txt")
+            mlflow.log_text(summary, paths.MODEL_SUMMARY_FILE)
             model_uri = log_served_model(model, data.classes)
             final = final_metrics(history, params.train.restore_best)
             _log_final_metrics(final, model_id(model_uri), datasets)
@@ -306,11 +307,11 @@ def _write_outputs(
     """The stage's files; a failed write (full disk) is one PipelineError, each file whole."""
     try:
         save_keras_atomically(model, outputs.model)
-        write_history(outputs.reports_dir / "history.csv", history)
+        write_history(outputs.reports_dir / paths.HISTORY_FILE, history)
         # Rounded: float32 noise digits make `dvc exp show` columns wide and hard to read.
         readable = {k: round(v, 4) if isinstance(v, float) else v for k, v in final.items()}
-        write_json(outputs.reports_dir / "train_metrics.json", readable)
-        write_text(outputs.reports_dir / "model_summary.txt", summary)
+        write_json(outputs.reports_dir / paths.TRAIN_METRICS_FILE, readable)
+        write_text(outputs.reports_dir / paths.MODEL_SUMMARY_FILE, summary)
     except OSError as exc:
         raise PipelineError(
             f"cannot write the training outputs to {outputs.models_dir} and "
