@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipeline.core.paths import EVALUATE_FILES, RUN_INFO_FILE, TRAIN_METRICS_FILE
 from pipeline.core.redact import redact_uri
 
 TITLE = "CI retraining report"
@@ -73,10 +74,10 @@ def training_device(run_info: Mapping[str, Any]) -> str:
 
 def render(facts: Facts, reports_dir: Path, models_dir: Path) -> str:
     """The whole report as markdown."""
-    registry = _read_json(reports_dir / "registry.json")
-    train = _read_json(reports_dir / "train_metrics.json")
-    metrics = _read_json(reports_dir / "metrics.json")
-    run_info = _read_json(models_dir / "run.json")
+    registry = _read_json(reports_dir / EVALUATE_FILES["registry"])
+    train = _read_json(reports_dir / TRAIN_METRICS_FILE)
+    metrics = _read_json(reports_dir / EVALUATE_FILES["metrics"])
+    run_info = _read_json(models_dir / RUN_INFO_FILE)
     kind = "pull request: challenger only" if facts.pull_request else "champion gate applies"
     base = f"`{facts.base}` ({facts.base_commit})" if facts.base else "none"
     lines = [
@@ -182,7 +183,7 @@ def _table_or(table: str, empty: str) -> str:
 
 
 def _confusion_lines(reports_dir: Path) -> list[str]:
-    path = reports_dir / "confusion_matrix.csv"
+    path = reports_dir / EVALUATE_FILES["confusion_csv"]
     if not path.is_file():
         return ["No confusion matrix: evaluate did not run."]
     with open(path, newline="", encoding="utf-8") as handle:

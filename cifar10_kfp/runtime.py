@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from pipeline.core import paths
 from pipeline.core.errors import ParamsError
 from pipeline.core.params import Params, flatten_params, load_params, validate_params
 from pipeline.core.paths import REPO_ROOT
@@ -34,7 +35,6 @@ SECTIONS = tuple(field.alias or name for name, field in Params.model_fields.item
 # both as values (max_train_images >= 10, md5 is 32 hex digits), so they cannot mean anything else.
 NULL_AS: dict[type, Any] = {int: 0, str: ""}
 # Files of the train stage's reports that evaluate reads (dvc.yaml: reports/history.csv).
-HISTORY = "history.csv"
 
 
 def dotted_name(flat: str) -> str:
@@ -159,7 +159,7 @@ def preprocess_step(archive: Any, prepared: Any, data_reports: Any, **values: An
             prepared_dir=Path(prepared.path),
             reports_dir=reports,
         )
-        summary = json.loads((reports / "data_summary.json").read_text(encoding="utf-8"))
+        summary = json.loads((reports / paths.DATA_SUMMARY_FILE).read_text(encoding="utf-8"))
         images = {split: counts["total"] for split, counts in summary.items()}
         prepared.metadata.update({PARAMS_KEY: used, "images": images})
 
@@ -199,7 +199,7 @@ def train_step(
         model.metadata.update(
             {
                 PARAMS_KEY: used,
-                "file": "model.keras",
+                "file": paths.MODEL_FILE,
                 "framework": "keras",
                 "mlflow_run_id": info.run_id,
                 "mlflow_model_uri": info.model_uri,
@@ -230,7 +230,7 @@ def evaluate_step(
         reports = Path(evaluation.path)
         reports.mkdir(parents=True, exist_ok=True)
         # The evaluate stage draws the training curves from reports/history.csv, as under DVC.
-        shutil.copyfile(Path(train_reports.path) / HISTORY, reports / HISTORY)
+        shutil.copyfile(Path(train_reports.path) / paths.HISTORY_FILE, reports / paths.HISTORY_FILE)
         evaluate.run(
             params,
             prepared_dir=Path(prepared.path),
@@ -238,7 +238,9 @@ def evaluate_step(
             reports_dir=reports,
         )
         publish_evaluation(reports, test_metrics, confusion, report)
-        registry = json.loads((reports / "registry.json").read_text(encoding="utf-8"))
+        registry = json.loads(
+            (reports / paths.EVALUATE_FILES["registry"]).read_text(encoding="utf-8")
+        )
         evaluation.metadata.update({PARAMS_KEY: used, "registry": registry})
 
     call_stage(work)
@@ -248,12 +250,12 @@ def publish_evaluation(reports: Path, test_metrics: Any, confusion: Any, report:
     """The evaluate stage's files as KFP Metrics, ClassificationMetrics and HTML artifacts."""
     import pandas as pd
 
-    metrics = json.loads((reports / "metrics.json").read_text(encoding="utf-8"))
+    metrics = json.loads((reports / paths.EVALUATE_FILES["metrics"]).read_text(encoding="utf-8"))
     log_metrics(test_metrics, {k: v for k, v in metrics.items() if isinstance(v, int | float)})
-    matrix = pd.read_csv(reports / "confusion_matrix.csv", index_col=0)
+    matrix = pd.read_csv(reports / paths.EVALUATE_FILES["confusion_csv"], index_col=0)
     confusion.log_confusion_matrix(list(matrix.columns), matrix.to_numpy().tolist())
-    shutil.copyfile(reports / "confusion_matrix.csv", confusion.path)
-    shutil.copyfile(reports / "report.html", report.path)
+    shutil.copyfile(reports / paths.EVALUATE_FILES["confusion_csv"], confusion.path)
+    shutil.copyfile(reports / paths.EVALUATE_FILES["html"], report.path)
 
 
 def log_metrics(artifact: Any, metrics: Mapping[str, float]) -> None:
