@@ -8,16 +8,14 @@ temporary copy (see ``paths.workspace_root``). ``MLFLOW_TRACKING_URI`` overrides
 from __future__ import annotations
 
 import base64
-import contextlib
-import fcntl
 import os
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 from pipeline.core.errors import PipelineError
+from pipeline.core.locks import exclusive_lock
 from pipeline.core.paths import workspace_root
 from pipeline.core.redact import redact
 
@@ -109,7 +107,9 @@ def _create_or_upgrade_sqlite(uri: str) -> None:
     db_path.parent.mkdir(parents=True, exist_ok=True)
     from sqlalchemy.exc import SQLAlchemyError
 
-    with _file_lock(db_path.with_name(db_path.name + ".lock")):
+    lock = db_path.with_name(db_path.name + ".lock")
+    # Creating or migrating the schema takes seconds; a holder for minutes is stuck.
+    with exclusive_lock(lock, f"the MLflow store {db_path}", wait_s=300):
         try:
             store = SqlAlchemyStore(uri, default_artifacts().as_uri())
         except SQLAlchemyError as exc:
@@ -151,13 +151,3 @@ def _health_request(uri: str) -> urllib.request.Request:
         token = base64.b64encode(f"{user}:{password}".encode()).decode()
         request.add_header("Authorization", f"Basic {token}")
     return request
-
-
-@contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
