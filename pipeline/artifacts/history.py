@@ -20,9 +20,19 @@ EpochRow = dict[str, float]
 
 
 def write_history(path: Path, rows: list[EpochRow]) -> None:
-    """Atomically write ``rows`` (extra keys ignored) as the history CSV."""
+    """Atomically write ``rows`` as the history CSV; a key not in ``COLUMNS`` is refused.
+
+    A new per-epoch metric (a Keras metric, a learning-rate log) must be added to ``COLUMNS``
+    on purpose, rather than be dropped from the file without a word.
+    """
+    unknown = sorted({key for row in rows for key in row} - set(COLUMNS))
+    if unknown:
+        raise PipelineError(
+            f"{path}: per-epoch values {unknown} have no history column; add them to COLUMNS "
+            "in pipeline/artifacts/history.py (and to metric_names.EPOCH to log them to MLflow)"
+        )
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, COLUMNS, extrasaction="ignore")
+        writer = csv.DictWriter(handle, COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
 
