@@ -7,13 +7,14 @@ import http.server
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import quote
 
 import mlflow
 import pytest
 
 from pipeline.core import paths
 from pipeline.core.errors import PipelineError
-from pipeline.core.redact import redact, relative_to_root
+from pipeline.core.redact import add_secret, redact, relative_to_root, split_userinfo
 from pipeline.tracking import runs as tracking
 from tests.conftest import REPO_ROOT
 
@@ -25,10 +26,53 @@ from tests.conftest import REPO_ROOT
         ("postgresql+psycopg://u:p@ss@db:5432/mlflow", "postgresql+psycopg://u:***@db:5432/mlflow"),
         ("https://ghp_token@example.org/x", "https://***@example.org/x"),
         ("sqlite:////home/me/mlflow.db", "sqlite:////home/me/mlflow.db"),
+        # Characters that should have been percent-encoded, and the ones that were.
+        ("http://admin:it's-me@h:5000/x", "http://admin:***@h:5000/x"),
+        (
+            "MLflow at http://admin:pass word@h:5000 is down",
+            "MLflow at http://admin:***@h:5000 is down",
+        ),
+        ("https://ci:pa/ss@h/remote failed", "https://ci:***@h/remote failed"),
+        ("https://ci:pa%2Fss%20x%27y@h/remote", "https://ci:***@h/remote"),
+        ("['https://u:p@h', 'https://h:5000/x']", "['https://u:***@h', 'https://h:5000/x']"),
+        # Secrets in query strings.
+        ("https://h/x?token=abc123&page=2", "https://h/x?token=***&page=2"),
+        (
+            "s3://b/k?X-Amz-Signature=f00&access_key=AKIA1",
+            "s3://b/k?X-Amz-Signature=***&access_key=***",
+        ),
+        ("http://h/api?user=bob&password=pw1", "http://h/api?user=bob&password=***"),
+        # No password: left as it is (a port, an address, a model alias).
+        (
+            "http://127.0.0.1:5000/#/experiments/1 is down; ask admin@example.org",
+            "http://127.0.0.1:5000/#/experiments/1 is down; ask admin@example.org",
+        ),
+        ("models:/cifar10-cnn@champion", "models:/cifar10-cnn@champion"),
     ],
 )
 def test_redact_masks_every_password(text: str, shown: str) -> None:
     assert redact(text) == shown
+
+
+def test_a_registered_secret_is_masked_anywhere() -> None:
+    secret = "planted-Secret/with space"
+    assert secret in redact(f"oops: {secret}")
+    add_secret(secret)
+    assert redact(f"oops: {secret} and {quote(secret, safe='')}") == "oops: *** and ***"
+
+
+@pytest.mark.parametrize(
+    ("uri", "parts"),
+    [
+        ("http://127.0.0.1:5000", ("http://127.0.0.1:5000", None, None)),
+        ("http://admin:pa%40ss@h:5000/p", ("http://h:5000/p", "admin", "pa@ss")),
+        ("http://admin:p@ss/w'rd@h:5000", ("http://h:5000", "admin", "p@ss/w'rd")),
+        ("http://admin:pa ss/w@h:5000/", ("http://h:5000/", "admin", "pa ss/w")),
+        ("https://tok@h", ("https://h", "tok", None)),
+    ],
+)
+def test_split_userinfo(uri: str, parts: tuple) -> None:
+    assert split_userinfo(uri) == parts
 
 
 def test_paths_under_the_project_become_relative() -> None:
