@@ -34,6 +34,17 @@ def repo_params(*overrides: str) -> Params:
     return load_params(REPO_ROOT / "params.yaml", list(overrides))
 
 
+def configured_param_count(*overrides: str) -> int:
+    """Parameters of the model params.yaml configures: what every trained model must have.
+
+    The reference's own count (276,138) is asserted once, in test_train.py; every other test
+    compares with this, so swapping the model breaks no test that is not about the model.
+    """
+    from pipeline.train.model import build_model
+
+    return build_model(repo_params(*overrides).model).count_params()
+
+
 def write_prepared(folder: Path, sizes: dict[str, int], seed: int = 0) -> Path:
     """Write train/val/test.npz and classes.json like the preprocess stage does.
 
