@@ -65,7 +65,8 @@ kfp: setup  ## compile the Kubeflow pipeline to cifar10_kfp/cifar10_pipeline.yam
 
 # make bench knobs: ARCHIVE (the CIFAR-10 archive), SIZE (training images; empty = all 45,000),
 # EPOCHS and ROUNDS (throughput), TTA_EPOCHS (cap on time-to-accuracy epochs; empty = each
-# configuration's own), BENCH_ARGS (any other `python -m benchmarks` option).
+# configuration's own), BENCH_ARGS (any other `python -m benchmarks` option). Results and report go
+# to benchmarks/.scratch/ unless UPDATE=1 (then benchmarks/results/ and docs/benchmarks.md).
 ARCHIVE ?= data/raw/cifar-10-binary.tar.gz
 SIZE ?=
 EPOCHS ?= 3
@@ -73,8 +74,9 @@ ROUNDS ?= 2
 TTA_EPOCHS ?=
 BENCH_ARGS ?=
 
-bench: setup  ## every benchmark on the real data (hours on a CPU), then docs/benchmarks.md
+bench: setup  ## every benchmark on the real data (hours on a CPU); UPDATE=1: docs/benchmarks.md
 	$(PY) -m benchmarks --archive $(ARCHIVE) --epochs $(EPOCHS) --rounds $(ROUNDS) \
+		$(if $(filter 1 yes true,$(UPDATE)),--update) \
 		$(if $(SIZE),--size $(SIZE)) $(if $(TTA_EPOCHS),--tta-max-epochs $(TTA_EPOCHS)) $(BENCH_ARGS)
 
 clean:  ## remove the environments (not data, models or MLflow runs)

@@ -6,6 +6,10 @@ Defaults are the full measurement: all 45,000 training images, the configuration
 counts (50 for params.yaml). ``--size``, ``--tta-max-epochs`` and friends shrink it to fit a time
 budget; docs/benchmarks.md states what was run. Results go to ``--results`` as JSON, written as
 they come in, so an interrupted run still reports what it measured.
+
+Without ``--update`` the JSON and the report go to the git-ignored ``benchmarks/.scratch/``, so a
+quick or partial run never overwrites the committed figures; ``--update`` (``make bench
+UPDATE=1``) writes ``benchmarks/results/`` and ``docs/benchmarks.md``.
 """
 
 from __future__ import annotations
@@ -14,10 +18,20 @@ import argparse
 import logging
 from pathlib import Path
 
-from benchmarks.common import REPO_ROOT, check, module, run_measured
+from benchmarks.common import REPO_ROOT, RESULTS_DIR, check, module, run_measured
 from benchmarks.data import DEFAULT_ARCHIVE, prepared_dir
 
 BENCHMARKS = ("throughput", "precision", "tta", "overhead")
+COMMITTED_REPORT = REPO_ROOT / "docs" / "benchmarks.md"
+# Git-ignored: where a run that is not meant to update the committed figures writes.
+SCRATCH = REPO_ROOT / "benchmarks" / ".scratch"
+
+
+def output_paths(update: bool, results: Path | None, report: Path | None) -> tuple[Path, Path]:
+    """Where the JSON results and the report go: the committed ones only when ``update``."""
+    if update:
+        return results or RESULTS_DIR, report or COMMITTED_REPORT
+    return results or SCRATCH / "results", report or SCRATCH / "benchmarks.md"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -35,11 +49,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--requests", type=int, default=50)
     parser.add_argument("--only", nargs="+", choices=BENCHMARKS, default=list(BENCHMARKS))
-    parser.add_argument("--results", type=Path, default=REPO_ROOT / "benchmarks" / "results")
-    parser.add_argument("--report", type=Path, default=REPO_ROOT / "docs" / "benchmarks.md")
+    parser.add_argument(
+        "--update",
+        action="store_true",
+        help="write the committed benchmarks/results/ and docs/benchmarks.md (default: scratch)",
+    )
+    parser.add_argument("--results", type=Path, help="JSON results folder (overrides --update)")
+    parser.add_argument("--report", type=Path, help="the Markdown report (overrides --update)")
     parser.add_argument("--cache", type=Path, default=REPO_ROOT / "benchmarks" / ".cache")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    args.results, args.report = output_paths(args.update, args.results, args.report)
     results = args.results.resolve()
     results.mkdir(parents=True, exist_ok=True)
     archive = args.archive.resolve()

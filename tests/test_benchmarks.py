@@ -106,3 +106,14 @@ def test_every_benchmark_runs_at_toy_size_and_feeds_the_report(tmp_path: Path) -
     for heading in ("## Targets", "## Train stage against the reference way", "## Time to accuracy",
                     "## float32 against bfloat16", "## Fixed costs"):  # fmt: skip
         assert heading in text
+
+
+def test_a_bench_run_writes_the_committed_figures_only_when_asked() -> None:
+    from benchmarks.__main__ import COMMITTED_REPORT, SCRATCH, output_paths
+    from benchmarks.common import RESULTS_DIR
+
+    results, report = output_paths(update=False, results=None, report=None)
+    assert results.is_relative_to(SCRATCH) and report.is_relative_to(SCRATCH)
+    assert output_paths(update=True, results=None, report=None) == (RESULTS_DIR, COMMITTED_REPORT)
+    ignored = subprocess.run(["git", "check-ignore", "-q", str(report)], cwd=REPO_ROOT, check=False)
+    assert ignored.returncode == 0, "the scratch report must be git-ignored"
