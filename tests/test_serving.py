@@ -19,10 +19,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from pipeline.tracking.serving_model import MAX_IMAGES_ENV
 from tests import mlflow_fixtures as mf
 from tests.conftest import QUIET_ENV, VENV_BIN, free_port
 
 MODEL = "cifar10-cnn"
+# The served model's batch cap, set low on the test server so a refused batch stays small.
+MAX_IMAGES = 4
 CHAMPION_URI = f"models:/{MODEL}@champion"
 pytestmark = pytest.mark.slow
 
@@ -42,6 +45,7 @@ def servers(champion: tuple[Path, str, dict]) -> Iterator[dict[str, str]]:
     root, uri, _ = champion
     # The CLIs exec uvicorn by name: the venv's bin must be on PATH even when it is not active.
     env = os.environ | QUIET_ENV | {"PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}"}
+    env[MAX_IMAGES_ENV] = str(MAX_IMAGES)
     ports = {"serve": free_port(), "ui": free_port()}
     artifacts = str(root / "served-artifacts")
     commands = {
@@ -135,6 +139,23 @@ def test_models_serve_refuses_pixels_that_are_not_uint8(
     body = json.loads(error.value.read())
     assert error.value.code == 400
     assert "uint8 pixels 0-255 expected" in body["message"] and detail in body["message"]
+    # The reason alone: MLflow's scoring server used to put the whole input before it.
+    assert body["message"].startswith("uint8 pixels 0-255 expected")
+    assert len(body["message"]) < 200, body["message"][:300]
+
+
+def test_models_serve_refuses_a_batch_over_the_limit_naming_it(
+    servers: dict[str, str], test_images: tuple[np.ndarray, pd.DataFrame]
+) -> None:
+    images = np.concatenate([test_images[0]] * 2)[: MAX_IMAGES + 1].tolist()
+    with pytest.raises(urllib.error.HTTPError) as error:
+        mf.http_json(f"{servers['serve']}/invocations", {"inputs": images})
+    body = json.loads(error.value.read())
+    assert error.value.code == 400
+    assert f"more than the limit of {MAX_IMAGES}" in body["message"]
+    assert MAX_IMAGES_ENV in body["message"] and len(body["message"]) < 200
+    answer = mf.http_json(f"{servers['serve']}/invocations", {"inputs": images[:MAX_IMAGES]})
+    assert len(answer["predictions"]) == MAX_IMAGES
 
 
 def api(servers: dict[str, str], endpoint: str, payload: object = None, **query: str) -> dict:

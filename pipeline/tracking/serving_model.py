@@ -6,11 +6,14 @@ from this project. The Keras model and the class names travel as the model's art
 
 Input is refused, never cast, unless every value is a whole number from 0 to 255: pixels scaled
 to 0..1 would otherwise be truncated to an all-black image and answered with a confident 200.
+A request of more than ``CIFAR10_SERVE_MAX_IMAGES`` images (default 1024) is refused before any
+prediction: a 5,000-image request once kept a worker computing for minutes after its 504.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 import mlflow
@@ -22,6 +25,8 @@ from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 KERAS_MODEL = "keras_model"
 CLASSES = "classes"
 EXPECTED = "uint8 pixels 0-255 expected"
+MAX_IMAGES_ENV = "CIFAR10_SERVE_MAX_IMAGES"
+DEFAULT_MAX_IMAGES = 1024
 
 
 class ImageClassifier(mlflow.pyfunc.PythonModel):
@@ -38,17 +43,30 @@ class ImageClassifier(mlflow.pyfunc.PythonModel):
     def predict(self, context, model_input, params=None):
         import pandas as pd
 
-        images = check_pixels(model_input, tuple(self.model.input_shape[1:]))
+        images = check_pixels(model_input, tuple(self.model.input_shape[1:]), max_images())
         probabilities = np.asarray(self.model.predict(images, verbose=0), dtype=np.float32)
         return pd.DataFrame(probabilities, columns=self.classes)
 
 
-def check_pixels(model_input: Any, image_shape: tuple[int, ...]) -> np.ndarray:
+def max_images() -> int:
+    """The most images one request may hold: ``$CIFAR10_SERVE_MAX_IMAGES``, else 1024."""
+    value = os.environ.get(MAX_IMAGES_ENV, "")
+    return int(value) if value.isdigit() and int(value) > 0 else DEFAULT_MAX_IMAGES
+
+
+def check_pixels(
+    model_input: Any, image_shape: tuple[int, ...], limit: int = DEFAULT_MAX_IMAGES
+) -> np.ndarray:
     """``model_input`` as uint8 images of ``image_shape``, or a 400 that says what is expected."""
     try:
         values = np.asarray(model_input)
     except (TypeError, ValueError):
         _refuse("the input is not an array of images")
+    if values.ndim and len(values) > limit:
+        raise ServingRefusal(
+            f"{len(values)} images in one request, more than the limit of {limit} "
+            f"(set {MAX_IMAGES_ENV} on the server to change it); send smaller batches"
+        )
     if values.ndim != len(image_shape) + 1 or tuple(values.shape[1:]) != image_shape:
         _refuse(f"got shape {values.shape}, expected (N, {', '.join(map(str, image_shape))})")
     if values.dtype == np.uint8:
@@ -66,9 +84,30 @@ def check_pixels(model_input: Any, image_shape: tuple[int, ...]) -> np.ndarray:
     return values.astype(np.uint8)
 
 
+class ServingRefusal(MlflowException):
+    """A refused request: HTTP 400 with this message alone.
+
+    MLflow's scoring server rewrites the message of any MlflowException from ``predict`` to
+    ``Failed to predict data '<the whole input>'. Error: ...``, echoing kilobytes of the request
+    (and whatever it held) back before the reason. The message is fixed at construction instead.
+    """
+
+    def __init__(self, message: str) -> None:
+        # MLflow's scoring server answers INVALID_PARAMETER_VALUE as HTTP 400.
+        super().__init__(message, error_code=INVALID_PARAMETER_VALUE)
+
+    @property
+    def message(self) -> str:
+        return self._message
+
+    @message.setter
+    def message(self, value: str) -> None:
+        if not hasattr(self, "_message"):
+            self._message = value
+
+
 def _refuse(detail: str) -> None:
-    # MLflow's scoring server answers an MlflowException with this code as HTTP 400.
-    raise MlflowException(f"{EXPECTED}: {detail}", error_code=INVALID_PARAMETER_VALUE)
+    raise ServingRefusal(f"{EXPECTED}: {detail}")
 
 
 mlflow.models.set_model(ImageClassifier())
