@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import http.server
+import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -138,13 +139,42 @@ def test_server_check_sends_the_uri_credentials(
     guarded_server: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     previous = mlflow.get_tracking_uri()
+    for name in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+        monkeypatch.delenv(name, raising=False)
     try:
         monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://alice:s3cret@127.0.0.1:{guarded_server}")
-        assert tracking.prepare_tracking().startswith("http://alice:s3cret@")
+        # MLflow gets the bare URI, so its "View run ... at: URL" line shows no password.
+        assert tracking.prepare_tracking() == f"http://127.0.0.1:{guarded_server}"
         monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://alice:wrong@127.0.0.1:{guarded_server}")
         with pytest.raises(PipelineError) as caught:
             tracking.prepare_tracking()
         assert "wrong" not in str(caught.value)
         assert f"http://alice:***@127.0.0.1:{guarded_server} is unreachable" in str(caught.value)
+    finally:
+        mlflow.set_tracking_uri(previous)
+
+
+def test_uri_credentials_go_to_mlflow_through_the_environment(
+    guarded_server: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MLflow prints its tracking URI (``View run ... at: URL``): it must get one without the
+    password, and the credentials the way it reads them besides."""
+    previous = mlflow.get_tracking_uri()
+    for name in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+        monkeypatch.delenv(name, raising=False)
+    bare = f"http://127.0.0.1:{guarded_server}"
+    try:
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://alice:s3cret@127.0.0.1:{guarded_server}")
+        assert tracking.prepare_tracking() == bare
+        assert mlflow.get_tracking_uri() == bare
+        # Child processes (dvc's stages, ci_report) inherit the bare URI too.
+        assert os.environ["MLFLOW_TRACKING_URI"] == bare
+        assert tracking.tracking_uri() == bare
+        assert os.environ["MLFLOW_TRACKING_USERNAME"] == "alice"
+        assert os.environ["MLFLOW_TRACKING_PASSWORD"] == "s3cret"
+        assert redact("traceback: s3cret") == "traceback: ***"
+        # Again, with the credentials already in the environment: unchanged.
+        assert tracking.prepare_tracking() == bare
+        assert os.environ["MLFLOW_TRACKING_PASSWORD"] == "s3cret"
     finally:
         mlflow.set_tracking_uri(previous)

@@ -3,6 +3,11 @@
 Default store: ``sqlite:///<workspace>/mlflow.db`` with artifacts in ``<workspace>/mlruns``, the
 same whatever the working directory, and the user's workspace even when DVC runs the stages in a
 temporary copy (see ``paths.workspace_root``). ``MLFLOW_TRACKING_URI`` overrides it.
+
+A ``user:password@`` in an http(s) tracking URI never reaches MLflow: :func:`prepare_tracking`
+moves it into ``MLFLOW_TRACKING_USERNAME`` / ``MLFLOW_TRACKING_PASSWORD`` (which MLflow's client
+reads for basic auth) and leaves the bare URI in ``MLFLOW_TRACKING_URI``, because MLflow prints
+the URI it was given (``View run ... at: http://...``) on every run.
 """
 
 from __future__ import annotations
@@ -17,7 +22,10 @@ from pathlib import Path
 from pipeline.core.errors import PipelineError
 from pipeline.core.locks import exclusive_lock
 from pipeline.core.paths import workspace_root
-from pipeline.core.redact import redact
+from pipeline.core.redact import add_secret, redact, split_userinfo
+
+USERNAME_ENV = "MLFLOW_TRACKING_USERNAME"
+PASSWORD_ENV = "MLFLOW_TRACKING_PASSWORD"
 
 
 def default_db() -> Path:
@@ -62,9 +70,33 @@ def prepare_tracking() -> str:
     if uri.startswith("sqlite:///"):
         _create_or_upgrade_sqlite(uri)
     elif uri.startswith(("http://", "https://")):
-        _check_server(uri)
+        _check_server(uri)  # names the URI as given (password masked) if it fails
+        uri = credentials_to_environment()
     mlflow.set_tracking_uri(uri)
     return uri
+
+
+def credentials_to_environment() -> str:
+    """Move the ``user:password@`` of an http(s) ``MLFLOW_TRACKING_URI`` into
+    ``MLFLOW_TRACKING_USERNAME`` / ``MLFLOW_TRACKING_PASSWORD``; return the tracking URI left.
+
+    This process and its children (dvc's stages) then see the bare URI, and MLflow's client
+    sends the credentials as basic auth. Credentials already in those variables win, as they do
+    in MLflow's client. The password is registered with ``redact`` either way. Idempotent.
+    """
+    uri = tracking_uri()
+    if not uri.startswith(("http://", "https://")):
+        return uri
+    add_secret(os.environ.get(PASSWORD_ENV))
+    bare, user, password = split_userinfo(uri)
+    if user is None:
+        return uri
+    add_secret(password)  # also percent-encoded, as the URI may have written it
+    if not (os.environ.get(USERNAME_ENV) and os.environ.get(PASSWORD_ENV)):
+        os.environ[USERNAME_ENV] = user
+        os.environ[PASSWORD_ENV] = password or ""
+    os.environ["MLFLOW_TRACKING_URI"] = bare
+    return bare
 
 
 def use_experiment(name: str) -> str:
@@ -136,18 +168,21 @@ def _check_server(uri: str, timeout_s: float = 5.0) -> None:
 
 
 def _health_request(uri: str) -> urllib.request.Request:
-    """GET <uri>/health, with the URI's ``user:password@`` (as MLflow's client sends it) moved
-    into a basic-auth header: urllib would take it for part of the host name."""
-    parts = urllib.parse.urlsplit(uri.rstrip("/") + "/health")
+    """GET <uri>/health, with the URI's ``user:password@`` (or else MLflow's credential variables,
+    as MLflow's client sends them) in a basic-auth header: urllib would take it for part of the
+    host name."""
+    # split_userinfo, not urlsplit: a password may hold a raw "/", "#" or "?".
+    bare, user, password = split_userinfo(uri)
+    parts = urllib.parse.urlsplit(bare.rstrip("/") + "/health")
     netloc = parts.hostname or ""
     if ":" in netloc:  # an IPv6 literal
         netloc = f"[{netloc}]"
     if parts.port is not None:
         netloc += f":{parts.port}"
     request = urllib.request.Request(urllib.parse.urlunsplit(parts._replace(netloc=netloc)))
-    if parts.username is not None:
-        user = urllib.parse.unquote(parts.username)
-        password = urllib.parse.unquote(parts.password or "")
-        token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    if user is None and os.environ.get(USERNAME_ENV):
+        user, password = os.environ[USERNAME_ENV], os.environ.get(PASSWORD_ENV, "")
+    if user is not None:
+        token = base64.b64encode(f"{user}:{password or ''}".encode()).decode()
         request.add_header("Authorization", f"Basic {token}")
     return request
