@@ -101,6 +101,16 @@ def run_training(
         # its name.
         run_name = experiment[0] if experiment and run_id is None else None
         with _open_run(run_id, experiment_id, run_name) as run:
+            if run.info.experiment_id != experiment_id:
+                # `mlflow run` without --experiment-name opened the run in "Default".
+                log.warning(
+                    "MLflow run %s is in experiment id %s, not in %r (mlflow.experiment_name): "
+                    "pass `--experiment-name %s` to `mlflow run`",
+                    run.info.run_id,
+                    run.info.experiment_id,
+                    params.mlflow.experiment_name,
+                    params.mlflow.experiment_name,
+                )
             # Seed only now: MLflow draws the run name from Python's `random`, and seeding
             # before start_run would give every run the same name.
             backend.configure_determinism(params.train.seed, params.train.deterministic)
@@ -139,7 +149,7 @@ def run_training(
                 outputs.run_info,
                 RunInfo(
                     run.info.run_id,
-                    experiment_id,
+                    run.info.experiment_id,
                     model_uri,
                     shareable_uri(tracking_uri()),
                     data.classes,
