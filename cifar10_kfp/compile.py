@@ -1,7 +1,10 @@
 """``python -m cifar10_kfp.compile``: write the pipeline as KFP v2 YAML (``make kfp``).
 
-Defaults come from params.yaml; the images and the MLflow secret from the options, else from
-KFP_IMAGE, KFP_GPU_IMAGE and KFP_MLFLOW_SECRET, else the placeholders in cifar10_kfp/pipeline.py.
+Each component's parameters are its dvc.yaml stage's params; their defaults come from the
+committed params.yaml: one that differs from HEAD (``dvc exp run -S`` edits it in place) is
+refused, unless ``--params`` names a file. The images and the MLflow secret come from the
+options, else from KFP_IMAGE, KFP_GPU_IMAGE and KFP_MLFLOW_SECRET, else the placeholders in
+cifar10_kfp/pipeline.py.
 """
 
 from __future__ import annotations
@@ -9,10 +12,12 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pipeline.core.errors import ParamsError
 from pipeline.core.paths import REPO_ROOT
 from stages.cli import call_stage
 
@@ -43,6 +48,37 @@ def compile_pipeline(output: Path, settings: Settings | None = None) -> Path:
     return output
 
 
+def committed_params(root: Path = REPO_ROOT) -> Path:
+    """``root``'s params.yaml, after checking that it is the one HEAD holds.
+
+    The compiled YAML is committed and its defaults are everyone's: `dvc exp run -S` values (a
+    local archive path, 2 epochs) left in the working copy must not end up there. ParamsError
+    when the file differs from HEAD; outside a git checkout (the images hold no .git) the file
+    is taken as it is.
+    """
+    path = root / "params.yaml"
+    try:
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=all", "--", path.name],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    except FileNotFoundError:  # no git installed
+        status = None
+    if status is None or status.returncode != 0:
+        log.info("%s: not in a git checkout, compiled as it is", path)
+        return path
+    if status.stdout.strip():
+        raise ParamsError(
+            f"{path.name} differs from HEAD (uncommitted edits, e.g. from `dvc exp run -S`); "
+            "the compiled pipeline takes its defaults from committed params only: commit it, "
+            f"or restore it with `git checkout {path.name}`, or pass --params FILE"
+        )
+    return path
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of ``python -m cifar10_kfp.compile``."""
     parser = argparse.ArgumentParser(
@@ -52,7 +88,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     parser.add_argument("--output", type=Path, default=OUTPUT, help="pipeline YAML to write")
     parser.add_argument(
-        "--params", type=Path, default=REPO_ROOT / "params.yaml", help="defaults of the parameters"
+        "--params",
+        type=Path,
+        help="defaults of the parameters (default: params.yaml, refused if it differs from HEAD)",
     )
     parser.add_argument("--image", help="CPU image of the components (env KFP_IMAGE)")
     parser.add_argument("--gpu-image", help="GPU image of the train component (env KFP_GPU_IMAGE)")
@@ -73,7 +111,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             image=args.image,
             gpu_image=args.gpu_image,
             mlflow_secret=args.mlflow_secret,
-            params_file=args.params,
+            params_file=args.params or committed_params(),
             gpu=not args.cpu_only,
         )
         compile_pipeline(args.output, settings)

@@ -1,36 +1,60 @@
 """The KFP v2 pipeline download -> preprocess -> train -> evaluate, over the DVC stages' code.
 
-Each component function below is what KFP copies into its pod: it only hands its arguments to
-``cifar10_kfp.runtime``, which calls the stage's ``run``. A component's parameters are the
-params.yaml keys its stage reads, flattened (``train.epochs`` -> ``train_epochs``), as dvc.yaml
-lists them; the pipeline's parameters are their union, with defaults read from params.yaml when
-the pipeline is built. Train runs in the GPU image with one NVIDIA GPU; MLflow's address and
-credentials come from a Kubernetes secret.
+A component's parameters are the params.yaml keys that dvc.yaml lists for its stage, flattened
+(``train.epochs`` -> ``train_epochs``) and typed by the params schema (pipeline/core/params.py);
+its artifacts (what DVC calls deps and outs) are declared here, in ``ARTIFACTS``. The component
+functions are generated from those two when the pipeline is built, so a new params key reaches
+Kubeflow through params.yaml, the schema and dvc.yaml alone; ``make kfp`` then rewrites the
+compiled YAML. A generated function only hands its arguments to ``cifar10_kfp.runtime``, which
+calls the stage's ``run``. The pipeline's parameters are the components' union, with defaults
+read from params.yaml when the pipeline is built. Train runs in the GPU image with one NVIDIA
+GPU; MLflow's address and credentials come from a Kubernetes secret.
 """
 
 # No `from __future__ import annotations` here: KFP reads the component annotations as types.
 # A params key that may be null (data.md5, preprocess.max_train_images) is a plain str or int
 # parameter, null passing as "" or 0: KFP can pass no null (cifar10_kfp.runtime.NULL_AS).
 
-import importlib.metadata
 import inspect
+import keyword
+import linecache
 import os
+import tomllib
+import types
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import yaml
 from kfp import dsl, kubernetes
 from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Input, Metrics, Model, Output
 from kfp.dsl.types import type_annotations
 
-from cifar10_kfp.runtime import dotted_name, pipeline_defaults
-from pipeline.core.errors import ParamsError
-from pipeline.core.params import load_params
+from cifar10_kfp.runtime import dotted_name, flat_name, pipeline_defaults
+from pipeline.core.errors import ParamsError, PipelineError
+from pipeline.core.params import Params, load_params
 from pipeline.core.paths import REPO_ROOT
 
 PIPELINE_NAME = "cifar10-pipeline"
-_VERSION = importlib.metadata.version("cifar10-pipeline")
+
+
+def project_version(pyproject: Path = REPO_ROOT / "pyproject.toml") -> str:
+    """The project's version, read from pyproject.toml.
+
+    Not from the installed distribution's metadata: the images sync with --no-install-project,
+    so they have the file but no cifar10-pipeline distribution.
+    """
+    try:
+        return tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]["version"]
+    except FileNotFoundError:
+        raise PipelineError(f"{pyproject}: not found (the image tags carry its version)") from None
+    except (tomllib.TOMLDecodeError, KeyError, TypeError):
+        raise PipelineError(f"{pyproject}: no [project] version (the image tags need it)") from None
+
+
+_VERSION = project_version()
 # The images of docker/Dockerfile and docker/Dockerfile.gpu; OWNER is a placeholder to replace.
 DEFAULT_IMAGE = f"ghcr.io/OWNER/cifar10-pipeline:{_VERSION}"
 DEFAULT_GPU_IMAGE = f"ghcr.io/OWNER/cifar10-pipeline:{_VERSION}-gpu"
@@ -54,88 +78,182 @@ RESOURCES = {
     "evaluate": ("2", "8Gi"),
 }
 
-
-def download(archive: Output[Dataset], data_url: str, data_md5: str):
-    """Stage download: data.url -> the CIFAR-10 archive, its md5 checked."""
-    args = dict(locals())
-    from cifar10_kfp.runtime import download_step
-
-    download_step(**args)
-
-
-def preprocess(
-    archive: Input[Dataset],
-    prepared: Output[Dataset],
-    data_reports: Output[Artifact],
-    preprocess_val_size: int,
-    preprocess_max_train_images: int,
-    preprocess_seed: int,
-):
-    """Stage preprocess: the archive -> train/val/test.npz and classes.json, data summary."""
-    args = dict(locals())
-    from cifar10_kfp.runtime import preprocess_step
-
-    preprocess_step(**args)
-
-
-def train(
-    prepared: Input[Dataset],
-    archive: Input[Dataset],
-    model: Output[Model],
-    train_reports: Output[Artifact],
-    train_metrics: Output[Metrics],
-    model_conv_filters: list,
-    model_kernel_size: int,
-    model_dense_units: int,
-    model_dropout_conv: float,
-    model_dropout_dense: float,
-    model_augment: bool,
-    train_epochs: int,
-    train_batch_size: int,
-    train_optimizer: str,
-    train_learning_rate: float,
-    train_lr_schedule: str,
-    train_seed: int,
-    train_deterministic: bool,
-    train_mixed_precision: str,
-    train_restore_best: bool,
-    train_device: str,
-    train_steps_per_execution: int,
-    mlflow_experiment_name: str,
-):
-    """Stage train: the reference CNN, one MLflow run; model.keras and run.json in ``model``."""
-    args = dict(locals())
-    from cifar10_kfp.runtime import train_step
-
-    train_step(**args)
-
-
-def evaluate(
-    prepared: Input[Dataset],
-    model: Input[Model],
-    train_reports: Input[Artifact],
-    test_metrics: Output[Metrics],
-    confusion: Output[ClassificationMetrics],
-    report: Output[HTML],
-    evaluation: Output[Artifact],
-    mlflow_registered_model_name: str,
-    register_min_accuracy: float,
-    register_min_improvement: float,
-    register_allow_champion: bool,
-):
-    """Stage evaluate: test metrics, confusion matrix, report; registers the model version."""
-    args = dict(locals())
-    from cifar10_kfp.runtime import evaluate_step
-
-    evaluate_step(**args)
-
-
-STAGES: dict[str, Callable[..., None]] = {
-    "download": download,
-    "preprocess": preprocess,
-    "train": train,
-    "evaluate": evaluate,
+# Each stage's artifacts, in the order of its component's arguments (before the parameters):
+# name -> annotation, as the generated source spells it. The stage's step function in
+# cifar10_kfp.runtime takes the same names.
+ARTIFACTS: dict[str, dict[str, str]] = {
+    "download": {"archive": "Output[Dataset]"},
+    "preprocess": {
+        "archive": "Input[Dataset]",
+        "prepared": "Output[Dataset]",
+        "data_reports": "Output[Artifact]",
+    },
+    "train": {
+        "prepared": "Input[Dataset]",
+        "archive": "Input[Dataset]",
+        "model": "Output[Model]",
+        "train_reports": "Output[Artifact]",
+        "train_metrics": "Output[Metrics]",
+    },
+    "evaluate": {
+        "prepared": "Input[Dataset]",
+        "model": "Input[Model]",
+        "train_reports": "Input[Artifact]",
+        "test_metrics": "Output[Metrics]",
+        "confusion": "Output[ClassificationMetrics]",
+        "report": "Output[HTML]",
+        "evaluation": "Output[Artifact]",
+    },
 }
+SUMMARIES = {
+    "download": "Stage download: data.url -> the CIFAR-10 archive, its md5 checked.",
+    "preprocess": "Stage preprocess: the archive -> train/val/test.npz and classes.json.",
+    "train": "Stage train: the reference CNN, one MLflow run; model.keras and run.json.",
+    "evaluate": "Stage evaluate: test metrics, confusion matrix, report; registers the model.",
+}
+# The names the generated sources use, as KFP's ephemeral module has them (from kfp.dsl import *).
+_SOURCE_NAMES = {
+    "Input": Input,
+    "Output": Output,
+    "Dataset": Dataset,
+    "Model": Model,
+    "Artifact": Artifact,
+    "Metrics": Metrics,
+    "ClassificationMetrics": ClassificationMetrics,
+    "HTML": HTML,
+}
+# The parameter types KFP has; a params key of another type cannot be a pipeline parameter.
+_KFP_TYPES = (str, int, float, bool, list, dict)
+
+
+def schema_keys() -> dict[str, type]:
+    """Every params key (dotted, in schema order) -> its pipeline parameter type.
+
+    ``X | None`` is X (null travels as X's empty value), a Literal of strings is str, ``list[...]``
+    is list. ParamsError for a type KFP has no parameter for.
+    """
+    keys: dict[str, type] = {}
+    for name, section in Params.model_fields.items():
+        for key, spec in section.annotation.model_fields.items():
+            dotted = f"{section.alias or name}.{key}"
+            keys[dotted] = _kfp_type(dotted, spec.annotation)
+    return keys
+
+
+def _kfp_type(dotted: str, annotation: Any) -> type:
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        kinds = [kind for kind in typing.get_args(annotation) if kind is not type(None)]
+        if len(kinds) == 1:
+            return _kfp_type(dotted, kinds[0])
+    elif origin is typing.Literal:
+        kinds = {type(value) for value in typing.get_args(annotation)}
+        if len(kinds) == 1:
+            return _kfp_type(dotted, kinds.pop())
+    elif origin in (list, dict):
+        return origin
+    elif annotation in _KFP_TYPES:
+        return annotation
+    raise ParamsError(
+        f"{dotted}: its schema type {annotation} has no Kubeflow parameter type "
+        f"({', '.join(kind.__name__ for kind in _KFP_TYPES)})"
+    )
+
+
+def stage_keys(dvc_file: Path) -> dict[str, list[str]]:
+    """Each stage's params keys as dvc.yaml lists them, a whole section as its keys.
+
+    ParamsError (one line) for a stage the pipeline lacks or dvc.yaml lacks, a key or section
+    the schema does not have, or params from another file.
+    """
+    label = dvc_file.name
+    try:
+        stages = yaml.safe_load(dvc_file.read_text(encoding="utf-8"))["stages"]
+    except FileNotFoundError:
+        raise ParamsError(f"{dvc_file}: file not found") from None
+    except (yaml.YAMLError, KeyError, TypeError):
+        raise ParamsError(f"{label}: not a dvc.yaml with a `stages:` mapping") from None
+    if not isinstance(stages, dict):
+        raise ParamsError(f"{label}: not a dvc.yaml with a `stages:` mapping")
+    for stage in ARTIFACTS:
+        if not isinstance(stages.get(stage), dict):
+            raise ParamsError(
+                f"{label}: no stage {stage} (the Kubeflow pipeline runs {', '.join(ARTIFACTS)})"
+            )
+    extra = [stage for stage in stages if stage not in ARTIFACTS]
+    if extra:
+        raise ParamsError(
+            f"{label}: stage {extra[0]} has no Kubeflow component (cifar10_kfp/pipeline.py "
+            "ARTIFACTS lists each stage's artifacts)"
+        )
+    known = schema_keys()
+    keys: dict[str, list[str]] = {}
+    for stage in ARTIFACTS:
+        listed: list[str] = []
+        for entry in stages[stage].get("params") or []:
+            if not isinstance(entry, str):
+                raise ParamsError(
+                    f"{label}: stage {stage} reads params from another file ({entry}); "
+                    "the Kubeflow pipeline passes params.yaml keys only"
+                )
+            matched = [key for key in known if key == entry or key.startswith(f"{entry}.")]
+            if not matched:
+                raise ParamsError(
+                    f"{label}: stage {stage} lists {entry}, which is not a key or section of "
+                    "params.yaml (pipeline/core/params.py)"
+                )
+            listed += [key for key in matched if key not in listed]
+        keys[stage] = listed
+    return keys
+
+
+def stage_functions(dvc_file: Path) -> dict[str, Callable[..., None]]:
+    """The four component functions, generated from ``ARTIFACTS`` and dvc.yaml's stage params."""
+    kinds = schema_keys()
+    return {
+        stage: _define(stage, {flat_name(key): kinds[key] for key in keys})
+        for stage, keys in stage_keys(dvc_file).items()
+    }
+
+
+def component_source(stage: str, parameters: dict[str, type]) -> str:
+    """The source of ``stage``'s component function: artifacts, then ``parameters`` (name: type).
+
+    This is the code KFP copies into the pod, so it is plain Python with its whole signature
+    spelled out: KFP's executor reads the signature there to hand over the task's inputs.
+    """
+    names = [*ARTIFACTS[stage], *parameters]
+    for name in names:
+        # Schema field names are identifiers already; this keeps the exec below honest.
+        if not name.isidentifier() or keyword.iskeyword(name) or names.count(name) > 1:
+            raise ParamsError(f"component {stage}: {name} cannot be an argument name")
+    arguments = [f"    {name}: {kind}," for name, kind in ARTIFACTS[stage].items()]
+    arguments += [f"    {name}: {kind.__name__}," for name, kind in parameters.items()]
+    lines = [
+        f"def {stage}(",
+        *arguments,
+        "):",
+        f'    """{SUMMARIES[stage]}"""',
+        "    args = dict(locals())",
+        f"    from cifar10_kfp.runtime import {stage}_step",
+        "",
+        f"    {stage}_step(**args)",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _define(stage: str, parameters: dict[str, type]) -> Callable[..., None]:
+    """Compile :func:`component_source` into a function whose source inspect can find."""
+    source = component_source(stage, parameters)
+    # KFP reads a component's source with inspect.getsource, which reads it through linecache:
+    # registered there (no mtime, so never checked against a file), the generated source reads
+    # like a file's. attrs registers its generated methods the same way.
+    filename = f"<cifar10_kfp component {stage}>"
+    linecache.cache[filename] = (len(source), None, source.splitlines(keepends=True), filename)
+    namespace: dict[str, Any] = {"__name__": __name__, **_SOURCE_NAMES}
+    exec(compile(source, filename, "exec"), namespace)
+    return namespace[stage]
 
 
 class Outputs(NamedTuple):
@@ -158,6 +276,8 @@ class Settings:
     # or a cluster without a GPU node pool).
     gpu: bool = True
     params_file: Path = field(default=REPO_ROOT / "params.yaml")
+    # Which params each stage reads (and so each component's parameters).
+    dvc_file: Path = field(default=REPO_ROOT / "dvc.yaml")
 
     @classmethod
     def from_env(cls, **overrides: Any) -> "Settings":
@@ -181,14 +301,16 @@ def stage_parameters(func: Callable[..., None]) -> dict[str, inspect.Parameter]:
     }
 
 
-def pipeline_parameters(defaults: dict[str, Any], fixed: dict[str, Any]) -> list[inspect.Parameter]:
+def pipeline_parameters(
+    functions: dict[str, Callable[..., None]], defaults: dict[str, Any], fixed: dict[str, Any]
+) -> list[inspect.Parameter]:
     """The pipeline's parameters: every stage's, once, typed as the stage declares them.
 
     ``defaults`` are params.yaml's values by pipeline parameter name; ``fixed`` names the stage
     arguments the pipeline sets itself. A stage parameter params.yaml lacks is a ParamsError.
     """
     parameters: dict[str, inspect.Parameter] = {}
-    for stage, func in STAGES.items():
+    for stage, func in functions.items():
         for name, parameter in stage_parameters(func).items():
             if name in fixed or name in parameters:
                 continue
@@ -206,9 +328,15 @@ def pipeline_parameters(defaults: dict[str, Any], fixed: dict[str, Any]) -> list
     return list(parameters.values())
 
 
-def build_components(settings: Settings) -> dict[str, Any]:
-    """The four KFP components, each in its image: train in the GPU one when ``settings.gpu``."""
-    images = {stage: settings.image for stage in STAGES}
+def build_components(
+    settings: Settings, functions: dict[str, Callable[..., None]] | None = None
+) -> dict[str, Any]:
+    """The four KFP components, each in its image: train in the GPU one when ``settings.gpu``.
+
+    ``functions``: the component functions, generated from ``settings.dvc_file`` if not given.
+    """
+    functions = functions or stage_functions(settings.dvc_file)
+    images = {stage: settings.image for stage in functions}
     if settings.gpu:
         images["train"] = settings.gpu_image
     return {
@@ -219,7 +347,7 @@ def build_components(settings: Settings) -> dict[str, Any]:
             packages_to_install=[],
             install_kfp_package=False,
         )
-        for stage, func in STAGES.items()
+        for stage, func in functions.items()
     }
 
 
@@ -228,10 +356,11 @@ def build_pipeline(settings: Settings | None = None) -> Any:
     settings = settings or Settings()
     defaults = pipeline_defaults(load_params(settings.params_file))
     fixed = {"train_device": "gpu" if settings.gpu else "cpu"}
-    parameters = pipeline_parameters(defaults, fixed)
+    functions = stage_functions(settings.dvc_file)
+    parameters = pipeline_parameters(functions, defaults, fixed)
     names = [parameter.name for parameter in parameters]
 
-    ops = build_components(settings)
+    ops = build_components(settings, functions)
     download_op, preprocess_op = ops["download"], ops["preprocess"]
     train_op, evaluate_op = ops["train"], ops["evaluate"]
 
@@ -239,21 +368,21 @@ def build_pipeline(settings: Settings | None = None) -> Any:
         # KFP calls the pipeline function positionally, in the order of its signature.
         values = dict(zip(names, channels, strict=True)) | fixed
 
-        def pick(func: Callable[..., None]) -> dict[str, Any]:
-            return {name: values[name] for name in stage_parameters(func)}
+        def pick(stage: str) -> dict[str, Any]:
+            return {name: values[name] for name in stage_parameters(functions[stage])}
 
-        fetched = download_op(**pick(download))
-        prepared = preprocess_op(archive=fetched.outputs["archive"], **pick(preprocess))
+        fetched = download_op(**pick("download"))
+        prepared = preprocess_op(archive=fetched.outputs["archive"], **pick("preprocess"))
         trained = train_op(
             prepared=prepared.outputs["prepared"],
             archive=fetched.outputs["archive"],
-            **pick(train),
+            **pick("train"),
         )
         evaluated = evaluate_op(
             prepared=prepared.outputs["prepared"],
             model=trained.outputs["model"],
             train_reports=trained.outputs["train_reports"],
-            **pick(evaluate),
+            **pick("evaluate"),
         )
         tasks = {"download": fetched, "preprocess": prepared, "train": trained}
         for stage, task in (tasks | {"evaluate": evaluated}).items():

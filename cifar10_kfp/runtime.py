@@ -1,10 +1,10 @@
 """What a Kubeflow component runs in its container: pipeline parameters -> Params -> stage run().
 
-KFP copies a component function's source into the pod, so the functions in cifar10_kfp/pipeline.py
-only pass their arguments here. Each step turns the flat pipeline parameters (``train_epochs``)
-into the same validated Params the DVC stages read, calls the stage's own ``run`` with the
-artifact paths, and publishes what the stage wrote as typed KFP artifacts. Errors end the task
-like a DVC stage: one ``error:`` line and a non-zero exit.
+KFP copies a component function's source into the pod, so the functions cifar10_kfp/pipeline.py
+generates (from dvc.yaml's stage params) only pass their arguments here. Each step turns the flat
+pipeline parameters (``train_epochs``) into the same validated Params the DVC stages read, calls
+the stage's own ``run`` with the artifact paths, and publishes what the stage wrote as typed KFP
+artifacts. Errors end the task like a DVC stage: one ``error:`` line and a non-zero exit.
 """
 
 from __future__ import annotations

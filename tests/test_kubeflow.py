@@ -27,7 +27,7 @@ from cifar10_kfp.runtime import flat_name, to_pipeline_value
 from pipeline.core.errors import ParamsError
 from pipeline.core.params import flatten_params, load_params
 from tests.cifar_archive import CLASSES, build_archive
-from tests.conftest import QUIET_ENV, REPO_ROOT, free_port, run_stage
+from tests.conftest import QUIET_ENV, REPO_ROOT, configured_param_count, free_port, run_stage
 
 # kfp.local warns that our image names do not look like Python images; it runs this interpreter.
 pytestmark = pytest.mark.filterwarnings("ignore:You may be attemping:RuntimeWarning")
@@ -190,13 +190,206 @@ def test_mlflow_address_and_credentials_come_from_the_secret(
         assert {"MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"} <= optional_envs
 
 
+def committed_params(folder: Path) -> Path:
+    """params.yaml as HEAD holds it: the working copy may carry `dvc exp run -S` edits."""
+    text = git(REPO_ROOT, "show", "HEAD:./params.yaml").stdout
+    path = folder / "params.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
 def test_committed_yaml_is_what_make_kfp_writes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     for name in ("KFP_IMAGE", "KFP_GPU_IMAGE", "KFP_MLFLOW_SECRET"):
         monkeypatch.delenv(name, raising=False)
-    fresh = compile_pipeline(tmp_path / "fresh.yaml", Settings.from_env())
+    settings = Settings.from_env(params_file=committed_params(tmp_path))
+    fresh = compile_pipeline(tmp_path / "fresh.yaml", settings)
     assert OUTPUT.read_text() == fresh.read_text(), "stale: run `make kfp` and commit the YAML"
+
+
+def dvc_stage_keys(dvc_yaml: Path, params_yaml: Path) -> dict[str, set[str]]:
+    """Each dvc.yaml stage's params as pipeline parameter names, a whole section as its keys."""
+    flat = flatten_params(load_params(params_yaml))
+    keys: dict[str, set[str]] = {}
+    for stage, spec in yaml.safe_load(dvc_yaml.read_text())["stages"].items():
+        listed = spec.get("params", [])
+        keys[stage] = {
+            flat_name(key)
+            for entry in listed
+            for key in flat
+            if key == entry or key.startswith(f"{entry}.")
+        }
+    return keys
+
+
+def test_committed_components_take_exactly_the_params_dvc_yaml_lists(tmp_path: Path) -> None:
+    spec = next(yaml.safe_load_all(OUTPUT.read_text()))
+    expected = dvc_stage_keys(REPO_ROOT / "dvc.yaml", committed_params(tmp_path))
+    assert set(expected) == set(STAGES)
+    for stage, names in expected.items():
+        inputs = spec["components"][f"comp-{stage}"]["inputDefinitions"]
+        assert set(inputs["parameters"]) == names, stage
+    # The pipeline's parameters are their union, less train.device (fixed with the GPU request).
+    union = set().union(*expected.values()) - {"train_device"}
+    assert set(spec["root"]["inputDefinitions"]["parameters"]) == union
+
+
+def git(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``git ARGS`` in ``folder``, checked; no global config, a fixed identity for commits."""
+    import os
+
+    env = {**os.environ, "GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1"}
+    command = ["git", "-c", "user.name=test", "-c", "user.email=test@example.com", *args]
+    return subprocess.run(
+        command, cwd=folder, env=env, capture_output=True, text=True, check=True, timeout=60
+    )
+
+
+# What `python -m cifar10_kfp.compile` reads: the code, the params, dvc.yaml, the version.
+CHECKOUT_PATHS = ("cifar10_kfp", "pipeline", "stages", "params.yaml", "dvc.yaml", "pyproject.toml")
+
+
+def scratch_checkout(folder: Path) -> Path:
+    """A git repository holding this tree's compile inputs (as they are now), all committed."""
+    import shutil
+
+    listed = git(
+        REPO_ROOT, "ls-files", "--cached", "--others", "--exclude-standard", "-z", "--",
+        *CHECKOUT_PATHS,
+    ).stdout  # fmt: skip
+    for relative in filter(None, listed.split("\0")):
+        source = REPO_ROOT / relative
+        if source.is_file():  # a tracked file someone deleted is left out
+            (folder / relative).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, folder / relative)
+    git(folder, "init", "--quiet")
+    git(folder, "add", "--all")
+    git(folder, "commit", "--quiet", "--no-gpg-sign", "--message", "scratch")
+    return folder
+
+
+def compile_in(checkout: Path, *args: str | Path) -> subprocess.CompletedProcess[str]:
+    """``python -m cifar10_kfp.compile ARGS`` with ``checkout`` as the project (cwd first)."""
+    import os
+
+    env = {**os.environ, **QUIET_ENV}
+    for name in ("KFP_IMAGE", "KFP_GPU_IMAGE", "KFP_MLFLOW_SECRET", "PYTHONPATH"):
+        env.pop(name, None)
+    return subprocess.run(
+        [sys.executable, "-m", "cifar10_kfp.compile", *map(str, args)],
+        cwd=checkout,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_a_new_train_key_reaches_kfp_from_params_yaml_and_the_schema_alone(
+    tmp_path: Path,
+) -> None:
+    checkout = scratch_checkout(tmp_path / "checkout")
+    params_yaml = checkout / "params.yaml"
+    params_yaml.write_text(
+        params_yaml.read_text().replace("train:\n", "train:\n  warmup_epochs: 3\n", 1)
+    )
+    schema = checkout / "pipeline" / "core" / "params.py"
+    anchor = "class TrainParams(Section):\n"
+    assert anchor in schema.read_text()
+    schema.write_text(
+        schema.read_text().replace(anchor, anchor + "    warmup_epochs: int = Field(ge=0)\n", 1)
+    )
+    git(checkout, "commit", "--quiet", "--no-gpg-sign", "--all", "--message", "train.warmup_epochs")
+    changed = git(checkout, "diff", "--name-only", "HEAD~1").stdout.split()
+    assert changed == ["params.yaml", "pipeline/core/params.py"]
+
+    result = compile_in(checkout, "--output", tmp_path / "pipeline.yaml")
+    assert result.returncode == 0, result.stderr
+    spec = next(yaml.safe_load_all((tmp_path / "pipeline.yaml").read_text()))
+    train_inputs = spec["components"]["comp-train"]["inputDefinitions"]["parameters"]
+    assert train_inputs["train_warmup_epochs"]["parameterType"] == "NUMBER_INTEGER"
+    parameters = spec["root"]["inputDefinitions"]["parameters"]
+    assert parameters["train_warmup_epochs"]["defaultValue"] == 3
+    # Only train reads it (dvc.yaml lists the whole train section for train alone).
+    for stage in ("download", "preprocess", "evaluate"):
+        inputs = spec["components"][f"comp-{stage}"]["inputDefinitions"]["parameters"]
+        assert "train_warmup_epochs" not in inputs, stage
+    # The pod runs the function source embedded in the YAML: it must take the new argument.
+    source = spec["deploymentSpec"]["executors"]["exec-train"]["container"]["command"][-1]
+    assert "train_warmup_epochs: int," in source
+
+
+def test_compile_refuses_params_yaml_edited_since_the_last_commit(tmp_path: Path) -> None:
+    checkout = scratch_checkout(tmp_path / "checkout")
+    params_yaml = checkout / "params.yaml"
+    # What `dvc exp run -S train.epochs=2 -S data.url=...` leaves in the workspace.
+    params_yaml.write_text(
+        params_yaml.read_text()
+        .replace("epochs: 50", "epochs: 2", 1)
+        .replace("https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz", "/home/me/c.tar.gz")
+    )
+    output = checkout / "cifar10_kfp" / "cifar10_pipeline.yaml"
+    before = output.read_bytes()
+    result = compile_in(checkout)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: params.yaml differs from HEAD"), lines
+    assert output.read_bytes() == before
+    assert [p.name for p in output.parent.iterdir() if p.name.startswith(".")] == []
+    # Committed, the same values compile: the refusal is about uncommitted edits only.
+    git(checkout, "commit", "--quiet", "--no-gpg-sign", "--all", "--message", "two epochs")
+    result = compile_in(checkout)
+    assert result.returncode == 0, result.stderr
+    parameters = next(yaml.safe_load_all(output.read_text()))["root"]["inputDefinitions"]
+    assert parameters["parameters"]["train_epochs"]["defaultValue"] == 2
+
+
+def test_compile_needs_no_installed_distribution_metadata(tmp_path: Path) -> None:
+    # The Docker images sync with --no-install-project: the environment has every dependency
+    # but no cifar10-pipeline distribution. Same here: this venv's site-packages, less ours, and
+    # a copy of the tracked files (the checkout's cifar10_pipeline.egg-info would be found).
+    import site
+    import tomllib
+
+    checkout = scratch_checkout(tmp_path / "checkout")
+    (site_packages,) = (Path(p) for p in site.getsitepackages() if Path(p, "kfp").is_dir())
+    farm = tmp_path / "site-packages"
+    farm.mkdir()
+    for entry in site_packages.iterdir():
+        if "cifar10_pipeline" not in entry.name:
+            (farm / entry.name).symlink_to(entry)
+    output = tmp_path / "pipeline.yaml"
+    code = (
+        "import importlib.metadata, runpy, site, sys\n"
+        f"site.addsitedir({str(farm)!r})\n"
+        "try:\n"
+        "    importlib.metadata.version('cifar10-pipeline')\n"
+        "    sys.exit('the project distribution is still installed')\n"
+        "except importlib.metadata.PackageNotFoundError:\n"
+        "    pass\n"
+        f"sys.argv = ['compile', '--output', {str(output)!r}]\n"
+        "runpy.run_module('cifar10_kfp.compile', run_name='__main__', alter_sys=True)\n"
+    )
+    import os
+
+    env = {**os.environ, **QUIET_ENV}
+    for name in ("KFP_IMAGE", "KFP_GPU_IMAGE", "PYTHONPATH"):
+        env.pop(name, None)
+    # -S: no site-packages but the farm; -c puts the working directory (the copy) on sys.path.
+    result = subprocess.run(
+        [sys.executable, "-S", "-c", code],
+        cwd=checkout,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    version = tomllib.loads((checkout / "pyproject.toml").read_text())["project"]["version"]
+    spec = next(yaml.safe_load_all(output.read_text()))
+    assert executor(spec, "download")["image"] == f"ghcr.io/OWNER/cifar10-pipeline:{version}"
+    assert executor(spec, "train")["image"] == f"ghcr.io/OWNER/cifar10-pipeline:{version}-gpu"
 
 
 def test_images_and_secret_from_the_environment_or_options(tmp_path: Path) -> None:
@@ -217,17 +410,31 @@ def test_images_and_secret_from_the_environment_or_options(tmp_path: Path) -> No
     assert {s["secretName"] for s in secrets["secretAsEnv"]} == {"from-option"}
 
 
-def test_a_component_reading_a_key_params_yaml_lacks_fails_the_build(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    import cifar10_kfp.pipeline as kfp_pipeline
+def test_a_dvc_yaml_stage_param_the_schema_lacks_fails_the_build(tmp_path: Path) -> None:
+    dvc_yaml = tmp_path / "dvc.yaml"
+    text = (REPO_ROOT / "dvc.yaml").read_text()
+    assert "      - preprocess.seed\n" in text
+    # One letter short of preprocess.seed: DVC itself would only fail at `dvc repro`.
+    dvc_yaml.write_text(text.replace("      - preprocess.seed\n", "      - preprocess.see\n", 1))
+    with pytest.raises(ParamsError) as failure:
+        build_pipeline(Settings(dvc_file=dvc_yaml))
+    message = str(failure.value)
+    assert "\n" not in message
+    assert message.startswith("dvc.yaml: stage preprocess lists preprocess.see, which is not")
 
-    def train(train_epoch: int) -> None:  # one letter short of train_epochs
-        pass
 
-    monkeypatch.setitem(kfp_pipeline.STAGES, "train", train)
-    with pytest.raises(ParamsError, match=r"component train reads train_epoch, which is not"):
-        build_pipeline(Settings())
+def test_compile_with_a_bad_dvc_yaml_is_one_line_and_writes_nothing(tmp_path: Path) -> None:
+    checkout = scratch_checkout(tmp_path / "checkout")
+    dvc_yaml = checkout / "dvc.yaml"
+    dvc_yaml.write_text(dvc_yaml.read_text().replace("  evaluate:\n", "  evaluat:\n", 1))
+    output = checkout / "cifar10_kfp" / "cifar10_pipeline.yaml"
+    before = output.read_bytes()
+    result = compile_in(checkout)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert lines == ["error: dvc.yaml: no stage evaluate (the Kubeflow pipeline runs download, "
+                     "preprocess, train, evaluate)"], lines  # fmt: skip
+    assert output.read_bytes() == before
 
 
 def run_module(
@@ -419,7 +626,8 @@ def test_local_run_model_artifact_is_the_reference_cnn(local_runs: dict[str, Any
     model = local_runs["first"]["model"]
     path = Path(model.path) / model.metadata["file"]
     assert path.suffix == ".keras"
-    assert keras.saving.load_model(path, compile=False).count_params() == 276_138
+    model = keras.saving.load_model(path, compile=False)
+    assert model.count_params() == configured_param_count()
     run_info = json.loads((Path(model.path) / "run.json").read_text())
     assert model.metadata["mlflow_run_id"] == run_info["run_id"]
 
@@ -511,11 +719,11 @@ def test_gpu_train_component_without_a_gpu_fails_at_once(
 ) -> None:
     from kfp import dsl
 
-    from cifar10_kfp.pipeline import build_components, stage_parameters
-    from cifar10_kfp.pipeline import train as train_func
+    from cifar10_kfp.pipeline import build_components, stage_functions, stage_parameters
     from cifar10_kfp.runtime import pipeline_defaults
 
     train_op = build_components(Settings())["train"]  # the compiled one: GPU image, GPU request
+    train_func = stage_functions(REPO_ROOT / "dvc.yaml")["train"]
     defaults = pipeline_defaults(load_params(REPO_ROOT / "params.yaml"))
     arguments = {name: defaults[name] for name in stage_parameters(train_func)} | {
         "train_device": "gpu",  # what the compiled pipeline passes
