@@ -8,6 +8,7 @@ is sent, so a typo or a bad value is one line and exit 2, with no run started.
 from __future__ import annotations
 
 import argparse
+import base64
 import difflib
 import logging
 import urllib.error
@@ -21,6 +22,7 @@ import yaml
 from cifar10_kfp.compile import OUTPUT
 from cifar10_kfp.runtime import dotted_name, flat_name, stage_params, to_pipeline_value
 from pipeline.core.errors import ParamsError, PipelineError
+from pipeline.core.redact import add_secret, redact, split_userinfo
 from stages.cli import add_override_option, call_stage
 
 log = logging.getLogger("pipeline")
@@ -74,12 +76,17 @@ def submit(
     run_name: str | None,
     enable_caching: bool | None,
 ) -> str:
-    """Create a run of ``package`` on the KFP API at ``host``; return its run id."""
+    """Create a run of ``package`` on the KFP API at ``host``; return its run id.
+
+    A ``user:password@`` in ``host`` is sent as HTTP basic auth (a cluster behind a proxy that
+    asks for it), never as part of the URL, and never shown.
+    """
     import kfp
 
-    _check_reachable(host)
+    host, credentials = host_credentials(host)
+    _check_reachable(host, credentials)
     try:
-        client = kfp.Client(host=host)
+        client = kfp.Client(host=host, credentials=credentials)
         run = client.create_run_from_pipeline_package(
             str(package),
             arguments=arguments,
@@ -88,24 +95,64 @@ def submit(
             enable_caching=enable_caching,
         )
     except Exception as exc:  # the KFP client raises many types for an unreachable/refusing API
-        reason = " ".join(str(exc).split())[:300] or type(exc).__name__
+        reason = " ".join(redact(str(exc)).split())[:300] or type(exc).__name__
         raise PipelineError(f"cannot submit to Kubeflow Pipelines at {host}: {reason}") from None
     return run.run_id
 
 
-def _check_reachable(host: str, timeout_s: float = 10.0) -> None:
+# kfp.Client(credentials=...) only calls refresh_api_key_hook (kfp's TokenCredentialsBase
+# interface); not subclassed, so --help and a bad --set answer without importing kfp/kubernetes.
+class BasicAuth:
+    """KFP client credentials that send ``Authorization: Basic ...`` with every request."""
+
+    def __init__(self, user: str, password: str) -> None:
+        self.header = base64.b64encode(f"{user}:{password}".encode()).decode()
+
+    def refresh_api_key_hook(self, config: Any) -> None:
+        """Called by the generated API client before each request: set the header's value."""
+        config.api_key["authorization"] = self.header
+        config.api_key_prefix["authorization"] = "Basic"
+
+
+def host_credentials(host: str) -> tuple[str, BasicAuth | None]:
+    """``host`` without its ``user:password@``, and those as basic-auth credentials (or None).
+
+    The password is registered with ``redact``, so no message shows it. A host the KFP client
+    could not use (not http(s)) is refused here, in one line with the password masked.
+    """
+    bare, user, password = split_userinfo(host.strip())
+    add_secret(password)
+    if not bare.startswith(("http://", "https://")) or not bare.partition("://")[2].strip("/"):
+        raise ParamsError(
+            f"--host {redact(host)}: expected an http(s) URL, e.g. http://localhost:8080"
+        )
+    return bare, None if user is None else BasicAuth(user, password or "")
+
+
+def _check_reachable(host: str, credentials: BasicAuth | None, timeout_s: float = 10.0) -> None:
     """Fail in seconds on an API nobody answers (the KFP client retries for ~25 s, loudly).
 
-    Any HTTP answer counts as reachable: a cluster behind a login answers 302 or 401 here.
+    Any HTTP answer counts as reachable: a cluster behind a login answers 302 or 401 here
+    (the KFP client may bring a cookie or token of its own), unless the credentials were ours.
     """
-    url = host.rstrip("/") + "/apis/v2beta1/healthz"
+    request = urllib.request.Request(host.rstrip("/") + "/apis/v2beta1/healthz")
+    if credentials is not None:
+        request.add_header("Authorization", f"Basic {credentials.header}")
     try:
-        with urllib.request.urlopen(url, timeout=timeout_s) as response:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
             response.read(64)
-    except urllib.error.HTTPError:
+    except urllib.error.HTTPError as exc:
+        # With credentials of our own, a refusal is theirs: say so now, not after the KFP
+        # client's five retries and their tracebacks.
+        if credentials is not None and exc.code in (401, 403):
+            raise PipelineError(
+                f"cannot submit to Kubeflow Pipelines at {host}: HTTP {exc.code} {exc.reason} "
+                "(check the user and password in --host)"
+            ) from None
         return
     except (urllib.error.URLError, OSError, ValueError) as exc:
-        reason = getattr(exc, "reason", exc)
+        # http.client.InvalidURL (a ValueError) quotes the whole URL: mask it.
+        reason = redact(str(getattr(exc, "reason", exc)))
         raise PipelineError(
             f"cannot submit to Kubeflow Pipelines at {host}: unreachable ({reason})"
         ) from None
@@ -119,7 +166,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument(
-        "--host", required=True, help="KFP API endpoint, e.g. http://localhost:8080"
+        "--host",
+        required=True,
+        help="KFP API endpoint, e.g. http://localhost:8080; a user:password@ in it is sent as "
+        "basic auth",
     )
     parser.add_argument("--package", type=Path, default=OUTPUT, help="compiled pipeline YAML")
     parser.add_argument("--experiment", default="cifar10-cnn", help="KFP experiment of the run")
@@ -134,7 +184,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         arguments = run_arguments(args.package, args.overrides)
         caching = False if args.no_cache else None
         run_id = submit(args.host, args.package, arguments, args.experiment, args.run_name, caching)
-        print(f"run {run_id}: {args.host.rstrip('/')}/#/runs/details/{run_id}")
+        host, _ = host_credentials(args.host)
+        print(f"run {run_id}: {host.rstrip('/')}/#/runs/details/{run_id}")
 
     call_stage(work)
 

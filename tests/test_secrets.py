@@ -1,0 +1,133 @@
+"""No secret is ever printed: a password planted in the tracking URI, the Kubeflow host and the DVC
+remote URL appears in no console output, log, report, tag, param or artifact.
+
+Everything here is real: HTTP servers on 127.0.0.1 that play the Kubeflow Pipelines API and a DVC
+remote (guarded by basic auth, or refusing writes), ``mlflow server`` with its basic-auth app,
+and the pipeline's own command lines as subprocesses.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import http.server
+import json
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import pytest
+
+from tests.conftest import QUIET_ENV, REPO_ROOT
+
+# Characters that break naive URL handling: "@", "/", "'", "#"... (percent-encoded in URLs).
+SECRET = "Pl@nted/S3cret'#x"
+SECRET_URL = "Pl%40nted%2FS3cret%27%23x"
+ENCODED = [SECRET, SECRET_URL, base64.b64encode(f"ci:{SECRET}".encode()).decode()]
+PACKAGE = REPO_ROOT / "cifar10_kfp" / "cifar10_pipeline.yaml"
+
+
+def basic(user: str, password: str) -> str:
+    """The Authorization header of HTTP basic auth."""
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def assert_no_secret(text: str, where: str) -> None:
+    """Neither the secret nor any encoding of it in ``text``."""
+    for form in ENCODED:
+        assert form not in text, f"the planted secret ({form!r}) appears in {where}:\n{text}"
+
+
+@dataclass
+class Recorder:
+    """What a fake server saw: (method, path, Authorization header) per request."""
+
+    requests: list[tuple[str, str, str | None]] = field(default_factory=list)
+
+
+class FakeKfp(http.server.BaseHTTPRequestHandler):
+    """Just enough of the KFP v2beta1 API for ``kfp.Client.create_run_from_pipeline_package``,
+    behind basic auth (user ``ci``, the planted password), as a cluster behind a proxy is."""
+
+    recorder: Recorder
+
+    def _answer(self, status: int, body: dict) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _route(self) -> None:
+        auth = self.headers.get("Authorization")
+        self.recorder.requests.append((self.command, self.path, auth))
+        length = int(self.headers.get("Content-Length") or 0)
+        if length:
+            self.rfile.read(length)
+        if auth != basic("ci", SECRET):
+            self._answer(401, {"error": "unauthorized", "code": 16})
+        elif self.path.startswith("/apis/v2beta1/healthz"):
+            self._answer(200, {"multi_user": False})
+        elif self.path.startswith("/apis/v2beta1/experiments"):
+            experiment = {"experiment_id": "exp-1", "display_name": "cifar10-cnn"}
+            self._answer(200, {"experiments": [experiment], "total_size": 1})
+        elif self.command == "POST" and self.path.startswith("/apis/v2beta1/runs"):
+            self._answer(200, {"run_id": "run-1", "experiment_id": "exp-1", "state": "PENDING"})
+        else:
+            self._answer(404, {"error": f"not played here: {self.path}"})
+
+    do_GET = do_POST = _route
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def loopback(handler: type[http.server.BaseHTTPRequestHandler]) -> Iterator[tuple[int, Recorder]]:
+    """Serve ``handler`` on a free 127.0.0.1 port; yield (port, what it saw)."""
+    recorder = Recorder()
+    bound = type(handler.__name__, (handler,), {"recorder": recorder})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), bound)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1], recorder
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def submit(host: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m cifar10_kfp.submit --host HOST ARGS`` from the repo."""
+    return subprocess.run(
+        [sys.executable, "-m", "cifar10_kfp.submit", "--host", host, "--package", str(PACKAGE),
+         *args],
+        cwd=REPO_ROOT, env={**os.environ, **QUIET_ENV}, capture_output=True,
+        text=True, timeout=300,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("password", [SECRET_URL, SECRET], ids=["percent-encoded", "raw"])
+def test_submit_sends_host_credentials_as_basic_auth_and_never_prints_them(password: str) -> None:
+    with loopback(FakeKfp) as (port, seen):
+        result = submit(f"http://ci:{password}@127.0.0.1:{port}", "--set", "train.epochs=2")
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert f"run run-1: http://127.0.0.1:{port}/#/runs/details/run-1" in result.stdout
+    assert_no_secret(output, "submit's output")
+    assert ("POST", "/apis/v2beta1/runs", basic("ci", SECRET)) in seen.requests
+    assert all(auth == basic("ci", SECRET) for _, _, auth in seen.requests), seen.requests
+
+
+def test_submit_with_a_wrong_password_is_one_masked_line() -> None:
+    with loopback(FakeKfp) as (port, _):
+        result = submit(f"http://ci:wrong-{SECRET_URL}@127.0.0.1:{port}")
+    assert result.returncode == 1, result.stdout + result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"error: cannot submit to Kubeflow Pipelines at http://127.0.0.1:{port}")
+    assert "401" in line or "Unauthorized" in line, line
+    assert_no_secret(result.stdout + result.stderr, "submit's output")
