@@ -1,14 +1,16 @@
-"""The container images, as far as they can be checked without a Docker daemon (there is none here).
+"""The container images, as far as they can be checked without a Docker daemon.
 
-hadolint lints both Dockerfiles; the install command each one runs is replayed as a dry run
-against uv.lock and must install exactly the locked export; DVC must work in the image's layout,
-which has no .git.
+hadolint lints the Dockerfiles; the install command each one runs is replayed as a dry run
+against uv.lock and must install exactly the locked export (the server image: only locked
+versions); DVC must work in the image's layout, which has no .git. tests/test_images.py builds
+the CPU image and runs the pipeline in it.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -69,21 +71,92 @@ def test_hadolint_would_catch_a_careless_dockerfile(tmp_path: Path) -> None:
     assert "DL3008" in result.stdout  # unpinned apt package
 
 
+def makefile_uv_version() -> str:
+    found = re.search(r"^UV_VERSION := (\S+)$", (REPO_ROOT / "Makefile").read_text(), re.M)
+    assert found is not None
+    return found[1]
+
+
 @pytest.mark.parametrize("flavour", DOCKERFILES)
 def test_image_installs_from_the_lock_with_makes_uv_as_a_non_root_user(flavour: str) -> None:
     dockerfile = DOCKERFILES[flavour]
-    uv_version = re.search(r"^UV_VERSION := (\S+)$", (REPO_ROOT / "Makefile").read_text(), re.M)
-    assert uv_version is not None
     items = instructions(dockerfile)
-    assert f"FROM ghcr.io/astral-sh/uv:{uv_version[1]} AS uv" in items
+    # The base images are build arguments (a machine without a registry passes local ones);
+    # their defaults are what users build from.
+    assert f"ARG UV_IMAGE=ghcr.io/astral-sh/uv:{makefile_uv_version()}" in items
+    assert "ARG PYTHON_IMAGE=python:3.12-slim-bookworm" in items
+    assert "FROM ${UV_IMAGE} AS uv" in items
+    assert items.count("FROM ${PYTHON_IMAGE}") + items.count("FROM ${PYTHON_IMAGE} AS build") == 2
     sync = uv_sync_command(dockerfile)
     assert {"--frozen", "--no-dev"} <= set(sync)
     extras = {sync[i + 1] for i, arg in enumerate(sync) if arg == "--extra"}
     assert extras == {flavour, "kubeflow", "s3"}
-    assert sum(item.startswith("FROM python:") for item in items) == 2  # build + runtime stages
     (user,) = [item.split()[1] for item in items if item.startswith("USER ")]
     assert user.split(":")[0] not in {"0", "root"}
     assert "WORKDIR /app" in items
+
+
+@pytest.mark.parametrize("flavour", DOCKERFILES)
+def test_runtime_stage_has_git_and_folders_the_app_user_owns(flavour: str) -> None:
+    """What tests/test_images.py checks in the built CPU image, held in both files (the GPU one
+    is built by hand only): git for DVC and GitPython; output folders a named volume can take
+    over; KFP's artifact roots."""
+    runs = run_commands(DOCKERFILES[flavour])
+    assert any("apt-get install -y --no-install-recommends git" in cmd for cmd in runs)
+    (install,) = [cmd for cmd in runs if "install -d -o app -g app" in cmd]
+    folders = install[install.index("install -d") :].split("&&")[0].split()[6:]
+    expected = ["/app", "/app/data", "/app/models", "/app/reports", "/gcs", "/minio", "/s3"]
+    assert folders == expected
+
+
+def test_server_image_installs_only_locked_versions(tmp_path: Path) -> None:
+    """deploy/mlflow.Dockerfile's own commands, replayed: the lock exported as constraints, the
+    server's packages installed under them (dry run). Every version must be the lock's."""
+    dockerfile = REPO_ROOT / "deploy" / "mlflow.Dockerfile"
+    items = instructions(dockerfile)
+    assert f"ARG UV_IMAGE=ghcr.io/astral-sh/uv:{makefile_uv_version()}" in items
+    (install,) = [cmd for cmd in run_commands(dockerfile) if "uv export" in cmd]
+    commands = [cmd.strip() for cmd in install.split("&&")]
+    lock = tmp_path / "lock"
+    lock.mkdir()
+    shutil.copy(REPO_ROOT / "pyproject.toml", lock)
+    shutil.copy(REPO_ROOT / "uv.lock", lock)
+    venv = tmp_path / "venv"
+    env = {k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"}
+    output = ""
+    for command in commands:
+        assert command.startswith("uv "), command
+        command = command.replace("/lock", str(lock)).replace("/opt/mlflow", str(venv))
+        args = shlex.split(command)[1:]
+        if args[:2] == ["venv", "--python"]:
+            args[2] = sys.executable
+        if args[:2] == ["pip", "install"]:
+            args.append("--dry-run")
+        result = subprocess.run(
+            [str(UV), *args], env=env, capture_output=True, text=True, timeout=300
+        )
+        assert result.returncode == 0, result.stderr
+        output = result.stderr
+    installed = {
+        f"{name.lower()}=={version}"
+        for name, version in re.findall(r"^ \+ (\S+)==(\S+)$", output, re.M)
+    }
+    locked = {pin.lower() for pin in locked_export({"server", "s3"})}
+    assert installed and installed <= locked, installed - locked
+    assert {"mlflow", "psycopg", "boto3"} <= {pin.split("==")[0] for pin in installed}
+
+
+def test_tracked_file_names_are_plain() -> None:
+    """A mistyped redirect once committed "ith tarfile.open(...)": no such name may be tracked
+    (it would end up in every image)."""
+    odd = [
+        name
+        for name in subprocess.run(
+            ["git", "ls-files", "-z"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+        ).stdout.split("\0")
+        if name and not re.fullmatch(r"[A-Za-z0-9._/-]+", name)
+    ]
+    assert odd == []
 
 
 def locked_export(extras: set[str]) -> set[str]:
@@ -128,12 +201,33 @@ def test_image_installs_exactly_the_locked_versions(tmp_path: Path, flavour: str
     assert backend in installed
 
 
-def test_dockerignore_keeps_environments_data_and_runs_out() -> None:
-    patterns = set((REPO_ROOT / ".dockerignore").read_text().split())
-    for heavy in (".git", ".venv", "/data", "/models", "mlruns", "mlflow.db", ".dvc/cache"):
-        assert heavy in patterns
-    for needed in ("pipeline", "stages", "dvc.yaml", "params.yaml", ".dvc", "uv.lock"):
-        assert not any(p.strip("/") == needed for p in patterns)
+def dockerignore_patterns() -> list[str]:
+    lines = (REPO_ROOT / ".dockerignore").read_text().splitlines()
+    return [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+
+
+def test_dockerignore_lets_in_only_what_the_images_need() -> None:
+    """An allow-list: everything out first, then named paths back in, never a git-ignored one.
+    (tests/test_images.py checks the real context with files planted where git ignores them.)"""
+    patterns = dockerignore_patterns()
+    assert patterns[0] == "*"
+    allowed = {p[1:] for p in patterns if p.startswith("!")}
+    needed = {"pipeline", "stages", "cifar10_kfp", "dvc.yaml", "params.yaml", ".dvc/config",
+              "pyproject.toml", "uv.lock", "deploy/server.py"}  # fmt: skip
+    assert needed <= allowed
+    for secret in ("deploy", "deploy/.env", ".server", ".git", ".venv", "data", "models"):
+        assert secret not in allowed
+    ignored = subprocess.run(
+        ["git", "check-ignore", "--no-index", "--stdin"],
+        cwd=REPO_ROOT,
+        input="\n".join(sorted(allowed)),
+        capture_output=True,
+        text=True,
+    ).stdout.split()
+    assert ignored == []
+    # Inside the folders let back in, what git ignores there is left out again.
+    for pattern in ("**/__pycache__", "**/*.pyc", "**/mlflow.db", "**/mlruns", "**/*.egg-info"):
+        assert pattern in patterns
 
 
 def test_dvc_works_in_the_image_layout_without_git(tmp_path: Path) -> None:
