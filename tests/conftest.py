@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -18,6 +19,24 @@ from tests.cifar_archive import CLASSES
 
 # A helper module that asserts: show the compared values on failure, as in the test modules.
 pytest.register_assert_rewrite("tests.mlflow_fixtures")
+
+# A module whose every test is end to end says so with this line; see pytest_ignore_collect.
+E2E_MODULE = re.compile(r"^pytestmark = \[?\s*pytest\.mark\.e2e\b", re.MULTILINE)
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """Under ``-m "not e2e"`` (``make check``), do not even import the end-to-end modules.
+
+    Collecting them would import Keras, MLflow and KFP only to deselect every test: that was
+    most of the 52-68 s that collection alone took. A module counts when it declares
+    ``pytestmark = pytest.mark.e2e`` (or a list that starts with it) at the top level.
+    """
+    if "not e2e" not in (config.getoption("markexpr") or ""):
+        return None
+    if collection_path.suffix != ".py" or not collection_path.name.startswith("test_"):
+        return None
+    return True if E2E_MODULE.search(collection_path.read_text(encoding="utf-8")) else None
+
 
 # The venv's bin: CLIs that exec other tools by name (dvc, mlflow -> uvicorn) need it on PATH.
 VENV_BIN = Path(sys.executable).parent

@@ -23,6 +23,9 @@ from pipeline.train.backend import (
 from pipeline.train.precision import cpu_bf16_flags, resolve_precision_policy
 from tests.conftest import REPO_ROOT, run_stage, store_env, train_args
 
+# End to end: trainings on the CPU under each device setting.
+pytestmark = pytest.mark.e2e
+
 BACKENDS = ["tensorflow", "jax"]
 
 

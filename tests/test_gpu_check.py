@@ -7,8 +7,13 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from pipeline.train.precision import cpu_bf16_flags
 from tests.conftest import QUIET_ENV, REPO_ROOT
+
+# End to end: the GPU check trains on this CPU in a subprocess.
+pytestmark = pytest.mark.e2e
 
 GPU_CHECK = REPO_ROOT / "benchmarks" / "gpu_check.py"
 TOY = ["--epochs", "2", "--images", "128", "--batch-size", "32", "--steps-per-execution", "2"]

@@ -33,6 +33,7 @@ from tests.conftest import QUIET_ENV, REPO_ROOT, free_port, run_stage, write_pre
 from tests.test_train import first_checkpoint_state
 
 pytestmark = [
+    pytest.mark.e2e,
     pytest.mark.slow,
     pytest.mark.skipif(
         find_bin_dir() is None,
