@@ -22,7 +22,7 @@ PYTHON ?= $(shell for p in $(PYTHON_CANDIDATES); do \
 
 DOCKERFILES := docker/Dockerfile docker/Dockerfile.gpu
 
-.PHONY: setup check-python run test lint format ui plots server bench clean help kfp
+.PHONY: setup check-python run check test lint format ui plots server bench clean help kfp
 
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -46,8 +46,14 @@ $(STAMP): pyproject.toml uv.lock Makefile | $(UV) check-python
 run: setup  ## run the pipeline: dvc repro (only what changed); GPU=1: on the GPU
 	dvc repro
 
-test: setup  ## lint, then run every test
+check: setup  ## the fast tier (under 2 minutes): lint, format check, the unit tests (not e2e)
 	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m pytest -m "not e2e" -p no:cacheprovider -q
+
+test: setup  ## lint, format check, then every test (unit and end to end)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 	$(VENV)/bin/hadolint $(DOCKERFILES)
 	$(PY) -m pytest
 

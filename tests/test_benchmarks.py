@@ -23,6 +23,7 @@ from tests.conftest import QUIET_ENV, REPO_ROOT
 STAGES = ("download", "preprocess", "train", "evaluate")
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("stage", STAGES)
 def test_help_and_params_errors_answer_without_tensorflow(stage: str) -> None:
     code, loaded = heavy_imports(stage, "--help")
@@ -31,6 +32,7 @@ def test_help_and_params_errors_answer_without_tensorflow(stage: str) -> None:
     assert code == 2 and loaded == [], f"a params error loaded {loaded}"
 
 
+@pytest.mark.e2e
 def test_probe_sees_tensorflow_when_a_stage_loads_it(tmp_path: Path) -> None:
     # The probe above must be able to fail: a real training run does load TensorFlow.
     code, loaded = heavy_imports("train", "--prepared-dir", str(tmp_path / "missing"))
@@ -59,7 +61,7 @@ def test_report_says_not_measured_for_missing_results(tmp_path: Path) -> None:
     assert text.count("Not measured.") == 4  # throughput, precision, time to accuracy, overhead
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 # About 5 minutes on a quiet 2-core machine (some 20 fresh interpreters, a DVC pipeline, a model
 # server); it passed 900 s only in parts on a machine loaded ~10x, hence the margin.
 @pytest.mark.timeout(2400)

@@ -70,6 +70,7 @@ def test_gpu_packages_are_in_the_lock() -> None:
     assert gpu == {"tensorflow": ["and-cuda"], "jax": ["cuda12"]}
 
 
+@pytest.mark.e2e
 def test_cpu_and_gpu_extras_never_resolve_together(tmp_path: Path) -> None:
     result = uv("sync", "--frozen", "--extra", "cpu", "--extra", "gpu", "--dry-run",
                 env_dir=tmp_path / "env")  # fmt: skip
@@ -78,6 +79,7 @@ def test_cpu_and_gpu_extras_never_resolve_together(tmp_path: Path) -> None:
     assert "cifar10-pipeline[cpu]" in result.stderr and "cifar10-pipeline[gpu]" in result.stderr
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize(
     ("extra", "wanted", "unwanted"),
     [
@@ -115,6 +117,7 @@ def find_python(version: str) -> str | None:
     return None
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("version", SUPPORTED)
 def test_lock_installs_on_each_supported_python(tmp_path: Path, version: str) -> None:
     python = find_python(version)

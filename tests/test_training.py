@@ -38,6 +38,7 @@ def test_optimizer_and_learning_rate_come_from_params(name: str, optimizer_class
     assert float(model.optimizer.learning_rate) == pytest.approx(0.0123)
 
 
+@pytest.mark.e2e
 def test_learning_rate_changes_the_training_step(tmp_path: Path) -> None:
     """The same seed and data, two learning rates: the first step moves the weights differently."""
     data = load_prepared(write_prepared(tmp_path / "data", {"train": 20, "val": 10}))
@@ -76,6 +77,7 @@ def _val_accuracy(model: keras.Model, prepared: Path) -> float:
         return float(np.mean(predicted == val["y"]))
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("restore_best", [True, False])
 def test_restore_best_keeps_the_best_validation_epoch(tmp_path: Path, restore_best: bool) -> None:
     model, history, prepared = _fit(tmp_path, restore_best)
