@@ -22,7 +22,7 @@ PYTHON ?= $(shell for p in $(PYTHON_CANDIDATES); do \
 
 DOCKERFILES := docker/Dockerfile docker/Dockerfile.gpu
 
-.PHONY: setup check-python run check test lint format ui plots server bench clean help kfp
+.PHONY: setup check-python run exps check test lint format ui plots server bench clean help kfp
 
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -45,6 +45,16 @@ $(STAMP): pyproject.toml uv.lock Makefile | $(UV) check-python
 
 run: setup  ## run the pipeline: dvc repro (only what changed); GPU=1: on the GPU
 	dvc repro
+
+# The experiment and the three headline metrics stay; of the rest, params (section.key) that
+# differ between experiments stay; deps, other metrics and Created go.
+EXPS_KEEP := ^(Experiment|accuracy|macro_f1|val_loss)$$
+EXPS_DROP := ^(?![a-z_]+\.[a-z_.]+$$).*
+
+exps: setup  ## experiments best first: changed params, test accuracy, macro F1, val loss
+	dvc exp show --only-changed --keep '$(EXPS_KEEP)' --drop '$(EXPS_DROP)' \
+		--sort-by accuracy --sort-order desc \
+		--no-pager $(EXPS_ARGS)
 
 check: setup  ## the fast tier (under 2 minutes): lint, format check, the unit tests (not e2e)
 	$(PY) -m ruff check .

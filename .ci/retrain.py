@@ -34,7 +34,7 @@ import ci_report  # noqa: E402
 
 from pipeline.core.atomic import write_text  # noqa: E402
 from pipeline.core.errors import PipelineError  # noqa: E402
-from pipeline.core.params import load_params  # noqa: E402
+from pipeline.core.params import load_params, parse_override, parse_params  # noqa: E402
 from stages.cli import add_override_option  # noqa: E402
 
 PR_OVERRIDE = "register.allow_champion=false"
@@ -162,31 +162,34 @@ def check_gpu(required: bool) -> str | None:
 
 def gpu_requested(params_path: Path, overrides: list[str]) -> bool:
     """True when the effective params ask for ``train.device: gpu``."""
-    params = load_params(params_path, overrides)
-    # train.device comes with the GPU install; params files without it mean "auto".
-    return getattr(params.train, "device", "auto") == "gpu"
+    return load_params(params_path, overrides).train.device == "gpu"
 
 
 def apply_overrides(params_path: Path, overrides: list[str]) -> None:
-    """Validate ``overrides`` with the schema, then write them into params.yaml, comments kept."""
+    """Validate ``overrides`` with the schema, then write them into params.yaml, comments kept.
+
+    Values are parsed as the stages parse ``--set`` (YAML 1.2: ``1e-3`` is a float), and the
+    edited text is validated before it replaces params.yaml: a refused value changes nothing.
+    """
     if not overrides:
         return
     load_params(params_path, overrides)  # one-line ParamsError before anything is written
-    import yaml
     from ruamel.yaml import YAML  # dvc's own YAML editor (it applies `dvc exp run -S` with it)
 
     editor = YAML()
     editor.preserve_quotes = True
     document = editor.load(params_path.read_text(encoding="utf-8"))
     for override in overrides:
-        key, _, text = override.partition("=")
+        key, value = parse_override(override)
         *sections, name = key.split(".")
         node = document
         for section in sections:
             node = node.setdefault(section, {})
-        node[name] = yaml.safe_load(text) if text else None
+        node[name] = value
     buffer = io.StringIO()
     editor.dump(document, buffer)
+    # What `dvc repro`'s stages will read: checked here, so they never meet a refused value.
+    parse_params(buffer.getvalue(), params_path.name)
     write_text(params_path, buffer.getvalue())
 
 

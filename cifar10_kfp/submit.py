@@ -22,6 +22,7 @@ import yaml
 from cifar10_kfp.compile import OUTPUT
 from cifar10_kfp.runtime import dotted_name, flat_name, stage_params, to_pipeline_value
 from pipeline.core.errors import ParamsError, PipelineError
+from pipeline.core.params import parse_override
 from pipeline.core.redact import add_secret, redact, split_userinfo
 from stages.cli import add_override_option, call_stage
 
@@ -48,15 +49,14 @@ def run_arguments(package: Path, overrides: Sequence[str]) -> dict[str, Any]:
     known = pipeline_parameters(package)
     arguments: dict[str, Any] = {}
     for override in overrides:
-        key, sep, text = override.partition("=")
-        if not sep or not key:
-            raise ParamsError(f"--set {override}: expected key=value, e.g. train.epochs=2")
+        # The stages' own parser: YAML 1.2, so `1e-3` is a float and `yes` is no boolean.
+        key, value = parse_override(override)
         name = flat_name(key) if "." in key else key
         if name not in known:
             close = difflib.get_close_matches(name, list(known), n=1)
             hint = f"; did you mean {close[0]}?" if close else ""
             raise ParamsError(f"--set {override}: unknown pipeline parameter {name}{hint}")
-        arguments[name] = yaml.safe_load(text) if text else None
+        arguments[name] = value
     # The whole set must pass the params schema, as `--set` does for a DVC stage.
     values = known | arguments
     params, _ = stage_params(values)

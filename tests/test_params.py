@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import importlib.util
+import subprocess
+import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 from pydantic import BaseModel
 
 from pipeline.core.errors import ParamsError
-from pipeline.core.params import Params, flatten_params, load_params
+from pipeline.core.params import Params, flatten_params, load_params, parse_override
 from tests.conftest import REPO_ROOT, repo_params, run_stage
 
 REPO_PARAMS = (REPO_ROOT / "params.yaml").read_text()
@@ -102,6 +107,9 @@ BAD_INPUT = {
                   "params.yaml: train.seed: must be between 0 and 4294967295"),
     "bool epochs": (["--set", "train.epochs=true"],
                     "params.yaml: train.epochs: must be a valid integer (got true)"),
+    # YAML 1.2, the one --set parser: `yes` is a string, not a boolean.
+    "yes for a bool": (["--set", "train.deterministic=yes"],
+                       "params.yaml: train.deterministic: must be a valid boolean (got 'yes')"),
     "empty file": (["--params", "{tmp}/empty.yaml"],
                    "empty.yaml: is empty; it must set every param"),
     "folder": (["--params", "{tmp}"], "{tmp}: is a folder, not a params file"),
@@ -152,3 +160,222 @@ def test_every_stage_has_help(stage: str) -> None:
     assert result.returncode == 0
     assert f"python -m stages.{stage}" in result.stdout
     assert "--params" in result.stdout and "--set" in result.stdout
+
+
+# --- how params.yaml is read (YAML 1.2, strict) --------------------------------------------------
+
+
+def write_params(folder: Path, text: str, name: str = "params.yaml") -> Path:
+    path = folder / name
+    path.write_text(text)
+    return path
+
+
+def load_error(path: Path, overrides: list[str] | None = None) -> str:
+    """The one-line ParamsError message of loading ``path`` (the test fails if it loads)."""
+    with pytest.raises(ParamsError) as caught:
+        load_params(path, overrides)
+    text = str(caught.value)
+    assert "\n" not in text, text
+    return text
+
+
+def test_yaml_1_2_scalars_in_the_file(tmp_path: Path) -> None:
+    # YAML 1.1's booleans are strings in 1.2 (DVC's reading): refused for a bool, kept for a str.
+    for word in ["yes", "no", "on", "off", "y", "n", "Yes", "ON"]:
+        text = REPO_PARAMS.replace("  deterministic: true\n", f"  deterministic: {word}\n")
+        expected = f"train.deterministic: must be a valid boolean (got '{word}')"
+        assert load_error(write_params(tmp_path, text)) == f"params.yaml: {expected}"
+    text = REPO_PARAMS.replace("  learning_rate: 0.001\n", "  learning_rate: 1e-3\n")
+    text = text.replace("  seed: 42\n", "  seed: 0o17\n")  # YAML 1.2 octal
+    text = text.replace("  experiment_name: cifar10-cnn\n", "  experiment_name: off\n")
+    params = load_params(write_params(tmp_path, text))
+    assert params.train.learning_rate == 0.001
+    assert params.preprocess.seed == params.train.seed == 15
+    assert params.mlflow.experiment_name == "off"
+
+
+def test_duplicate_keys_name_both_lines(tmp_path: Path) -> None:
+    text = REPO_PARAMS.replace("  epochs: 50\n", "  epochs: 50\n  epochs: 5\n")
+    assert load_error(write_params(tmp_path, text)) == (
+        "params.yaml: duplicate key 'epochs' (lines 22 and 23)"
+    )
+    text = REPO_PARAMS + "train:\n  epochs: 5\n"  # a whole section given twice
+    assert load_error(write_params(tmp_path, text)) == (
+        "params.yaml: duplicate key 'train' (lines 21 and 44)"
+    )
+
+
+def test_yaml_syntax_error_is_one_line_with_its_line(tmp_path: Path) -> None:
+    text = REPO_PARAMS.replace("  kernel_size: 3\n", "  kernel_size: [3\n")
+    message = load_error(write_params(tmp_path, text))
+    assert message == (
+        "params.yaml: not valid YAML: line 16: expected ',' or ']', but got ':'"
+        " (while parsing a flow sequence from line 15)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        # An alias inside its own anchor: the data would nest itself forever.
+        ("loop: &a [1, *a]\n", "line 44: alias *a refers to its own anchor"),
+        ("a: &x 1\nb: &x 2\n", "line 45: anchor &x defined again (first on line 44)"),
+        (
+            "base: &b {epochs: 2}\nmore:\n  <<: *b\n",
+            "line 46: merge keys (<<) are not read; write the keys out",
+        ),
+        ("deep: " + "[" * 200 + "]" * 200 + "\n", "line 44: nested more than 20 levels deep"),
+    ],
+    ids=["recursive alias", "anchor defined twice", "merge key", "deep nesting"],
+)
+def test_anchor_and_nesting_tricks_are_refused_in_one_line(
+    text: str, message: str, tmp_path: Path
+) -> None:
+    assert load_error(write_params(tmp_path, REPO_PARAMS + text)) == f"params.yaml: {message}"
+
+
+def test_a_yaml_1_1_directive_is_refused(tmp_path: Path) -> None:
+    # Under `%YAML 1.1` ruamel (and DVC) read `yes` as true: the stages would disagree with DVC.
+    text = "%YAML 1.1\n---\n" + REPO_PARAMS
+    assert load_error(write_params(tmp_path, text)) == (
+        "params.yaml: declares %YAML 1.1; params are read as YAML 1.2: remove the directive"
+    )
+
+
+def test_small_anchors_are_fine(tmp_path: Path) -> None:
+    text = REPO_PARAMS.replace("  seed: 42\n", "  seed: &seed 42\n", 1)
+    text = text.replace("  seed: 42\n", "  seed: *seed\n")
+    params = load_params(write_params(tmp_path, text))
+    assert params.preprocess.seed == params.train.seed == 42
+
+
+# Billion laughs: ten anchors, each nine aliases of the one before, 9**10 leaves once expanded.
+LAUGHS = [f"&a0 [{', '.join(['lol'] * 9)}]"]
+LAUGHS += [f"&a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 10)]
+BOMB = f"[{', '.join(LAUGHS)}]"
+# Loads params in a child with 2 GiB of address space: a bomb that got expanded fails, not swaps.
+LOAD_IN_A_CHILD = """
+import resource, sys
+resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
+from pipeline.core.params import load_params
+from stages.cli import call_stage
+call_stage(lambda: load_params(sys.argv[1], sys.argv[2:]))
+"""
+
+
+@pytest.mark.parametrize("where", ["file", "--set"])
+def test_an_alias_bomb_is_refused_fast_and_unexpanded(where: str, tmp_path: Path) -> None:
+    if where == "file":
+        path = write_params(tmp_path, REPO_PARAMS.replace("  epochs: 50\n", f"  epochs: {BOMB}\n"))
+        args, label = [path], "params.yaml: line 22"
+    else:
+        args, label = [REPO_ROOT / "params.yaml", f"train.epochs={BOMB}"], "--set train.epochs"
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-c", LOAD_IN_A_CHILD, *map(str, args)],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    elapsed = time.monotonic() - started
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.count("\n") == 1, result.stderr[-2000:]
+    assert result.stderr.startswith(
+        f"error: {label}: aliases would expand to more than 10000 values"
+    ), result.stderr
+    assert elapsed < 20, f"took {elapsed:.1f} s"
+
+
+# --- one parser for `--set key=value`: the stages, .ci/retrain.py, cifar10_kfp.submit ------------
+
+
+@pytest.mark.parametrize(
+    ("override", "parsed"),
+    [
+        ("train.learning_rate=1e-3", ("train.learning_rate", 0.001)),
+        ("train.seed=1e20", ("train.seed", 1e20)),
+        ("train.deterministic=yes", ("train.deterministic", "yes")),  # a string in YAML 1.2
+        ("train.deterministic=false", ("train.deterministic", False)),
+        ("train.mixed_precision=on", ("train.mixed_precision", "on")),
+        ("data.md5=null", ("data.md5", None)),
+        ("data.md5=", ("data.md5", None)),
+        ("model.conv_filters=[8, 16]", ("model.conv_filters", [8, 16])),
+        ("train.optimizer=[adam", ("train.optimizer", "[adam")),  # not YAML: kept as text
+        ("data.url=http://x/a=b", ("data.url", "http://x/a=b")),
+    ],
+)
+def test_parse_override_types_values_as_yaml_1_2(override: str, parsed: tuple) -> None:
+    assert parse_override(override) == parsed
+
+
+@pytest.mark.parametrize("override", ["train.epochs", "=2", ""])
+def test_parse_override_refuses_a_malformed_override(override: str) -> None:
+    with pytest.raises(ParamsError) as caught:
+        parse_override(override)
+    assert str(caught.value) == f"--set {override}: expected key=value, e.g. train.epochs=2"
+
+
+def load_retrain() -> Any:
+    """.ci/retrain.py as a module (it is a script, not in a package)."""
+    spec = importlib.util.spec_from_file_location("ci_retrain", REPO_ROOT / ".ci" / "retrain.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_retrain_writes_overrides_the_stages_read_back(tmp_path: Path) -> None:
+    path = write_params(tmp_path, REPO_PARAMS)
+    load_retrain().apply_overrides(path, ["train.learning_rate=1e-3", "train.epochs=2"])
+    params = load_params(path)  # what `dvc repro`'s stages will read
+    assert params.train.learning_rate == 0.001
+    assert params.train.epochs == 2
+    assert "# rmsprop | adam | sgd" in path.read_text(), "comments kept"
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("train.deterministic=yes", "train.deterministic: must be a valid boolean (got 'yes')"),
+        ("train.epochs=0", "train.epochs: must be between 1 and 10000 (got 0)"),
+    ],
+)
+def test_retrain_refuses_a_bad_override_and_leaves_params_unchanged(
+    override: str, message: str, tmp_path: Path
+) -> None:
+    path = write_params(tmp_path, REPO_PARAMS)
+    with pytest.raises(ParamsError) as caught:
+        load_retrain().apply_overrides(path, ["train.epochs=2", override])
+    assert str(caught.value) == f"params.yaml: {message}"
+    assert path.read_text() == REPO_PARAMS
+    assert [p.name for p in tmp_path.iterdir()] == ["params.yaml"], "no temp file left"
+
+
+def test_retrain_command_refuses_yes_for_a_bool_before_any_work() -> None:
+    before = (REPO_ROOT / "params.yaml").read_bytes()
+    result = subprocess.run(
+        [sys.executable, ".ci/retrain.py", "--no-push", "--set", "train.deterministic=yes"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "error: params.yaml: train.deterministic: must be a valid boolean (got 'yes')"
+    ]
+    assert (REPO_ROOT / "params.yaml").read_bytes() == before
+
+
+def test_submit_types_overrides_like_the_stages() -> None:
+    from cifar10_kfp.compile import OUTPUT
+    from cifar10_kfp.submit import run_arguments
+
+    assert run_arguments(OUTPUT, ["train.learning_rate=1e-3", "train_seed=7"]) == {
+        "train_learning_rate": 0.001,
+        "train_seed": 7,
+    }
+    with pytest.raises(ParamsError) as caught:
+        run_arguments(OUTPUT, ["train.deterministic=yes"])
+    assert str(caught.value) == (
+        "pipeline parameters: train.deterministic: must be a valid boolean (got 'yes')"
+    )
+    with pytest.raises(ParamsError, match="expected key=value"):
+        run_arguments(OUTPUT, ["train.epochs"])

@@ -15,7 +15,6 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_origin
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -25,6 +24,11 @@ from pydantic import (
     model_validator,
 )
 from pydantic.fields import FieldInfo
+from ruamel.yaml import YAML
+from ruamel.yaml.composer import Composer, MaxDepthExceededError
+from ruamel.yaml.constructor import DuplicateKeyError, SafeConstructor
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.nodes import MappingNode, Node, SequenceNode
 
 from pipeline.core.errors import ParamsError
 from pipeline.core.shapes import IMAGE_SIZE
@@ -127,55 +131,172 @@ class Params(Section):
     registration: RegisterParams = Field(alias="register")
 
 
-class _ParamsLoader(yaml.SafeLoader):
-    """PyYAML's safe loader, read the way DVC (ruamel, YAML 1.2) reads and writes params.yaml.
+# Far above any real params file (about 80 values, 4 levels), far below what hurts to build,
+# validate or print: an alias bomb is refused before anything expands it.
+MAX_VALUES = 10_000
+MAX_DEPTH = 20
+_MERGE_TAG = "tag:yaml.org,2002:merge"
 
-    YAML 1.2 scalars: ``1e-3`` and ``1e20`` are floats (YAML 1.1 reads them as strings), only
-    true/false are booleans (``on`` stays the string "on"). A key given twice is an error: the
-    later value would silently win.
+
+class _YamlProblem(Exception):
+    """Why a YAML text was refused, in one line without the file's name (the caller adds it).
+
+    ``line``: where, when known; a one-line ``--set`` value leaves it out (``reason`` alone).
+    ``syntax``: the text is not YAML at all (a ``--set`` value then stays the text as given).
     """
 
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: dict[Any, int] = {}
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            line = key_node.start_mark.line + 1
-            if key in seen:
-                raise _DuplicateKey(f"duplicate key {key!r} (lines {seen[key]} and {line})")
-            seen[key] = line
-        return super().construct_mapping(node, deep=deep)
+    def __init__(self, reason: str, line: int | None = None, *, syntax: bool = False) -> None:
+        where = f"line {line}: " if line else ""
+        super().__init__(f"not valid YAML: {where}{reason}" if syntax else f"{where}{reason}")
+        self.reason = reason
+        self.syntax = syntax
 
 
-class _DuplicateKey(yaml.YAMLError):
-    pass
+class _Composer(Composer):
+    """ruamel's composer, plus a look at the whole node graph before anything is constructed.
+
+    Composing is linear in the text (an alias is one more reference to its anchor's node);
+    constructing, validating or printing the data walks every alias again, so the checks of
+    :func:`_check_graph` happen here, between the two.
+    """
+
+    def __init__(self, loader: Any = None) -> None:
+        super().__init__(loader=loader)
+        # ruamel only warns (on stderr) about an anchor defined twice; _check_graph refuses it.
+        self.warn_double_anchors = False
+
+    def compose_document(self) -> Any:
+        node = super().compose_document()
+        # A `%YAML 1.1` directive would switch ruamel to YAML 1.1 scalars (`yes` a boolean).
+        version = self.loader.resolver.processing_version
+        if version != (1, 2):
+            raise _YamlProblem(
+                f"declares %YAML {'.'.join(map(str, version))}; params are read as YAML 1.2:"
+                " remove the directive"
+            )
+        _check_graph(node)
+        return node
 
 
-_BOOL_TAG = "tag:yaml.org,2002:bool"
-_FLOAT_TAG = "tag:yaml.org,2002:float"
-_ParamsLoader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if tag not in (_BOOL_TAG, _FLOAT_TAG)]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-_ParamsLoader.add_implicit_resolver(
-    _BOOL_TAG, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
-)
-# After the int resolver (added to each first character's list later): "1" stays an int.
-_ParamsLoader.add_implicit_resolver(
-    _FLOAT_TAG,
-    re.compile(
-        r"""^(?:[-+]?(?:[0-9][0-9_]*\.[0-9_]*|\.[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)?
-        |[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+
-        |[-+]?\.(?:inf|Inf|INF)
-        |\.(?:nan|NaN|NAN))$""",
-        re.VERBOSE,
-    ),
-    list("-+0123456789."),
-)
+class _Constructor(SafeConstructor):
+    """ruamel's safe constructor (plain dicts, lists, scalars); a duplicate key in one line."""
+
+    def check_mapping_key(
+        self, node: MappingNode, key_node: Node, mapping: Any, key: Any, value: Any
+    ) -> bool:
+        try:
+            return super().check_mapping_key(node, key_node, mapping, key, value)
+        except DuplicateKeyError:
+            # ruamel's message is a dozen lines and does not say where the first one is.
+            first = next(
+                (
+                    other.start_mark.line + 1
+                    for other, _ in node.value
+                    if other is not key_node and self.construct_object(other, deep=True) == key
+                ),
+                None,
+            )
+            lines = f"lines {first} and " if first else "line "
+            raise _YamlProblem(
+                f"duplicate key {key!r} ({lines}{key_node.start_mark.line + 1})"
+            ) from None
+
+
+def _check_graph(root: Node) -> None:
+    """Refuse what would expand badly: over MAX_VALUES values or MAX_DEPTH levels once every
+    alias is followed, an alias inside its own anchor, an anchor defined twice, a merge key.
+
+    One pass over the composed nodes, each visited once (sizes are summed, not expanded), and
+    iterative: a chain of a thousand anchors must not hit Python's recursion limit.
+    """
+    size: dict[int, int] = {}
+    depth: dict[int, int] = {}
+    anchors: dict[str, Node] = {}
+    on_path: set[int] = set()
+    stack: list[tuple[Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        line = node.start_mark.line + 1
+        children = _children(node)
+        if children_done:
+            on_path.discard(id(node))
+            size[id(node)] = 1 + sum(size[id(child)] for child in children)
+            depth[id(node)] = 1 + max((depth[id(child)] for child in children), default=0)
+            if size[id(node)] > MAX_VALUES:
+                raise _YamlProblem(
+                    f"aliases would expand to more than {MAX_VALUES} values; refused unexpanded"
+                    " (a YAML alias bomb?)"
+                    if node.anchor or any(child.anchor for child in children)
+                    else f"more than {MAX_VALUES} values",
+                    line,
+                )
+            if depth[id(node)] > MAX_DEPTH:
+                raise _YamlProblem(f"nested more than {MAX_DEPTH} levels deep", line)
+            continue
+        if id(node) in size:
+            continue  # another alias of a node already measured
+        if id(node) in on_path:
+            raise _YamlProblem(f"alias *{node.anchor} refers to its own anchor", line)
+        if node.anchor is not None:
+            first = anchors.setdefault(node.anchor, node)
+            if first is not node:
+                raise _YamlProblem(
+                    f"anchor &{node.anchor} defined again"
+                    f" (first on line {first.start_mark.line + 1})",
+                    line,
+                )
+        if isinstance(node, MappingNode):
+            for key_node, _ in node.value:
+                if key_node.tag == _MERGE_TAG:
+                    # YAML 1.1 only; ruamel would also skip the duplicate-key check around it.
+                    raise _YamlProblem(
+                        "merge keys (<<) are not read; write the keys out",
+                        key_node.start_mark.line + 1,
+                    )
+        on_path.add(id(node))
+        stack.append((node, True))
+        # Reversed: popped in document order, so "first" anchors and errors read top-down.
+        stack.extend((child, False) for child in reversed(children) if id(child) not in size)
+
+
+def _children(node: Node) -> list[Node]:
+    if isinstance(node, MappingNode):
+        return [part for pair in node.value for part in pair]
+    if isinstance(node, SequenceNode):
+        return list(node.value)
+    return []
 
 
 def _yaml_load(text: str) -> Any:
-    # A SafeLoader subclass: builds plain scalars, lists and dicts only.
-    return yaml.load(text, Loader=_ParamsLoader)
+    """``text`` as plain dicts, lists and scalars, read as YAML 1.2 the way DVC reads it.
+
+    Raises _YamlProblem with a one-line reason.
+    """
+    # A new reader each time: ruamel's YAML objects keep per-document state.
+    reader = YAML(typ="safe", pure=True)
+    reader.Composer = _Composer
+    reader.Constructor = _Constructor
+    # ruamel's own guard, in its (recursive) composer; _check_graph counts alias chains too.
+    reader.max_depth = MAX_DEPTH
+    try:
+        return reader.load(text)
+    except _YamlProblem:
+        raise
+    except MaxDepthExceededError as exc:
+        raise _YamlProblem(f"nested more than {MAX_DEPTH} levels deep", _line(exc)) from None
+    except MarkedYAMLError as exc:
+        # ruamel's str() is several lines and quotes the source text; keep its two facts.
+        reason = _one_line(exc.problem or exc.context or type(exc).__name__)
+        if exc.problem and exc.context and exc.context_mark:
+            reason += f" ({exc.context} from line {exc.context_mark.line + 1})"
+        raise _YamlProblem(reason, _line(exc), syntax=True) from None
+    except YAMLError as exc:  # the reader's: a character YAML does not allow
+        raise _YamlProblem(_one_line(str(exc)), syntax=True) from None
+
+
+def _line(exc: MarkedYAMLError) -> int | None:
+    mark = exc.problem_mark or exc.context_mark
+    return mark.line + 1 if mark else None
 
 
 def load_params(
@@ -188,7 +309,7 @@ def load_params(
     """
     label = Path(path).name
     try:
-        raw = _yaml_load(Path(path).read_text(encoding="utf-8"))
+        text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ParamsError(f"{path}: file not found") from None
     except IsADirectoryError:
@@ -197,10 +318,20 @@ def load_params(
         raise ParamsError(f"{path}: cannot read: {exc.strerror or exc}") from None
     except UnicodeDecodeError:
         raise ParamsError(f"{label}: not UTF-8 text") from None
-    except _DuplicateKey as exc:
+    return parse_params(text, label, overrides)
+
+
+def parse_params(
+    text: str, label: str = "params.yaml", overrides: list[str] | None = None
+) -> Params:
+    """:func:`load_params` for the text of a params file (errors name it ``label``).
+
+    For a writer that must check what it is about to write (.ci/retrain.py).
+    """
+    try:
+        raw = _yaml_load(text)
+    except _YamlProblem as exc:
         raise ParamsError(f"{label}: {exc}") from None
-    except yaml.YAMLError as exc:
-        raise ParamsError(f"{label}: not valid YAML: {_one_line(str(exc))}") from None
     if raw is None:
         raise ParamsError(
             f"{label}: is empty; it must set every param (see the repo's params.yaml)"
@@ -229,14 +360,31 @@ def flatten_params(params: Params) -> dict[str, Any]:
     return flat
 
 
-def _apply_override(raw: dict[str, Any], override: str, label: str) -> None:
+def parse_override(override: str) -> tuple[str, Any]:
+    """``"train.learning_rate=1e-3"`` -> ``("train.learning_rate", 0.001)``: one ``--set`` value.
+
+    The one parser of ``--set`` for every command (the stages, .ci/retrain.py,
+    cifar10_kfp.submit), so a value means the same everywhere: YAML 1.2, as in params.yaml and
+    as ``dvc exp run -S`` writes it (``1e-3`` a float, ``yes`` a string, empty is null). Text
+    that is not YAML stays the text given. The schema checks the value afterwards, with the rest
+    of the params (:func:`load_params`, :func:`validate_params`). Raises ParamsError for a
+    malformed override or an alias bomb.
+    """
     key, sep, text = override.partition("=")
     if not sep or not key:
         raise ParamsError(f"--set {override}: expected key=value, e.g. train.epochs=2")
+    if not text:
+        return key, None
     try:
-        value = _yaml_load(text) if text else None
-    except yaml.YAMLError:
-        value = text
+        return key, _yaml_load(text)
+    except _YamlProblem as exc:
+        if exc.syntax:
+            return key, text
+        raise ParamsError(f"--set {key}: {exc.reason}") from None
+
+
+def _apply_override(raw: dict[str, Any], override: str, label: str) -> None:
+    key, value = parse_override(override)
     node = raw
     parts = key.split(".")
     for depth, part in enumerate(parts[:-1]):
