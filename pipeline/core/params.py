@@ -3,8 +3,10 @@
 Every hyperparameter of the pipeline is declared here with its type and its range; the values
 live only in params.yaml, which must set every key (a missing key is an error that names it).
 Types are strict (``true`` is not an epoch count, ``1e20`` is not a seed) and the YAML is read
-the way DVC writes it: YAML 1.2 scalars, duplicate keys refused. Errors come out as one line that
-names the key, what is wrong and the value given, e.g.
+with ruamel.yaml, the way DVC reads and writes it: YAML 1.2 scalars (``yes`` is a string),
+duplicate keys refused, and anchors/aliases checked before they are expanded (no alias bombs).
+``--set key=value`` values go through the same reader (:func:`parse_override`) in every command.
+Errors come out as one line that names the key, what is wrong and the value given, e.g.
 ``params.yaml: preprocess.val_size: must be between 10 and 25000 (got 0)``.
 """
 
