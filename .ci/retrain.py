@@ -22,6 +22,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,12 +36,22 @@ import ci_report  # noqa: E402
 from pipeline.core.atomic import write_text  # noqa: E402
 from pipeline.core.errors import PipelineError  # noqa: E402
 from pipeline.core.params import load_params, parse_override, parse_params  # noqa: E402
+from pipeline.core.redact import add_secret, redact, split_userinfo  # noqa: E402
+from pipeline.tracking.runs import credentials_to_environment  # noqa: E402
 from stages.cli import add_override_option  # noqa: E402
 
 PR_OVERRIDE = "register.allow_champion=false"
 # dvc, and the `python -m stages.X` that dvc.yaml runs, must be this interpreter's environment.
 ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
 REPORT = Path("reports/ci_report.md")
+# How long the remote may take to answer the check before training (it answers in
+# milliseconds when it is well; a dead or firewalled one would otherwise hang or be skipped).
+REMOTE_CHECK_SECONDS = float(os.environ.get("DVC_REMOTE_CHECK_SECONDS", "60"))
+# The md5 of no bytes: the remote's copy of an empty file. Writing it is the write check, and it
+# leaves nothing on the remote that is not a valid cache entry.
+EMPTY_MD5 = "d41d8cd98f00b204e9800998ecf8427e"
+# DVC's closing advice, not the cause of an error.
+DVC_FOOTERS = ("Having any troubles?", "<https://")
 # dvc repro's line for each way a stage can go (DVC 3.x wording).
 STAGE_LINES = {
     "ran": re.compile(r"^Running stage '([^']+)'"),
@@ -94,7 +105,8 @@ def dvc(*args: str, stream: bool = False) -> str:
         lines = []
         assert process.stdout is not None
         for line in process.stdout:
-            sys.stdout.write(line)
+            # DVC quotes remote URLs in its warnings: each line passes the mask first.
+            sys.stdout.write(redact(line))
             sys.stdout.flush()
             lines.append(line)
         process.wait()
@@ -102,10 +114,18 @@ def dvc(*args: str, stream: bool = False) -> str:
     else:
         out, err = process.communicate()
     if process.returncode != 0:
-        last = [line.strip() for line in err.splitlines() if line.strip()]
-        reason = last[-1] if last else f"exit code {process.returncode}"
-        raise RetrainError(f"`{' '.join(command)}` failed: {reason}")
+        raise RetrainError(f"`{' '.join(command)}` failed: {dvc_error(err, process.returncode)}")
     return out
+
+
+def dvc_error(output: str, returncode: int) -> str:
+    """The line of DVC's ``output`` that says what went wrong: its last ``ERROR:`` line, not
+    its support link; masked."""
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    errors = [line.removeprefix("ERROR:").strip() for line in lines if line.startswith("ERROR:")]
+    causes = [line for line in lines if not line.startswith(DVC_FOOTERS)]
+    reason = (errors or causes or [f"exit code {returncode}"])[-1]
+    return redact(reason)
 
 
 def push_run_cache_files(remote: str) -> int:
@@ -194,16 +214,153 @@ def apply_overrides(params_path: Path, overrides: list[str]) -> None:
 
 
 def ensure_remote(url: str | None) -> str:
-    """The default DVC remote's name; ``url`` (if given) becomes a local, uncommitted default."""
+    """The default DVC remote's name; ``url`` (if given) becomes a local, uncommitted default.
+
+    A ``user:password@`` in ``url`` goes into the remote's ``user`` / ``password`` settings in
+    ``.dvc/config.local`` (mode 600; removed again by :func:`forget_credentials`), never into
+    its URL: DVC quotes remote URLs in its warnings. Every password of the remote is registered
+    with ``redact``.
+    """
     if url:
-        dvc("remote", "add", "--local", "--force", "--default", "ci", url)
+        bare, user, password = split_userinfo(url)
+        add_secret(password)
+        dvc("remote", "add", "--local", "--force", "--default", "ci", bare)
+        if user is not None:
+            _set_remote_credentials("ci", user, password)
     try:
-        return dvc("remote", "default").strip()
+        name = dvc("remote", "default").strip()
     except RetrainError:
         raise RetrainError(
             "no default DVC remote: `dvc remote add -d storage s3://BUCKET/PATH` and commit "
             ".dvc/config, or pass --remote-url / set DVC_REMOTE_URL"
         ) from None
+    from dvc.repo import Repo
+
+    with Repo(str(REPO)) as repo:
+        settings = repo.config["remote"].get(name, {})
+    add_secret(split_userinfo(str(settings.get("url", "")))[2])
+    for key in ("password", "secret_access_key", "session_token", "token", "sas_token"):
+        add_secret(settings.get(key))
+    return name
+
+
+def _set_remote_credentials(name: str, user: str, password: str | None) -> None:
+    """Basic-auth settings of remote ``name``, written in this process (not on a command line,
+    where ``ps`` would show them)."""
+    from dvc.repo import Repo
+
+    with Repo(str(REPO)) as repo, repo.config.edit("local") as config:
+        remote = config["remote"][name]
+        remote["user"] = user
+        if password is not None:
+            remote["password"] = password
+        if str(remote.get("url", "")).startswith(("http://", "https://")):
+            remote["auth"] = "basic"
+    (REPO / ".dvc" / "config.local").chmod(0o600)
+
+
+def forget_credentials(name: str) -> None:
+    """Take the password :func:`ensure_remote` wrote out of ``.dvc/config.local`` again."""
+    from dvc.repo import Repo
+
+    with Repo(str(REPO)) as repo, repo.config.edit("local") as config:
+        remote = config.get("remote", {}).get(name)
+        if remote is not None:
+            remote.pop("password", None)
+
+
+def check_remote(name: str, write: bool) -> None:
+    """Fail in one line, before anything is pulled or trained, on a remote that is unreachable,
+    refuses the credentials or (with ``write``) refuses writes; bounded by REMOTE_CHECK_SECONDS.
+
+    DVC itself reports a remote it cannot reach as one whose files are all missing, retrains
+    everything and fails only at the push, hours later.
+    """
+    outcome: list[BaseException | None] = []
+    thread = threading.Thread(target=lambda: outcome.append(_probe(name, write)), daemon=True)
+    thread.start()
+    thread.join(REMOTE_CHECK_SECONDS)
+    url = redact(_remote_url(name))
+    if not outcome:
+        raise RetrainError(
+            f"DVC remote '{name}' ({url}) did not answer within {REMOTE_CHECK_SECONDS:g} s: "
+            "nothing was pulled or trained"
+        )
+    error = outcome[0]
+    if error is None:
+        return
+    status = getattr(error, "status", None) or getattr(error, "code", None)
+    message = (
+        getattr(error, "message", None) or " ".join(str(error).split()) or type(error).__name__
+    )
+    if status in (401, 407):
+        cause = f"refuses the credentials (HTTP {status} {message})"
+    elif status in (403, 405) and write:
+        cause = f"refuses writes (HTTP {status} {message}): outputs could not be pushed"
+    elif isinstance(error, PermissionError) and write:
+        cause = f"is not writable ({message}): outputs could not be pushed"
+    elif status is not None:
+        cause = f"answered HTTP {status} {message}"
+    else:
+        cause = f"is unreachable ({message})"
+    hint = "; use a writable remote, or --no-push" if write and "writ" in cause else ""
+    raise RetrainError(
+        redact(f"DVC remote '{name}' ({url}) {cause}{hint}; nothing was pulled or trained")
+    )
+
+
+def _probe(name: str, write: bool) -> BaseException | None:
+    """None if remote ``name`` answers (and, with ``write``, stores a file), else the error.
+
+    With ``write`` it stores the empty file's cache entry; without, it asks for it. DVC's
+    ``exists`` reports an unreachable HTTP remote as a missing file, so a plain HTTP(S) remote
+    is asked with urllib instead, where any answer but a refusal counts as reachable.
+    """
+    try:
+        from dvc.repo import Repo
+
+        with Repo(str(REPO)) as repo:
+            odb = repo.cloud.get_remote_odb(name)
+            path = odb.oid_to_path(EMPTY_MD5)
+            if write:
+                odb.fs.makedirs(odb.fs.parent(path), exist_ok=True)
+                odb.fs.pipe_file(path, b"")
+            elif odb.fs.protocol in ("http", "https") or "http" in odb.fs.protocol:
+                _http_probe(repo.config["remote"][name])
+            else:
+                odb.fs.exists(path)
+    except BaseException as exc:  # handed back: check_remote explains it in one line
+        return exc
+    return None
+
+
+def _http_probe(settings: dict) -> None:
+    """HEAD the remote's URL with its basic-auth settings; raise HTTPError for a refusal."""
+    import base64
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(str(settings["url"]).rstrip("/") + "/", method="HEAD")
+    if settings.get("user"):
+        token = f"{settings['user']}:{settings.get('password', '')}"
+        request.add_header("Authorization", "Basic " + base64.b64encode(token.encode()).decode())
+    try:
+        with urllib.request.urlopen(request, timeout=REMOTE_CHECK_SECONDS):
+            pass
+    except urllib.error.HTTPError as exc:
+        if exc.code in (401, 403, 407):
+            raise
+
+
+def _remote_url(name: str) -> str:
+    """The URL of remote ``name`` as configured, or the name if it cannot be read."""
+    from dvc.repo import Repo
+
+    try:
+        with Repo(str(REPO)) as repo:
+            return str(repo.config["remote"][name]["url"])
+    except Exception:  # only for the message; the probe reports the real error
+        return name
 
 
 def retrain(args: argparse.Namespace) -> Path:
@@ -216,6 +373,24 @@ def retrain(args: argparse.Namespace) -> Path:
     )
     gpus = check_gpu(args.require_gpu or gpu_requested(params_path, overrides))
     remote = ensure_remote(args.remote_url)
+    try:
+        return _retrain(args, overrides, base_commit, gpus, remote, params_path)
+    finally:
+        if args.remote_url:
+            forget_credentials(remote)
+
+
+def _retrain(
+    args: argparse.Namespace,
+    overrides: list[str],
+    base_commit: str | None,
+    gpus: str | None,
+    remote: str,
+    params_path: Path,
+) -> Path:
+    """The run past the checks: pull, repro, push, report."""
+    print(f"retrain: checking DVC remote '{remote}'", flush=True)
+    check_remote(remote, write=args.push)
     print(f"retrain: pulling from DVC remote '{remote}'", flush=True)
     dvc("pull", "--allow-missing")
     apply_overrides(params_path, overrides)
@@ -316,10 +491,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: one ``error:`` line and a non-zero exit on any failure the user can fix."""
     args = build_parser().parse_args(argv)
+    # The stages (run by dvc) and ci_report get the bare tracking URI, credentials beside it.
+    credentials_to_environment()
+    ENV.update({k: os.environ[k] for k in os.environ if k.startswith("MLFLOW_TRACKING_")})
     try:
         retrain(args)
     except PipelineError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {redact(str(exc))}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         return 130

@@ -20,11 +20,15 @@ import pytest
 
 from pipeline.core.redact import redact_uri
 from tests.cifar_archive import build_archive
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, free_port
 from tests.test_pipeline_dvc import Repo, project_files
+from tests.test_secrets import SECRET_URL, ReadOnlyRemote, assert_no_secret, loopback
 
 sys.path.insert(0, str(REPO_ROOT / ".ci"))
 import ci_report
+
+# End to end: CI retraining in real DVC repos with a real remote (make check leaves it out).
+pytestmark = pytest.mark.e2e
 
 ALL_STAGES = {"download", "preprocess", "train", "evaluate"}
 MODEL = "cifar10-cnn"
@@ -328,3 +332,58 @@ def test_credentials_are_masked_in_links() -> None:
         {"run_id": "r1", "experiment_id": "7", "tracking_uri": "https://u:p@h.example.com"}
     )
     assert "u:p" not in secret and "u:***@h.example.com" in secret
+
+
+@pytest.fixture(scope="module")
+def scratch(tmp_path_factory: pytest.TempPathFactory) -> Repo:
+    """The project in a fresh git repo, never trained: for runs that must stop before training."""
+    repo = Repo(tmp_path_factory.mktemp("ci-scratch"))
+    for name in project_files():
+        (repo.root / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO_ROOT / name, repo.root / name)
+    repo.run("git", "init", "-q", "-b", "main")
+    repo.run("git", "add", "-A")
+    repo.run("git", "commit", "-qm", "the project")
+    return repo
+
+
+def retrain_against(repo: Repo, remote_url: str) -> subprocess.CompletedProcess[str]:
+    """``.ci/retrain.py --remote-url URL`` in ``repo``, which must stop before any work."""
+    result = subprocess.run(
+        [sys.executable, ".ci/retrain.py", "--remote-url", remote_url],
+        cwd=repo.root, env=repo.env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert_no_secret(result.stdout + result.stderr, "retrain's output")
+    assert_no_secret((repo.root / ".dvc" / "config.local").read_text(), ".dvc/config.local")
+    assert not (repo.root / "data").exists(), "nothing pulled or trained"
+    return result
+
+
+def test_unreachable_remote_stops_before_training(scratch: Repo) -> None:
+    port = free_port()
+    result = retrain_against(scratch, f"http://ci:{SECRET_URL}@127.0.0.1:{port}/remote")
+    assert result.returncode == 1, result.stdout + result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(
+        f"error: DVC remote 'ci' (http://127.0.0.1:{port}/remote) is unreachable ("
+    ), line
+    assert "nothing was pulled or trained" in line
+
+
+def test_read_only_remote_names_the_cause(scratch: Repo) -> None:
+    with loopback(ReadOnlyRemote) as (port, seen):
+        result = retrain_against(scratch, f"http://ci:{SECRET_URL}@127.0.0.1:{port}/remote")
+    assert result.returncode == 1, result.stdout + result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert f"DVC remote 'ci' (http://127.0.0.1:{port}/remote) refuses writes (HTTP 405" in line
+    assert "use a writable remote, or --no-push" in line and "dvc.org" not in line
+    assert seen.requests, "the remote was asked"
+
+
+def test_remote_refusing_the_credentials_says_so(scratch: Repo) -> None:
+    with loopback(ReadOnlyRemote) as (port, _):
+        result = retrain_against(scratch, f"http://ci:not-it@127.0.0.1:{port}/remote")
+    assert result.returncode == 1, result.stdout + result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert "refuses the credentials (HTTP 401" in line, line
+    assert "not-it" not in line

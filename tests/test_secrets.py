@@ -86,6 +86,36 @@ class FakeKfp(http.server.BaseHTTPRequestHandler):
         pass
 
 
+class ReadOnlyRemote(http.server.BaseHTTPRequestHandler):
+    """A DVC HTTP remote behind basic auth (user ``ci``, the planted password) that serves
+    nothing and refuses every write, as a read-only mirror or a bucket without write rights."""
+
+    recorder: Recorder
+
+    def _route(self) -> None:
+        auth = self.headers.get("Authorization")
+        self.recorder.requests.append((self.command, self.path, auth))
+        length = int(self.headers.get("Content-Length") or 0)
+        if length:
+            self.rfile.read(length)
+        if auth != basic("ci", SECRET):
+            status = 401
+        elif self.command in ("GET", "HEAD"):
+            status = 404
+        else:
+            status = 405
+        self.send_response(status)
+        if status == 401:
+            self.send_header("WWW-Authenticate", 'Basic realm="remote"')
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    do_GET = do_HEAD = do_POST = do_PUT = _route
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
 @contextlib.contextmanager
 def loopback(handler: type[http.server.BaseHTTPRequestHandler]) -> Iterator[tuple[int, Recorder]]:
     """Serve ``handler`` on a free 127.0.0.1 port; yield (port, what it saw)."""
