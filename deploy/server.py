@@ -42,6 +42,7 @@ PERMISSIONS = ("READ", "EDIT", "MANAGE", "NO_PERMISSIONS")
 # Older MLflow releases shipped this admin password in their basic_auth.ini: never accept it.
 LEGACY_DEFAULT_PASSWORD = "password1234"
 MIN_PASSWORD_LENGTH = 12  # what MLflow's auth store demands
+LOOPBACK_HOSTS = ("localhost", "::1", "[::1]")
 
 
 class ServerConfigError(Exception):
@@ -290,9 +291,32 @@ def main() -> None:
         f"{mask_uri(config.artifacts_destination)}",
         flush=True,
     )
+    for line in exposure_warnings(config):
+        print(line, file=sys.stderr, flush=True)
     # exec: the server gets this process's PID, so whoever started us can stop it by PID.
     command = server_command(config)
     os.execve(command[0], command, child_env)
+
+
+def exposure_warnings(config: ServerConfig) -> list[str]:
+    """What to say when the server listens beyond this machine: it speaks plain HTTP (basic
+    auth sends passwords in every request), and MLflow answers ``403 Invalid Host header`` to
+    a client whose Host is not in ALLOWED_HOSTS."""
+    if config.host in LOOPBACK_HOSTS or config.host.startswith("127."):
+        return []
+    lines = [
+        f"warning: listening on {config.host}:{config.port} with plain HTTP: passwords and data "
+        "cross the network unencrypted; put a TLS proxy in front (or keep HOST=127.0.0.1 and "
+        "use an SSH tunnel)"
+    ]
+    if not config.allowed_hosts:
+        lines.append(
+            "warning: ALLOWED_HOSTS is not set: clients that reach the server by IP address or "
+            "DNS name get '403 Invalid Host header'; set the names they use, e.g. "
+            f"ALLOWED_HOSTS=mlflow.example.org,10.0.0.5:{config.port} make server HOST="
+            f"{config.host}"
+        )
+    return lines
 
 
 def known_secrets(env: dict[str, str]) -> list[str]:

@@ -18,6 +18,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
@@ -161,3 +162,20 @@ def test_submit_with_a_wrong_password_is_one_masked_line() -> None:
     assert line.startswith(f"error: cannot submit to Kubeflow Pipelines at http://127.0.0.1:{port}")
     assert "401" in line or "Unauthorized" in line, line
     assert_no_secret(result.stdout + result.stderr, "submit's output")
+
+
+def test_server_on_all_interfaces_warns_of_plain_http_and_allowed_hosts(tmp_path: Path) -> None:
+    from deploy import server
+
+    base = {"MLFLOW_BACKEND_STORE_URI": "postgresql+psycopg://m@db:5432/mlflow"}
+    local = server.read_config({**base, "SERVER_DIR": str(tmp_path)})
+    assert server.exposure_warnings(local) == []
+    wide = server.read_config({**base, "SERVER_DIR": str(tmp_path), "HOST": "0.0.0.0"})
+    plain, hosts = server.exposure_warnings(wide)
+    assert plain.startswith("warning: listening on 0.0.0.0:5000 with plain HTTP")
+    assert "TLS" in plain
+    assert "'403 Invalid Host header'" in hosts and "ALLOWED_HOSTS=" in hosts
+    named = server.read_config(
+        {**base, "SERVER_DIR": str(tmp_path), "HOST": "0.0.0.0", "ALLOWED_HOSTS": "mlflow.lan"}
+    )
+    assert [line[:30] for line in server.exposure_warnings(named)] == [plain[:30]]
