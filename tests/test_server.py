@@ -545,3 +545,39 @@ def test_server_stopped_mid_training_then_rerun_resumes_the_same_run(
     assert get_run(server, run_id)["info"]["status"] == "FINISHED"
     for metric in EPOCH_METRICS:
         assert sorted(set(metric_steps(server, run_id, metric))) == [1, 2, 3, 4], metric
+
+
+def test_users_command_gives_edit_on_a_fresh_server_and_can_be_rerun(server: Server) -> None:
+    # The README's user set-up once failed on a server nobody had trained on (no experiment to
+    # grant on) and could not be run twice (the user existed): names of its own keep it fresh.
+    names = ["--experiment", "users-fresh-experiment", "--model", "users-fresh-model"]
+    env = {**os.environ, **QUIET_ENV, **CLIENT_ENV, "MLFLOW_TRACKING_USERNAME": "admin",
+           "MLFLOW_TRACKING_PASSWORD": server.admin_password,
+           "NEW_USER_PASSWORD": "ci-pass-0123456789"}  # fmt: skip
+    command = [sys.executable, "-m", "deploy.users", server.url, "ci-user", "--edit", *names]
+    outputs = []
+    for _ in range(2):
+        result = subprocess.run(
+            command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300
+        )
+        assert result.returncode == 0, result.stderr
+        outputs.append(result.stdout + result.stderr)
+    assert "created user ci-user" in outputs[0] and "exists (password unchanged)" in outputs[1]
+    for output in outputs:
+        assert server.admin_password not in output and "ci-pass-0123456789" not in output
+    with admin_auth_client(server) as auth:
+        experiment = admin_api(
+            server, "/api/2.0/mlflow/experiments/get-by-name",
+            experiment_name="users-fresh-experiment",
+        )["experiment"]  # fmt: skip
+        granted = auth.get_user_permission("ci-user", "experiment", experiment["experiment_id"])
+        assert granted.permission == "EDIT"
+        granted = auth.get_user_permission("ci-user", "registered_model", "users-fresh-model")
+        assert granted.permission == "EDIT"
+    # And the new account really may log: a run in the experiment, as ci-user.
+    status, _ = api(
+        server, "/api/2.0/mlflow/runs/create",
+        {"experiment_id": experiment["experiment_id"]},
+        user="ci-user", password="ci-pass-0123456789",
+    )  # fmt: skip
+    assert status == 200
