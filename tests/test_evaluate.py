@@ -134,12 +134,16 @@ def test_most_confident_mistakes_come_first() -> None:
 def test_html_is_self_contained_and_markdown_links_images(tmp_path: Path) -> None:
     image = tmp_path / "plot.png"
     image.write_bytes(b"\x89PNG\r\n\x1a\nfake")
-    sections = [Section("A <b>", ["x < y", pd.DataFrame({"v": [1]}), image])]
+    table = pd.DataFrame({"v": [1]}, index=pd.Index(["a|b"], name="class"))
+    sections = [Section("A <b>", ["x < y", table, image])]
     page = render_html(sections, "T")
     assert "data:image/png;base64," in page and "plot.png" not in page
     assert "A &lt;b&gt;" in page and "x &lt; y" in page
     markdown = render_markdown(sections, "T", tmp_path)
-    assert "![plot](plot.png)" in markdown and "| v |" in markdown
+    assert "![plot](plot.png)" in markdown
+    # One row of two cells: the "|" of the (archive-given) class name is escaped.
+    (row,) = [line for line in markdown.splitlines() if line.startswith("| a")]
+    assert [cell.strip() for cell in row.strip("|").split(" | ")] == ["a\\|b", "1"]
 
 
 @pytest.fixture(scope="module")

@@ -219,12 +219,14 @@ _CSS = (
 
 
 def _markdown_table(frame: pd.DataFrame) -> str:
-    """A GitHub-flavoured Markdown table; the index becomes the first column."""
+    """A GitHub-flavoured Markdown table (pandas through tabulate); a named index is a column."""
     frame = frame.reset_index() if frame.index.name else frame
-    header = [str(column) for column in frame.columns]
-    rows = [[str(value).replace("|", "\\|") for value in row] for row in frame.to_numpy()]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+    # tabulate leaves a "|" in a cell as it is, which would split the row: class names come
+    # from the archive.
+    escaped = frame.map(
+        lambda value: value.replace("|", "\\|") if isinstance(value, str) else value
+    )
+    return escaped.to_markdown(index=False)
 
 
 def _relative(path: Path, base: Path) -> str:
