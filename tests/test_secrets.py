@@ -179,3 +179,124 @@ def test_server_on_all_interfaces_warns_of_plain_http_and_allowed_hosts(tmp_path
         {**base, "SERVER_DIR": str(tmp_path), "HOST": "0.0.0.0", "ALLOWED_HOSTS": "mlflow.lan"}
     )
     assert [line[:30] for line in server.exposure_warnings(named)] == [plain[:30]]
+
+
+def grep_tree(folder: Path, where: str, sources: Path | None = None) -> int:
+    """Assert no form of the secret is in any file under ``folder``; return how many were read.
+
+    Files identical to their namesake under ``sources`` (the project's own files, copied; this
+    module among them, which holds the secret) are skipped.
+    """
+    count = 0
+    for path in folder.rglob("*"):
+        if sources is not None:
+            original = sources / path.relative_to(folder)
+            if original.is_file() and path.is_file() and original.read_bytes() == path.read_bytes():
+                continue
+        if path.is_file() and not path.is_symlink():
+            assert_no_secret(path.read_bytes().decode("latin-1"), f"{where}: {path}")
+            count += 1
+    return count
+
+
+@pytest.mark.slow
+def test_planted_secret_appears_nowhere(tmp_path: Path) -> None:
+    """Done-when of issue 25: one tiny run end to end (dvc repro against a password-protected
+    ``mlflow server``), a CI retrain against a remote that refuses writes and a Kubeflow submit,
+    the same password planted in all three; then everything they printed, wrote and logged."""
+    import hashlib
+    import shutil
+
+    import mlflow
+
+    from tests import mlflow_fixtures as mf
+    from tests.cifar_archive import build_archive
+    from tests.conftest import free_port
+    from tests.test_pipeline_dvc import Repo, project_files
+
+    server_dir = tmp_path / "server"
+    server_dir.mkdir()
+    (server_dir / "basic_auth.ini").write_text(
+        "[mlflow]\ndefault_permission = READ\n"
+        f"database_uri = sqlite:///{server_dir / 'auth.db'}\nadmin_username = admin\n"
+        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+    )
+    port = free_port()
+    server_env = {
+        **os.environ, **QUIET_ENV,
+        "MLFLOW_AUTH_CONFIG_PATH": str(server_dir / "basic_auth.ini"),
+        "MLFLOW_AUTH_ADMIN_USERNAME": "admin",
+        "MLFLOW_AUTH_ADMIN_PASSWORD": SECRET,
+        "MLFLOW_FLASK_SERVER_SECRET_KEY": "not-the-planted-one-0123456789",
+    }  # fmt: skip
+    log = server_dir / "server.log"
+    process = mf.start_server(
+        [str(Path(sys.executable).parent / "mlflow"), "server", "--app-name", "basic-auth",
+         "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+         "--backend-store-uri", f"sqlite:///{server_dir / 'mlflow.db'}",
+         "--serve-artifacts", "--artifacts-destination", (server_dir / "artifacts").as_uri()],
+        server_env, log,
+    )  # fmt: skip
+    outputs: dict[str, str] = {}
+    try:
+        mf.wait_for_http(f"http://127.0.0.1:{port}/health", process, log, timeout_s=420)
+        work = Repo(tmp_path / "work")
+        for name in project_files():
+            (work.root / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO_ROOT / name, work.root / name)
+        archive = tmp_path / "cifar-10-binary.tar.gz"
+        build_archive(archive, per_batch=60, n_test=50)
+        work.set_params(
+            data__url=str(archive), data__md5=hashlib.md5(archive.read_bytes()).hexdigest(),
+            preprocess__val_size=50, preprocess__max_train_images=200, train__epochs=1,
+            train__batch_size=50, register__min_accuracy=0.0,
+        )  # fmt: skip
+        work.run("git", "init", "-q", "-b", "main")
+        work.run("git", "add", "-A")
+        work.run("git", "commit", "-qm", "the project, tiny")
+        work.env["MLFLOW_TRACKING_URI"] = f"http://admin:{SECRET_URL}@127.0.0.1:{port}"
+        repro = work.run("dvc", "repro", check=False)
+        outputs["dvc repro"] = repro.stdout + repro.stderr
+        assert repro.returncode == 0, outputs["dvc repro"]
+        # MLflow's own line names the run by the bare URI.
+        assert f"at: http://127.0.0.1:{port}/#/experiments/" in outputs["dvc repro"]
+
+        with loopback(ReadOnlyRemote) as (remote_port, _):
+            ci = work.run(
+                sys.executable, ".ci/retrain.py", "--remote-url",
+                f"http://ci:{SECRET_URL}@127.0.0.1:{remote_port}/remote", check=False,
+            )  # fmt: skip
+        outputs["retrain"] = ci.stdout + ci.stderr
+        assert ci.returncode == 1 and "refuses writes" in ci.stderr, outputs["retrain"]
+
+        with loopback(FakeKfp) as (kfp_port, _):
+            submitted = submit(f"http://ci:{SECRET_URL}@127.0.0.1:{kfp_port}")
+        outputs["submit"] = submitted.stdout + submitted.stderr
+        assert submitted.returncode == 0, outputs["submit"]
+
+        for name, text in outputs.items():
+            assert_no_secret(text, f"the output of {name}")
+        assert grep_tree(work.root, "the work dir", sources=REPO_ROOT) > 20
+
+        # The store, read back over the API as the admin (credentials beside the URI).
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("MLFLOW_TRACKING_USERNAME", "admin")
+            patch.setenv("MLFLOW_TRACKING_PASSWORD", SECRET)
+            client = mlflow.MlflowClient(tracking_uri=f"http://127.0.0.1:{port}")
+            experiment = client.get_experiment_by_name("cifar10-cnn")
+            runs = client.search_runs([experiment.experiment_id])
+            assert runs
+            for run in runs:
+                assert_no_secret(json.dumps(run.to_dictionary(), default=str), "a run")
+                folder = tmp_path / "downloaded" / run.info.run_id
+                folder.mkdir(parents=True)
+                mlflow.artifacts.download_artifacts(
+                    run_id=run.info.run_id, dst_path=str(folder),
+                    tracking_uri=f"http://127.0.0.1:{port}",
+                )  # fmt: skip
+                assert grep_tree(folder, "the run's artifacts") > 3
+            for version in client.search_model_versions("name='cifar10-cnn'"):
+                assert_no_secret(json.dumps(dict(version), default=str), "a model version")
+        assert_no_secret(log.read_text(errors="replace"), "the server's log")
+    finally:
+        mf.stop_server(process)
