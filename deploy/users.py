@@ -56,17 +56,17 @@ def ensure_permission(
     """Give ``username`` exactly ``permission`` on one resource, whatever it had before."""
     from mlflow.exceptions import MlflowException
 
-    try:
-        current = auth.get_user_permission(username, kind, resource_id).permission
-    except MlflowException as exc:
-        if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
-            raise
-        current = None
-    if current == permission:
+    # What applies now, granted or by the server's default permission.
+    if auth.get_user_permission(username, kind, resource_id).permission == permission:
         return
-    if current is not None:
+    try:
+        auth.grant_user_permission(username, kind, resource_id, permission)
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+        # Another permission was granted before: replace it.
         auth.revoke_user_permission(username, kind, resource_id)
-    auth.grant_user_permission(username, kind, resource_id, permission)
+        auth.grant_user_permission(username, kind, resource_id, permission)
 
 
 def grant_edit(url: str, username: str, experiment: str, model: str) -> list[str]:
