@@ -12,17 +12,23 @@ every other value.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import os
 import shlex
 import signal
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
+
+import yaml
 
 from pipeline.core import paths
+from pipeline.core.checksums import file_md5
 from pipeline.core.errors import ParamsError, PipelineError, UsageError
-from pipeline.core.params import load_params
+from pipeline.core.params import Params, flatten_params, load_params
 from pipeline.core.redact import redact
 
 T = TypeVar("T")
@@ -128,9 +134,108 @@ def stage_main(
 
     def work() -> Any:
         check_path_kinds(path_args)
-        return run(load_params(args.params, command_line_overrides(args)), **path_args)
+        overrides = command_line_overrides(args)
+        # Before the params are read: a dep that changes after this point is caught at the end.
+        ground = StageGround.capture(name, args.params) if os.environ.get("DVC_STAGE") else None
+        params = load_params(args.params, overrides)
+        result = run(params, **path_args)
+        if ground is not None:
+            ground.check(params, overrides)
+        return result
 
     call_stage(work)
+
+
+# Folder deps are hashed like DVC does with the project's .dvcignore: without bytecode.
+IGNORED_PARTS = frozenset({"__pycache__"})
+IGNORED_SUFFIXES = frozenset({".pyc"})
+
+
+@dataclass
+class StageGround:
+    """What a stage run by DVC stands on: its params keys and the md5 of every dep file.
+
+    DVC records a stage's params and deps as they are on disk once the command has exited, not
+    as they were when it started. ``dvc exp run -S`` writes params.yaml before it takes DVC's
+    lock, so a second experiment started during the first one's training rewrites params.yaml
+    and fails, and the first then records the second's params with its own model in dvc.lock
+    and in the run-cache (issue 25). A stage that finds its ground changed at the end fails
+    instead, so DVC records nothing.
+    """
+
+    stage: str
+    params_file: Path
+    params_keys: list[str]
+    dep_paths: list[Path]
+    deps: dict[str, str | None]
+
+    @classmethod
+    def capture(cls, stage: str, params_file: Path) -> StageGround | None:
+        """The stage's ground per ./dvc.yaml (DVC runs stages there); None if it lists no such
+        stage."""
+        try:
+            declared = yaml.safe_load(Path("dvc.yaml").read_text(encoding="utf-8"))["stages"][stage]
+        except (OSError, yaml.YAMLError, KeyError, TypeError):
+            return None
+        keys: list[str] = []
+        for entry in declared.get("params") or []:
+            # `- train` reads params.yaml; `- other.yaml: [keys]` names another file, not ours.
+            if isinstance(entry, str):
+                keys.append(entry)
+            elif isinstance(entry, dict) and Path(params_file).name in entry:
+                keys += entry[Path(params_file).name] or []
+        dep_paths = [Path(str(dep)) for dep in declared.get("deps") or []]
+        return cls(stage, Path(params_file), keys, dep_paths, _deps_md5s(dep_paths))
+
+    def check(self, used: Params, overrides: list[str]) -> None:
+        """Raise a one-line PipelineError if a param the stage used or a dep changed since
+        ``capture``."""
+        try:
+            now = flatten_params(load_params(self.params_file, overrides))
+        except ParamsError as exc:
+            self._changed(f"{self.params_file} no longer loads ({exc})")
+        before = flatten_params(used)
+        for key in sorted(before):
+            if self._is_stage_param(key) and now.get(key) != before[key]:
+                self._changed(
+                    f"{self.params_file}: {key} changed from {json.dumps(before[key])} to "
+                    f"{json.dumps(now.get(key))}"
+                )
+        now_deps = _deps_md5s(self.dep_paths)
+        for name in sorted(self.deps.keys() | now_deps.keys()):
+            if self.deps.get(name) != now_deps.get(name):
+                if name not in self.deps:
+                    what = "appeared"
+                else:
+                    what = "was deleted" if now_deps.get(name) is None else "was rewritten"
+                self._changed(f"its input {name} {what}")
+
+    def _is_stage_param(self, key: str) -> bool:
+        if not self.params_keys:
+            return True  # a stage that lists no keys: every param counts
+        return any(key == name or key.startswith(name + ".") for name in self.params_keys)
+
+    def _changed(self, what: str) -> NoReturn:
+        raise PipelineError(
+            f"{what} while stage {self.stage} ran (another `dvc exp run`, a checkout or an "
+            "edit?): its outputs come from what it started with, so it fails rather than let "
+            "DVC record them under the new values; rerun it"
+        )
+
+
+def _deps_md5s(deps: list[Path]) -> dict[str, str | None]:
+    """``{path: md5}`` of each dep file and of every file under each dep folder; None for a
+    missing file."""
+    md5s: dict[str, str | None] = {}
+    for dep in deps:
+        if not dep.is_dir():
+            md5s[dep.as_posix()] = file_md5(dep) if dep.is_file() else None
+            continue
+        for path in sorted(dep.rglob("*")):
+            ignored = IGNORED_PARTS & set(path.parts) or path.suffix in IGNORED_SUFFIXES
+            if path.is_file() and not ignored:
+                md5s[path.as_posix()] = file_md5(path)
+    return md5s
 
 
 def call_stage(work: Callable[[], T]) -> T:

@@ -318,6 +318,71 @@ def test_dvc_exp_run_names_the_mlflow_run_and_exp_show_leads_with_accuracy(repo:
     assert columns.index("mlflow_run_id") < columns.index("train.epochs")
 
 
+def recorded_train_seeds(repo: Repo) -> list[tuple[str, int, int]]:
+    """(where, recorded train.seed, train.seed of the MLflow run that made the model) per record.
+
+    The records are dvc.lock and every run-cache entry of the train stage; the model's run is
+    found through the recorded md5 of models/run.json, read back from DVC's cache.
+    """
+    client = workspace_client(repo)
+    lock = yaml.safe_load((repo.root / "dvc.lock").read_text())
+    records = [("dvc.lock", lock["stages"]["train"])]
+    for entry in (repo.root / ".dvc" / "cache" / "runs").glob("*/*/*"):
+        record = yaml.safe_load(entry.read_text())
+        if record.get("cmd") == "python -m stages.train":
+            records.append((f"run-cache {entry.parent.name[:8]}", record))
+    seeds = []
+    for where, record in records:
+        (out,) = [out for out in record["outs"] if out["path"] == "models/run.json"]
+        cached = repo.root / ".dvc" / "cache" / "files" / "md5" / out["md5"][:2] / out["md5"][2:]
+        run_id = json.loads(cached.read_text())["run_id"]
+        trained = int(client.get_run(run_id).data.params["train.seed"])
+        # dvc.yaml lists the whole `train` section: DVC records it as a nested dict.
+        seeds.append((where, record["params"]["params.yaml"]["train"]["seed"], trained))
+    return seeds
+
+
+def test_two_experiments_at_once_never_record_params_the_model_was_not_trained_with(
+    repo: Repo,
+) -> None:
+    repo.repro()
+    # Long enough for the second experiment to start while the first trains.
+    repo.set_params(train__epochs=8)
+    repo.run("git", "commit", "-qam", "8 epochs")
+    first = subprocess.Popen(
+        ["dvc", "exp", "run", "-S", "train.seed=21"], cwd=repo.root, env=repo.env, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 600
+        while not list((repo.root / ".checkpoints").glob("*/state.json")):
+            assert first.poll() is None, first.communicate()
+            assert time.monotonic() < deadline, "the first experiment never checkpointed"
+            time.sleep(0.2)
+        # DVC writes -S into params.yaml before it finds the first experiment's lock.
+        second = repo.run("dvc", "exp", "run", "-S", "train.seed=22", check=False)
+        _, first_err = first.communicate(timeout=900)
+    finally:
+        first.kill()
+        first.wait(timeout=60)
+    assert second.returncode != 0, "the second experiment ran alongside the first"
+    params = yaml.safe_load((repo.root / "params.yaml").read_text())
+    assert params["train"]["seed"] == 22, "DVC wrote the second experiment's -S after all"
+
+    seeds = recorded_train_seeds(repo)
+    assert [s for s in seeds if s[1] != s[2]] == [], (seeds, first_err[-3000:])
+    # The first noticed that params.yaml changed under it, and said so in one line.
+    assert first.returncode != 0, first_err[-3000:]
+    (line,) = [line for line in first_err.splitlines() if line.startswith("error:")]
+    assert "params.yaml: train.seed changed from 21 to 22 while stage train ran" in line
+    # Nothing claims to be up to date; a repro trains with seed 22 and records that.
+    assert "train" in repo.run("dvc", "status").stdout
+    repo.repro()
+    assert [s for s in recorded_train_seeds(repo) if s[1] != s[2]] == []
+    repo.set_params(train__epochs=2, train__seed=42)
+    repo.run("git", "commit", "-qam", "back to 2 epochs")
+
+
 # Last in this module on purpose: it overwrites the copy's models/ and reports/ outside DVC.
 def test_mlflow_run_uses_the_same_stage_code_and_run(repo: Repo) -> None:
     repo.repro()
