@@ -68,7 +68,9 @@ def committed_params(root: Path = REPO_ROOT) -> Path:
     except FileNotFoundError:  # no git installed
         status = None
     if status is None or status.returncode != 0:
-        log.info("%s: not in a git checkout, compiled as it is", path)
+        lines = status.stderr.strip().splitlines() if status else ["git not found"]
+        reason = lines[0] if lines else f"git status exited {status.returncode}"
+        log.info("%s: no commit to compare with (%s), compiled as it is", path, reason)
         return path
     if status.stdout.strip():
         raise ParamsError(

@@ -626,8 +626,8 @@ def test_local_run_model_artifact_is_the_reference_cnn(local_runs: dict[str, Any
     model = local_runs["first"]["model"]
     path = Path(model.path) / model.metadata["file"]
     assert path.suffix == ".keras"
-    model = keras.saving.load_model(path, compile=False)
-    assert model.count_params() == configured_param_count()
+    network = keras.saving.load_model(path, compile=False)
+    assert network.count_params() == configured_param_count()
     run_info = json.loads((Path(model.path) / "run.json").read_text())
     assert model.metadata["mlflow_run_id"] == run_info["run_id"]
 
