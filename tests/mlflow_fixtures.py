@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from pipeline.core.checksums import file_md5
 from tests.cifar_archive import CLASSES
 from tests.conftest import REPO_ROOT, repo_params, run_stage
 
@@ -136,6 +137,8 @@ def make_project(root: Path, tracking_uri: str, num_classes: int = 10, n_test: i
     np.savez(prepared / "test.npz", x=x, y=y)
     (prepared / "classes.json").write_text(json.dumps(CLASSES))
     model.save(models / "model.keras")
+    # As the train stage records it: evaluate scores only the file its run logged.
+    run_info["model_md5"] = file_md5(models / "model.keras")
     (models / "run.json").write_text(json.dumps(run_info, indent=2))
     pd.DataFrame(history).to_csv(reports / "history.csv", index=False)
     shutil.copy(REPO_ROOT / "params.yaml", root / "params.yaml")

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from pipeline.core.checksums import file_md5
 from pipeline.evaluate.report import Section, render_html, render_markdown
 from pipeline.evaluate.scoring import (
     evaluate_predictions,
@@ -283,8 +284,36 @@ def test_model_without_ten_outputs_is_an_error(
     root = _copy(project, tmp_path)
     model, _ = mf.train_tiny_model(num_classes=5, epochs=1)
     model.save(root / "models/model.keras")
+    record_model_md5(root)  # as if trained so: the shape is what is wrong
     result = _fails_unregistered(root, project[1], "five-outputs")
     assert "expected (None, 10)" in result.stderr
+
+
+def record_model_md5(root: Path) -> None:
+    """Make run.json name the model.keras now in ``root`` as its run's model."""
+    path = root / "models/run.json"
+    run_info = json.loads(path.read_text())
+    path.write_text(json.dumps(run_info | {"model_md5": file_md5(root / "models/model.keras")}))
+
+
+def error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("error:")]
+
+
+def test_model_replaced_after_training_is_refused(
+    project: tuple[Path, str, dict], tmp_path: Path
+) -> None:
+    # Registering run.json's model with the score of another file would tag the registered
+    # version with an accuracy it never had.
+    root = _copy(project, tmp_path)
+    other, _ = mf.train_tiny_model(epochs=1, seed=7)
+    other.save(root / "models/model.keras")
+    result = _fails_unregistered(root, project[1], "replaced")
+    (line,) = error_lines(result.stderr)
+    assert f"models/model.keras is not the model MLflow run {project[2]['run_id']} logged" in line
+    assert "dvc repro train" in line
+    assert "Traceback" not in result.stderr
+    assert not (root / "reports/metrics.json").exists(), "no score of the wrong model"
 
 
 def test_failed_registration_keeps_metrics_and_says_failed(

@@ -24,6 +24,8 @@ class RunInfo:
     model_uri: str
     tracking_uri: str
     classes: list[str]
+    # md5 of the model.keras written beside it: evaluate scores only the model this run logged.
+    model_md5: str
 
 
 def write_run_info(path: Path, info: RunInfo) -> None:

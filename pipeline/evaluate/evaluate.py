@@ -19,6 +19,7 @@ from pipeline.artifacts.history import read_history
 from pipeline.artifacts.run_info import RunInfo, read_run_info
 from pipeline.core import paths
 from pipeline.core.atomic import atomic_path, write_json
+from pipeline.core.checksums import file_md5
 from pipeline.core.errors import PipelineError
 from pipeline.core.params import Params
 from pipeline.core.redact import redact
@@ -79,7 +80,11 @@ def run_evaluation(params: Params, prepared_dir: Path, models_dir: Path, reports
     uri = prepare_tracking()
     run = _training_run(run_info, uri)
     run_tags = dict(run.data.tags)
-    model = load_trained_model(models_dir / paths.MODEL_FILE, len(classes))
+    model_path = models_dir / paths.MODEL_FILE
+    check_model_of_run(model_path, run_info)
+    model = load_trained_model(model_path, len(classes))
+    # Again: a file replaced while it loaded would be scored as the run's model all the same.
+    check_model_of_run(model_path, run_info)
 
     evaluation = evaluate_predictions(y, predict_probabilities(model, x), classes)
     log.info(
@@ -92,6 +97,23 @@ def run_evaluation(params: Params, prepared_dir: Path, models_dir: Path, reports
     _register_and_report(params, run_info, run_tags, evaluation, out, details)
     _log_files(run_info.run_id, list(out.values()))
     log.info("wrote %s and logged it to MLflow run %s", reports_dir, run_info.run_id)
+
+
+def check_model_of_run(model_path: Path, run_info: RunInfo) -> None:
+    """Refuse a model file other than the one the training run logged (run.json's md5).
+
+    Evaluate registers the run's logged model and tags it with the accuracy it measured on
+    ``model_path``: scoring any other file would give the registered version another model's
+    score.
+    """
+    actual = file_md5(model_path)
+    if actual != run_info.model_md5:
+        raise PipelineError(
+            f"{model_path} is not the model MLflow run {run_info.run_id} logged (md5 {actual}, "
+            f"run.json records {run_info.model_md5}): evaluate scores only the model it "
+            f"registers; restore it (`dvc checkout {model_path}`) or train again "
+            "(`dvc repro train`)"
+        )
 
 
 def _write_evaluation(

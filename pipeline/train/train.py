@@ -16,7 +16,7 @@ from pipeline.artifacts.history import EpochRow, write_history
 from pipeline.artifacts.run_info import RunInfo, write_run_info
 from pipeline.core import paths
 from pipeline.core.atomic import check_writable, save_keras_atomically, write_json, write_text
-from pipeline.core.checksums import files_md5
+from pipeline.core.checksums import file_md5, files_md5
 from pipeline.core.errors import PipelineError
 from pipeline.core.params import Params, flatten_params
 from pipeline.core.paths import REPO_ROOT
@@ -153,6 +153,7 @@ def run_training(
                     model_uri,
                     shareable_uri(tracking_uri()),
                     data.classes,
+                    file_md5(outputs.model),
                 ),
             )
         checkpoint.remove()
