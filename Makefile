@@ -47,9 +47,10 @@ run: setup  ## run the pipeline: dvc repro (only what changed); GPU=1: on the GP
 	dvc repro
 
 # The experiment and the three headline metrics stay; of the rest, params (section.key) that
-# differ between experiments stay; deps, other metrics and Created go.
+# differ between experiments stay, but for data.* (the archive's long URL and md5, not a
+# hyperparameter); deps, other metrics and Created go.
 EXPS_KEEP := ^(Experiment|accuracy|macro_f1|val_loss)$$
-EXPS_DROP := ^(?![a-z_]+\.[a-z_.]+$$).*
+EXPS_DROP := ^(?![a-z_]+\.[a-z_.]+$$)|^data\.
 
 exps: setup  ## experiments best first: changed params, test accuracy, macro F1, val loss
 	dvc exp show --only-changed --keep '$(EXPS_KEEP)' --drop '$(EXPS_DROP)' \
