@@ -203,15 +203,23 @@ def _register(
 
     champion = _alias_version(client, name, CHAMPION)
     challenger = _alias_version(client, name, CHALLENGER)
+    if challenger is not None and challenger == champion:
+        # Only a promotion killed between its two alias moves (in the order of earlier code)
+        # leaves both on one version: the promotion happened, so the candidate is gone.
+        client.delete_registered_model_alias(name, CHALLENGER)
+        challenger = None
     if champion == version:
         decision = Decision("already_champion", f"v{version} is already the champion", False)
     else:
         champion_accuracy = _champion_accuracy(client, name, champion) if champion else None
         decision = decide(test_accuracy, champion, champion_accuracy, policy)
     if decision.promote:
-        client.set_registered_model_alias(name, CHAMPION, version)
+        # The challenger goes first: a kill between the two moves then leaves the old champion
+        # and no challenger, which the next evaluate promotes from again. The other order could
+        # leave both aliases on this version, which the next evaluate took as already promoted.
         if challenger is not None:
             client.delete_registered_model_alias(name, CHALLENGER)
+        client.set_registered_model_alias(name, CHAMPION, version)
         challenger = None
     elif decision.decision != "already_champion":
         client.set_registered_model_alias(name, CHALLENGER, version)
