@@ -393,3 +393,56 @@ def test_path_option_of_the_wrong_kind_is_one_line(
     result = run_stage("train", option, str(path), "--params", str(REPO_ROOT / "params.yaml"))
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [f"error: {option} {path}: {message}"]
+
+
+# --- issue 25, item 8: a checkpoint that cannot be resumed here never blocks training ----------
+
+
+def test_checkpoint_that_passes_the_zip_check_but_cannot_load_is_discarded(
+    tmp_path: Path, caplog
+) -> None:
+    import zipfile
+
+    import keras
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(optimizer="adam", loss="mse")
+    checkpoint = TrainingCheckpoint(tmp_path / "key", {"a.py": "0" * 32})
+    checkpoint.save(model, 1, "run-1", [{"epoch": 1, "val_accuracy": 0.5}], 0.5, is_best=False)
+    state = json.loads(checkpoint.state_path.read_text())
+    # A whole zip with valid CRCs whose config names a class Keras cannot find (a layer of code
+    # since removed, or a Keras that names it otherwise).
+    path = checkpoint.folder / state["model"]
+    with zipfile.ZipFile(path) as archive:
+        members = {name: archive.read(name) for name in archive.namelist()}
+    members["config.json"] = members["config.json"].replace(b'"Dense"', b'"NoSuchLayer"')
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+
+    with caplog.at_level(logging.WARNING, logger="pipeline"):
+        assert checkpoint.load() is None
+    (message,) = [m for m in pipeline_messages(caplog) if "discarding" in m]
+    assert "cannot be loaded" in message and "NoSuchLayer" in message
+    assert "starting afresh" in message
+    assert not checkpoint.folder.exists()
+
+
+def test_checkpoint_of_another_backend_or_precision_is_discarded(tmp_path: Path, caplog) -> None:
+    import keras
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(optimizer="adam", loss="mse")
+    code = {"a.py": "0" * 32}
+    jax_bf16 = {"keras.backend": "jax", "train.precision_policy": "mixed_bfloat16"}
+    here = {"keras.backend": "tensorflow", "train.precision_policy": "float32"}
+    written = TrainingCheckpoint(tmp_path / "key", code, jax_bf16)
+    written.save(model, 1, "run-1", [{"epoch": 1, "val_accuracy": 0.5}], 0.5, is_best=False)
+    assert TrainingCheckpoint(tmp_path / "key", code, jax_bf16).load() is not None
+
+    with caplog.at_level(logging.WARNING, logger="pipeline"):
+        assert TrainingCheckpoint(tmp_path / "key", code, here).load() is None
+    (message,) = [m for m in pipeline_messages(caplog) if "discarding" in m]
+    assert "written with keras.backend jax, train.precision_policy mixed_bfloat16" in message
+    assert "this training uses keras.backend tensorflow, train.precision_policy float32" in message
+    assert not (tmp_path / "key").exists()

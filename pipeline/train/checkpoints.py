@@ -66,9 +66,14 @@ class TrainingCheckpoint:
     or the new state, both complete, and no half-written file.
     """
 
-    def __init__(self, folder: Path, code: dict[str, str]) -> None:
+    def __init__(
+        self, folder: Path, code: dict[str, str], runtime: dict[str, str] | None = None
+    ) -> None:
+        """``code``: md5 per training source file; ``runtime``: what the weights depend on
+        beyond params and code (``{"keras.backend": ..., "train.precision_policy": ...}``)."""
         self.folder = folder
         self.code = code
+        self.runtime = runtime or {}
         self.state_path = folder / "state.json"
 
     @contextlib.contextmanager
@@ -99,6 +104,16 @@ class TrainingCheckpoint:
             reason = " ".join(reason.split()) or type(exc).__name__
             log.warning(
                 "discarding corrupt checkpoint %s (%s): starting afresh", self.folder, reason
+            )
+            self.remove()
+            return None
+        written = state.get("runtime") or {}
+        if written != self.runtime:
+            # Resuming JAX + bfloat16 weights under TensorFlow + float32 trains, but the run's
+            # backend and precision tags would describe only the last epochs.
+            log.warning(
+                "discarding checkpoint %s: written with %s, this training uses %s: starting afresh",
+                *(self.folder, _describe(written), _describe(self.runtime)),
             )
             self.remove()
             return None
@@ -134,6 +149,7 @@ class TrainingCheckpoint:
         for name in (state["model"], state.get("best")):
             if name is not None:
                 _check_zip(self.folder / name)
+        _check_loads(self.folder / state["model"])
         return state
 
     def save(
@@ -190,6 +206,7 @@ class TrainingCheckpoint:
                     "best_score": best_score,
                     "history": history,
                     "code": self.code,
+                    "runtime": self.runtime,
                 },
             )
         except OSError:
@@ -204,6 +221,27 @@ class TrainingCheckpoint:
     def remove(self) -> None:
         """Delete the checkpoint: called once training has finished and its outputs are written."""
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _check_loads(path: Path) -> None:
+    """Raise ValueError if Keras cannot load the checkpoint's model, a whole zip as it may be.
+
+    A config naming a class this code no longer has ("Could not locate class") would otherwise
+    fail every rerun until someone deleted the checkpoint by hand. Costs one extra load, once
+    per resume.
+    """
+    try:
+        keras.saving.load_model(path)
+    except Exception as exc:  # Keras raises many types for a config it cannot rebuild
+        message = " ".join(str(exc).split())[:300]
+        raise ValueError(f"{path.name} cannot be loaded: {message}") from None
+
+
+def _describe(runtime: dict[str, str]) -> str:
+    """``keras.backend jax, train.precision_policy mixed_bfloat16``, or what is missing."""
+    if not runtime:
+        return "no recorded backend or precision"
+    return ", ".join(f"{key} {value}" for key, value in sorted(runtime.items()))
 
 
 def _check_zip(path: Path) -> None:

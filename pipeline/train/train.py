@@ -91,7 +91,12 @@ def run_training(
     uri = prepare_tracking()  # a dead tracking server fails here, before any training
     data_md5 = files_md5(data.files)
     key = checkpoint_key(params.model_dump(include={"model", "train"}), data_md5)
-    checkpoint = TrainingCheckpoint(checkpoints_dir / key, stage_code_md5s(REPO_ROOT, "train"))
+    policy = precision_policy(params.train.mixed_precision)
+    # A checkpoint resumes only on the backend and precision that wrote it.
+    runtime = {"keras.backend": backend.name(), "train.precision_policy": policy}
+    checkpoint = TrainingCheckpoint(
+        checkpoints_dir / key, stage_code_md5s(REPO_ROOT, "train"), runtime
+    )
     with checkpoint.lock(), _tracking_failures(uri, checkpoint, params.train.epochs):
         experiment_id = use_experiment(params.mlflow.experiment_name)
         resume = checkpoint.load()
@@ -114,7 +119,6 @@ def run_training(
             # Seed only now: MLflow draws the run name from Python's `random`, and seeding
             # before start_run would give every run the same name.
             backend.configure_determinism(params.train.seed, params.train.deterministic)
-            policy = precision_policy(params.train.mixed_precision)
             keras.mixed_precision.set_global_policy(policy)
             mlflow.log_params(logged_params(params))
             mlflow.set_tags(lineage_tags(REPO_ROOT, raw_archive, data_md5, policy != "float32"))
