@@ -91,12 +91,16 @@ def test_version_tags_and_description_link_run_commit_data_and_accuracy(
 ) -> None:
     register(name, runs[0], 0.75)
     version = mlflow.MlflowClient().get_model_version(name, "1")
-    assert version.tags["run_id"] == runs[0]["run_id"]
-    assert {key: version.tags[key] for key in mf.LINEAGE} == mf.LINEAGE
+    assert version.run_id == runs[0]["run_id"]
+    # Few tags, so the versions table stays one line a version; the rest is in the description.
+    assert set(version.tags) == {"test_accuracy", "registry.decision", "git.commit"}
+    assert version.tags["git.commit"] == "0123abc"
     assert float(version.tags["test_accuracy"]) == 0.75
     assert version.tags["registry.decision"] == "promoted"
-    assert "first version" in version.tags["registry.reason"]
-    for text in (runs[0]["run_id"], "0123abc", "r" * 32, "p" * 32, "0.7500"):
+    assert version.description.split("\n\n")[0] == (
+        "test accuracy 0.7500 — promoted: first version to reach register.min_accuracy 0.7000"
+    )
+    for text in (runs[0]["run_id"], "0123abc", "r" * 32, "p" * 32, "0.7500", "first version"):
         assert text in version.description
     for heading in ("**What**", "**Data**", "**Test accuracy**", "**Decision**: promoted"):
         assert heading in version.description
@@ -107,8 +111,9 @@ def test_version_tags_and_description_link_run_commit_data_and_accuracy(
 
 def test_missing_lineage_tags_read_unknown(runs: list[dict], name: str) -> None:
     register(name, runs[4], 0.75)
-    tags = mlflow.MlflowClient().get_model_version(name, "1").tags
-    assert all(tags[key] == "unknown" for key in mf.LINEAGE)
+    version = mlflow.MlflowClient().get_model_version(name, "1")
+    assert version.tags["git.commit"] == "unknown"
+    assert "raw archive md5 `unknown`, prepared data md5 `unknown`" in version.description
 
 
 def test_worse_version_becomes_challenger_only(runs: list[dict], name: str) -> None:
@@ -161,12 +166,26 @@ def test_allow_champion_false_never_moves_champion(runs: list[dict], name: str) 
 def test_below_min_accuracy_is_never_champion(runs: list[dict], name: str) -> None:
     result = register(name, runs[0], 0.69)
     assert (result["decision"], result["champion_version"]) == ("rejected", None)
-    assert aliases(name) == {"challenger": "1"}
+    # Not even challenger: whoever serves @challenger must not get a model below the floor.
+    assert aliases(name) == {}
+    assert result["challenger_version"] is None
+    version = mlflow.MlflowClient().get_model_version(name, "1")
+    assert version.tags["registry.decision"] == "rejected"
+    assert version.description.startswith("test accuracy 0.6900 — rejected, no alias: below")
     # Even far better than a champion, a version below the floor stays out.
     register(name, runs[1], 0.70)
     lax = GATE.model_copy(update={"min_accuracy": 0.95})
     assert register(name, runs[2], 0.94, lax)["decision"] == "rejected"
-    assert aliases(name)["champion"] == "2"
+    assert aliases(name) == {"champion": "2"}
+
+
+def test_challenger_rerun_below_the_floor_loses_its_alias(runs: list[dict], name: str) -> None:
+    register(name, runs[0], 0.80)
+    register(name, runs[1], 0.75)
+    assert aliases(name) == {"champion": "1", "challenger": "2"}
+    # v2's evaluation again, on test data where it falls below the floor.
+    assert register(name, runs[1], 0.40)["challenger_version"] is None
+    assert aliases(name) == {"champion": "1"}
 
 
 def test_rerun_for_same_run_creates_no_second_version(runs: list[dict], name: str) -> None:
@@ -212,11 +231,12 @@ def test_unreachable_tracking_server_is_a_clear_error(
 def test_version_records_the_register_params_of_its_decision(runs: list[dict], name: str) -> None:
     strict = RegisterParams(min_accuracy=0.85, min_improvement=0.01, allow_champion=True)
     assert register(name, runs[0], 0.80, strict)["decision"] == "rejected"
-    tags = mlflow.MlflowClient().get_model_version(name, "1").tags
-    assert (tags["register.min_accuracy"], tags["register.min_improvement"]) == ("0.85", "0.01")
-    assert tags["register.allow_champion"] == "true"
+    text = mlflow.MlflowClient().get_model_version(name, "1").description
+    assert "`register.min_accuracy` 0.85, `register.min_improvement` 0.01" in text
+    assert "`register.allow_champion` true" in text
     register(name, runs[0], 0.80, GATE)  # a rerun with another gate records that one
-    assert mlflow.MlflowClient().get_model_version(name, "1").tags["register.min_accuracy"] == "0.7"
+    text = mlflow.MlflowClient().get_model_version(name, "1").description
+    assert "`register.min_accuracy` 0.7," in text
 
 
 # Registers one run's model once the file argv[4] appears, so every racer starts at once.

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from pipeline.core.params import RegisterParams
-from pipeline.evaluate.registry import Decision, decide, version_description
+from pipeline.evaluate.registry import Decision, decide, headline, policy_tags, version_description
 
 GATE = RegisterParams(min_accuracy=0.70, min_improvement=0.01, allow_champion=True)
 
@@ -20,7 +20,9 @@ GATE = RegisterParams(min_accuracy=0.70, min_improvement=0.01, allow_champion=Tr
         # allow_champion false wins over everything, even a perfect score.
         (1.0, None, None, GATE.model_copy(update={"allow_champion": False}),
          "challenger_only", False, "register.allow_champion is false (no champion)"),
-        # Below the floor, with or without a champion.
+        # Below the floor, with or without a champion, and even when no champion may be made.
+        (0.50, None, None, GATE.model_copy(update={"allow_champion": False}),
+         "rejected", False, "below register.min_accuracy 0.7000"),
         (0.6999, None, None, GATE, "rejected", False, "below register.min_accuracy 0.7000"),
         (0.65, "3", 0.5, GATE, "rejected", False, "(champion v3)"),
         # The floor itself is enough for the first champion.
@@ -47,19 +49,51 @@ def test_decide_each_outcome(
     assert reason in result.reason
 
 
-def test_version_description_says_what_data_accuracy_and_decision() -> None:
+@pytest.mark.parametrize(
+    ("accuracy", "champion", "champion_accuracy", "policy", "line"),
+    [
+        (0.3076, "4", 0.1792, GATE.model_copy(update={"min_accuracy": 0.1}),
+         "test accuracy 0.3076 — promoted: beats v4 (0.1792)"),
+        (0.75, None, None, GATE, "test accuracy 0.7500 — promoted: first version to reach "
+         "register.min_accuracy 0.7000"),
+        (0.805, "1", 0.80, GATE,
+         "test accuracy 0.8050 — challenger: does not beat v1 (0.8000) by 0.0100"),
+        (0.0975, "1", 0.80, GATE,
+         "test accuracy 0.0975 — rejected, no alias: below register.min_accuracy 0.7000"),
+        (0.99, None, None, GATE.model_copy(update={"allow_champion": False}),
+         "test accuracy 0.9900 — challenger: register.allow_champion is false"),
+    ],
+)  # fmt: skip
+def test_headline_says_accuracy_and_outcome_in_one_line(
+    accuracy: float,
+    champion: str | None,
+    champion_accuracy: float | None,
+    policy: RegisterParams,
+    line: str,
+) -> None:
+    assert headline(accuracy, decide(accuracy, champion, champion_accuracy, policy)) == line
+
+
+def test_version_description_starts_with_the_headline_then_what_data_accuracy_decision() -> None:
     tags = {
         "run_id": "abc123", "git.commit": "0123abc", "git.dirty": "false",
         "data.raw_md5": "r" * 32, "data.prepared_md5": "p" * 32, "test_accuracy": "0.8123",
-        "dvc.experiment": "quick-brown-fox",
+        "dvc.experiment": "quick-brown-fox", "dvc.baseline_rev": "b" * 40,
     }  # fmt: skip
-    decision = Decision("kept", "does not beat the champion", False)
-    text = version_description(tags, decision, "trained on 45,000 images, tested on 10,000")
+    decision = Decision("kept", "does not beat the champion", False, "challenger: loses to v1")
+    gate = policy_tags(GATE)
+    text = version_description(tags, decision, "trained on 45,000 images, tested on 10,000", gate)
     lines = text.split("\n\n")
-    assert [line.split(":")[0] for line in lines] == [
-        "**What**", "**Data**", "**Test accuracy**", "**Decision**"
+    assert lines[0] == "test accuracy 0.8123 — challenger: loses to v1"
+    assert [line.split(":")[0] for line in lines[1:]] == [
+        "**What**", "**Data**", "**Test accuracy**", "**Decision**", "**Gate**", "**DVC baseline**"
     ]  # fmt: skip
-    assert "`abc123` (DVC experiment `quick-brown-fox`), git commit `0123abc` clean" in lines[0]
-    assert "trained on 45,000 images, tested on 10,000; raw archive md5 `rrrr" in lines[1]
-    assert lines[2] == "**Test accuracy**: 0.8123."
-    assert lines[3] == "**Decision**: kept: does not beat the champion."
+    assert "`abc123` (DVC experiment `quick-brown-fox`), git commit `0123abc` clean" in lines[1]
+    assert "trained on 45,000 images, tested on 10,000; raw archive md5 `rrrr" in lines[2]
+    assert lines[3] == "**Test accuracy**: 0.8123."
+    assert lines[4] == "**Decision**: kept: does not beat the champion."
+    assert lines[5] == (
+        "**Gate**: `register.min_accuracy` 0.7, `register.min_improvement` 0.01, "
+        "`register.allow_champion` true"
+    )
+    assert lines[6] == f"**DVC baseline**: `{'b' * 40}`."

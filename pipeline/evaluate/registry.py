@@ -4,9 +4,16 @@ Aliases, never the deprecated stages. ``champion`` is the version to serve: it m
 only if its test accuracy reaches ``register.min_accuracy`` and beats the current champion's
 (read from the champion's ``test_accuracy`` version tag) by more than
 ``register.min_improvement``; ``register.allow_champion: false`` never moves it. ``challenger`` is
-the newest evaluated version that did not become champion, a candidate waiting for a better
-figure or a human: a promotion removes it (the candidate won), so the two never name the same
-version. Rerunning the champion's own evaluation leaves both aliases where they are.
+the newest evaluated version that reached ``register.min_accuracy`` but did not become champion
+(it lost on improvement, or ``allow_champion`` is false), a candidate waiting for a better figure
+or a human: a promotion removes it (the candidate won), so the two never name the same version. A
+version below the floor gets no alias (serving ``@challenger`` must never serve noise), only its
+``registry.decision`` tag ``rejected``. Rerunning the champion's own evaluation leaves both aliases
+where they are.
+
+A version carries a few tags that fit the registry's versions table (accuracy, decision, commit,
+DVC experiment); the rest (data, gate, reason) is in its description, whose first line is the
+headline the versions table previews: ``test accuracy 0.3076 — promoted: beats v4 (0.1792)``.
 
 Registration is idempotent: a second call for the same MLflow run reuses its version.
 """
@@ -36,7 +43,8 @@ CHALLENGER = "challenger"
 ACCURACY_TAG = "test_accuracy"
 RUN_ID_TAG = "run_id"
 DECISION_TAG = "registry.decision"
-REASON_TAG = "registry.reason"
+# The tags a version carries; the other lineage and the register.* gate go into its description.
+VERSION_TAGS = (ACCURACY_TAG, DECISION_TAG, "git.commit", "dvc.experiment")
 # Registering takes seconds; a wait this long only fails when something is stuck.
 REGISTRY_LOCK_WAIT_S = 120.0
 
@@ -48,6 +56,9 @@ class Decision:
     decision: str  # promoted | already_champion | kept | rejected | challenger_only
     reason: str
     promote: bool
+    # The short outcome after the accuracy in the description's first line ("promoted: beats v4
+    # (0.1792)"); empty reads as "<decision>: <reason>".
+    headline: str = ""
 
 
 @dataclass(frozen=True)
@@ -89,38 +100,59 @@ def decide(
 ) -> Decision:
     """Apply the promotion gate to a candidate that is not the champion already."""
     champion = f"champion v{champion_version}" if champion_version else "no champion"
-    if not policy.allow_champion:
-        return Decision("challenger_only", f"register.allow_champion is false ({champion})", False)
+    floor = f"register.min_accuracy {policy.min_accuracy:.4f}"
+    # The floor comes first: below it a version is no candidate at all, whatever the gate says.
     if test_accuracy < policy.min_accuracy:
         return Decision(
             "rejected",
-            f"test accuracy {test_accuracy:.4f} is below register.min_accuracy "
-            f"{policy.min_accuracy:.4f} ({champion})",
+            f"test accuracy {test_accuracy:.4f} is below {floor} ({champion})",
             False,
+            f"rejected, no alias: below {floor}",
+        )
+    if not policy.allow_champion:
+        return Decision(
+            "challenger_only",
+            f"register.allow_champion is false ({champion})",
+            False,
+            "challenger: register.allow_champion is false",
         )
     if champion_version is None:
         return Decision(
             "promoted",
-            f"first version to reach register.min_accuracy {policy.min_accuracy:.4f} "
-            f"(test accuracy {test_accuracy:.4f})",
+            f"first version to reach {floor} (test accuracy {test_accuracy:.4f})",
             True,
+            f"promoted: first version to reach {floor}",
         )
     if champion_accuracy is None:
         # Never silently replace a champion someone picked by hand without a figure to compare.
         return Decision(
-            "kept", f"{champion} has no valid {ACCURACY_TAG} tag to compare with", False
+            "kept",
+            f"{champion} has no valid {ACCURACY_TAG} tag to compare with",
+            False,
+            f"challenger: v{champion_version} has no {ACCURACY_TAG} to compare with",
         )
     versus = (
         f"test accuracy {test_accuracy:.4f} vs {champion} {champion_accuracy:.4f} "
         f"+ register.min_improvement {policy.min_improvement:.4f}"
     )
     if test_accuracy > champion_accuracy + policy.min_improvement:
-        return Decision("promoted", f"beats the champion: {versus}", True)
-    return Decision("kept", f"does not beat the champion: {versus}", False)
+        return Decision(
+            "promoted",
+            f"beats the champion: {versus}",
+            True,
+            f"promoted: beats v{champion_version} ({champion_accuracy:.4f})",
+        )
+    return Decision(
+        "kept",
+        f"does not beat the champion: {versus}",
+        False,
+        f"challenger: does not beat v{champion_version} ({champion_accuracy:.4f})"
+        + (f" by {policy.min_improvement:.4f}" if policy.min_improvement else ""),
+    )
 
 
 def policy_tags(policy: RegisterParams) -> dict[str, str]:
-    """``register.*`` as version tags: ``{"register.min_accuracy": "0.7", ...}``."""
+    """``register.*`` as JSON text: ``{"register.min_accuracy": "0.7", ...}``."""
     return {f"register.{key}": json.dumps(value) for key, value in policy.model_dump().items()}
 
 
@@ -194,7 +226,8 @@ def _register(
     classes: list[str],
     details: str,
 ) -> RegistryResult:
-    tags = version_lineage(run_id, run_tags) | {ACCURACY_TAG: repr(float(test_accuracy))}
+    lineage = version_lineage(run_id, run_tags) | {ACCURACY_TAG: repr(float(test_accuracy))}
+    tags = {key: lineage[key] for key in VERSION_TAGS if key in lineage}
     version, created = _find_or_create_version(client, name, model_uri, run_id, tags)
     if not created:
         # A rerun may follow a change of test data: the tags must describe this evaluation.
@@ -209,7 +242,12 @@ def _register(
         client.delete_registered_model_alias(name, CHALLENGER)
         challenger = None
     if champion == version:
-        decision = Decision("already_champion", f"v{version} is already the champion", False)
+        decision = Decision(
+            "already_champion",
+            f"v{version} is already the champion",
+            False,
+            "champion (its evaluation rerun)",
+        )
     else:
         champion_accuracy = _champion_accuracy(client, name, champion) if champion else None
         decision = decide(test_accuracy, champion, champion_accuracy, policy)
@@ -221,17 +259,18 @@ def _register(
             client.delete_registered_model_alias(name, CHALLENGER)
         client.set_registered_model_alias(name, CHAMPION, version)
         challenger = None
+    elif decision.decision == "rejected":
+        # A rerun on other test data can drop the waiting challenger below the floor.
+        if challenger == version:
+            client.delete_registered_model_alias(name, CHALLENGER)
+            challenger = None
     elif decision.decision != "already_champion":
         client.set_registered_model_alias(name, CHALLENGER, version)
         challenger = version
     client.set_model_version_tag(name, version, DECISION_TAG, decision.decision)
-    client.set_model_version_tag(name, version, REASON_TAG, decision.reason)
-    # The register.* values this decision used, where it is recorded (not on the training run).
-    for key, value in policy_tags(policy).items():
-        client.set_model_version_tag(name, version, key, value)
-    client.update_model_version(
-        name, version, description=version_description(tags, decision, details)
-    )
+    # The register.* values this decision used go into the description (not the training run).
+    description = version_description(lineage, decision, details, policy_tags(policy))
+    client.update_model_version(name, version, description=description)
     client.update_registered_model(name, description=model_description(name, classes))
     client.set_registered_model_tag(name, "task", "image classification (CIFAR-10)")
     if classes:
@@ -292,17 +331,38 @@ def model_description(name: str, classes: list[str]) -> str:
         f"**Output**: one probability per class, columns named {', '.join(classes) or 'by class'}."
         "\n\n"
         "**Aliases**: `champion` is the version to serve (it moves only when a version passes "
-        "the register.* gate); `challenger` is the newest evaluated version that did not become "
-        "champion (removed when a version is promoted)."
+        "the register.* gate); `challenger` is the newest evaluated version that reached "
+        "register.min_accuracy but did not become champion (removed when a version is "
+        "promoted); a version below register.min_accuracy gets no alias."
     )
 
 
-def version_description(tags: dict[str, str], decision: Decision, details: str = "") -> str:
-    """What this version is, its data, its accuracy and the registry's decision (Markdown)."""
+def headline(test_accuracy: float, decision: Decision) -> str:
+    """The description's first line, which the versions table previews.
+
+    ``test accuracy 0.3076 — promoted: beats v4 (0.1792)``.
+    """
+    outcome = decision.headline or f"{decision.decision}: {decision.reason}"
+    return f"test accuracy {test_accuracy:.4f} — {outcome}"
+
+
+def version_description(
+    tags: dict[str, str],
+    decision: Decision,
+    details: str = "",
+    gate: dict[str, str] | None = None,
+) -> str:
+    """The headline, then what this version is, its data, accuracy, decision and gate (Markdown).
+
+    ``tags`` is the version's whole lineage (``version_lineage`` plus ``test_accuracy``), ``gate``
+    the ``register.*`` values the decision used.
+    """
     experiment = tags.get("dvc.experiment")
     source = f" (DVC experiment `{experiment}`)" if experiment else ""
     dirty = {"true": "with uncommitted changes", "false": "clean"}.get(tags["git.dirty"], "")
+    baseline = tags.get("dvc.baseline_rev")
     lines = [
+        headline(float(tags[ACCURACY_TAG]), decision),
         f"**What**: CIFAR-10 CNN from MLflow run `{tags[RUN_ID_TAG]}`{source}, git commit "
         f"`{tags['git.commit']}` {dirty}".rstrip()
         + ".",
@@ -311,6 +371,10 @@ def version_description(tags: dict[str, str], decision: Decision, details: str =
         f"**Test accuracy**: {float(tags[ACCURACY_TAG]):.4f}.",
         f"**Decision**: {decision.decision}: {decision.reason}.",
     ]
+    if gate:
+        lines.append("**Gate**: " + ", ".join(f"`{key}` {value}" for key, value in gate.items()))
+    if baseline:
+        lines.append(f"**DVC baseline**: `{baseline}`.")
     return "\n\n".join(lines)
 
 
