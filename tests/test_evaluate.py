@@ -7,8 +7,10 @@ End-to-end tests run ``python -m stages.evaluate`` in a subprocess against a rea
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import mlflow
@@ -28,6 +30,7 @@ from pipeline.evaluate.scoring import (
     predictions_frame,
 )
 from tests import mlflow_fixtures as mf
+from tests.conftest import QUIET_ENV
 
 # Six images of three classes; predictions 0,1,1,1,2,0 make every figure easy to work out.
 NAMES = ["cat", "dog", "frog"]
@@ -328,3 +331,61 @@ def test_failed_registration_keeps_metrics_and_says_failed(
     registry = json.loads((root / "reports/registry.json").read_text())
     assert (registry["status"], registry["decision"]) == ("failed", "failed")
     assert "Decision: failed" in (root / "reports/report.md").read_text()
+
+
+def test_garbage_model_file_is_named_for_what_it_is(
+    project: tuple[Path, str, dict], tmp_path: Path
+) -> None:
+    root = _copy(project, tmp_path)
+    (root / "models/model.keras").write_bytes(b"not a model at all\n" * 50)
+    record_model_md5(root)  # even as the file its run recorded
+    result = _fails_unregistered(root, project[1], "garbage")
+    (line,) = error_lines(result.stderr)
+    assert "models/model.keras: not a Keras model file (not a zip archive" in line
+    assert "File not found" not in line and "Traceback" not in result.stderr
+
+
+def evaluate_with_reports_mount(root: Path, uri: str, options: str) -> subprocess.CompletedProcess:
+    """The evaluate stage with a tmpfs (``options``: "ro", "size=64k") on ``root/reports``.
+
+    Real faults in a private user+mount namespace; history.csv, an input, is copied in first.
+    """
+    unshare = shutil.which("unshare")
+    (root / "probe").mkdir()
+    probe = unshare and subprocess.run(
+        [unshare, "-rm", "sh", "-c", f"mount -t tmpfs tmpfs {root / 'probe'}"], capture_output=True
+    )
+    if not probe or probe.returncode != 0:
+        pytest.skip("unprivileged user namespaces with tmpfs mounts are not available here")
+    reports = root / "reports"
+    history = root / "history.csv"
+    shutil.copy(reports / "history.csv", history)
+    size = options if options.startswith("size=") else "size=1m"
+    setup = (
+        f"mount -t tmpfs -o {size} tmpfs {reports} && cp {history} {reports}/ "
+        + (f"&& mount -o remount,ro {reports} " if options == "ro" else "")
+        + '|| exit 99; "$@"'
+    )
+    return subprocess.run(
+        [unshare, "-rm", "sh", "-c", setup, "sh", sys.executable, "-m", "stages.evaluate"],
+        cwd=root,
+        env={**os.environ, **QUIET_ENV, "MLFLOW_TRACKING_URI": uri},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [("ro", "Read-only file system"), ("size=64k", "No space left on device")],
+)
+def test_read_only_or_full_reports_folder_is_one_line(
+    project: tuple[Path, str, dict], tmp_path: Path, options: str, message: str
+) -> None:
+    root = _copy(project, tmp_path)
+    result = evaluate_with_reports_mount(root, project[1], options)
+    assert result.returncode == 1, result.stderr[-3000:]
+    (line,) = error_lines(result.stderr)
+    assert line.startswith("error: cannot write") and "reports" in line and message in line
+    assert "Traceback" not in result.stderr

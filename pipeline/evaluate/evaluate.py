@@ -7,8 +7,11 @@ Everything is logged to the training run, which keeps its FINISHED status.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
+import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +21,7 @@ import pandas as pd
 from pipeline.artifacts.history import read_history
 from pipeline.artifacts.run_info import RunInfo, read_run_info
 from pipeline.core import paths
-from pipeline.core.atomic import atomic_path, write_json
+from pipeline.core.atomic import atomic_path, check_writable, write_json
 from pipeline.core.checksums import file_md5
 from pipeline.core.errors import PipelineError
 from pipeline.core.params import Params
@@ -69,9 +72,12 @@ def run_evaluation(params: Params, prepared_dir: Path, models_dir: Path, reports
     # registry.json is persistent (dvc.yaml), so a success from an earlier run would survive a
     # failure of this one: until this run registers, the file says it did not.
     name = params.mlflow.registered_model_name
-    write_json(
-        out["registry"], failure_record(name, "the evaluate stage stopped before registering")
-    )
+    # A read-only reports/ fails here in one line, before any scoring.
+    check_writable(reports_dir)
+    with _output_failures(reports_dir):
+        write_json(
+            out["registry"], failure_record(name, "the evaluate stage stopped before registering")
+        )
     run_info = read_run_info(models_dir)
     test, classes = load_test_split(prepared_dir)
     x, y = test.x, test.y.astype(np.int64)
@@ -90,7 +96,8 @@ def run_evaluation(params: Params, prepared_dir: Path, models_dir: Path, reports
     log.info(
         "test accuracy %.4f, loss %.4f on %d images", evaluation.accuracy, evaluation.loss, len(y)
     )
-    _write_evaluation(evaluation, history, x, out)
+    with _output_failures(reports_dir):
+        _write_evaluation(evaluation, history, x, out)
     test_dataset = split_dataset("test", test, params.data.url)
     _log_metrics(run_info, mlflow_metrics(evaluation), test_dataset)
     details = _data_details(run, len(y))
@@ -106,6 +113,12 @@ def check_model_of_run(model_path: Path, run_info: RunInfo) -> None:
     ``model_path``: scoring any other file would give the registered version another model's
     score.
     """
+    if not zipfile.is_zipfile(model_path):
+        # Keras says "File not found" for any file that is not a zip: say what it is.
+        raise PipelineError(
+            f"{model_path}: not a Keras model file (not a zip archive, "
+            f"{model_path.stat().st_size:,} bytes); rerun `dvc repro train`"
+        )
     actual = file_md5(model_path)
     if actual != run_info.model_md5:
         raise PipelineError(
@@ -114,6 +127,20 @@ def check_model_of_run(model_path: Path, run_info: RunInfo) -> None:
             f"registers; restore it (`dvc checkout {model_path}`) or train again "
             "(`dvc repro train`)"
         )
+
+
+@contextlib.contextmanager
+def _output_failures(reports_dir: Path) -> Iterator[None]:
+    """A failed write of the reports (full disk, read-only folder) becomes one line.
+
+    Each file is written beside its target and renamed, so none is left half-written.
+    """
+    try:
+        yield
+    except OSError as exc:
+        raise PipelineError(
+            f"cannot write the evaluation outputs to {reports_dir}: {exc.strerror or exc}"
+        ) from None
 
 
 def _write_evaluation(
@@ -158,12 +185,15 @@ def _register_and_report(
         registry = failure_record(name, str(exc), run_info.model_uri, run_info.run_id)
         raise
     finally:
-        write_json(out["registry"], registry)
-        provenance = version_lineage(run_info.run_id, run_tags) | {"model_uri": run_info.model_uri}
-        sections = build_sections(
-            evaluation, most_confused_pairs(evaluation.confusion), registry, provenance, out
-        )
-        write_report(sections, out["markdown"], out["html"], "CIFAR-10 evaluation report")
+        with _output_failures(out["registry"].parent):
+            write_json(out["registry"], registry)
+            provenance = version_lineage(run_info.run_id, run_tags) | {
+                "model_uri": run_info.model_uri
+            }
+            sections = build_sections(
+                evaluation, most_confused_pairs(evaluation.confusion), registry, provenance, out
+            )
+            write_report(sections, out["markdown"], out["html"], "CIFAR-10 evaluation report")
 
 
 def _data_details(run: Any, test_images: int) -> str:
