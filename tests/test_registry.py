@@ -384,3 +384,31 @@ def test_both_aliases_on_one_version_are_healed(runs: list[dict], name: str) -> 
     result = register(name, runs[1], 0.85)
     assert aliases(name) == {"champion": "2"}
     assert (result["decision"], result["challenger_version"]) == ("already_champion", None)
+
+
+def test_lock_files_left_by_killed_evaluates_are_removed_and_git_ignored(
+    runs: list[dict], name: str
+) -> None:
+    from pipeline.evaluate.registry import registry_lock_path
+
+    uri = runs[0]["tracking_uri"]
+    # What a kill -9 leaves: the file, with no flock on it (flocks die with their process).
+    stale = registry_lock_path(uri, f"{name}-gone")
+    stale.write_text('{"pid": 1}')
+    held = registry_lock_path(uri, f"{name}-held")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, f"{name}-held", uri], cwd=REPO_ROOT, text=True,
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, env={**os.environ, **QUIET_ENV},
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "holding"
+        register(name, runs[0], 0.8)
+        assert not stale.exists(), "the next evaluate removes a lock nobody holds"
+        assert held.exists(), "but never one a live evaluate holds"
+    finally:
+        holder.communicate(timeout=60)
+    ignored = subprocess.run(
+        ["git", "check-ignore", "-q", "--no-index", "mlflow.db.registry-0123456789abcdef.lock"],
+        cwd=REPO_ROOT,
+    )
+    assert ignored.returncode == 0, "git status must not list a leftover lock"

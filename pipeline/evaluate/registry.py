@@ -21,9 +21,11 @@ Registration is idempotent: a second call for the same MLflow run reuses its ver
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import logging
+import os
 import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -174,6 +176,7 @@ def register_model_version(
     import mlflow
 
     uri = mlflow.get_tracking_uri()
+    remove_stale_locks(registry_lock_path(uri, name).parent, "*registry-*.lock")
     # Two evaluates at once would both miss the other's version and register the run twice.
     with (
         exclusive_lock(
@@ -201,6 +204,29 @@ def registry_lock_path(tracking_uri: str, name: str) -> Path:
         db = Path(tracking_uri.removeprefix("sqlite:///"))
         return db.with_name(f"{db.name}.registry-{digest}.lock")
     return Path(tempfile.gettempdir()) / "cifar10-pipeline-locks" / f"registry-{digest}.lock"
+
+
+def remove_stale_locks(folder: Path, pattern: str) -> list[Path]:
+    """Delete the lock files under ``folder`` that no process holds; return them.
+
+    A lock file is removed by its holder on release, so one left over is a kill -9's: a flock
+    taken without waiting proves nobody holds it, and it is unlinked while still held.
+    """
+    removed = []
+    for path in sorted(folder.glob(pattern)) if folder.is_dir() else []:
+        try:
+            fd = os.open(path, os.O_RDWR)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            path.unlink()
+            removed.append(path)
+        except OSError:
+            pass  # held right now, or already gone
+        finally:
+            os.close(fd)
+    return removed
 
 
 @contextlib.contextmanager
