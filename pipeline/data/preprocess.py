@@ -20,12 +20,16 @@ from pipeline.artifacts import prepared
 from pipeline.core import paths
 from pipeline.core.atomic import atomic_path
 from pipeline.core.errors import PipelineError
+from pipeline.core.locks import exclusive_lock
 from pipeline.core.params import PreprocessParams
 from pipeline.data.cifar import read_cifar_archive
 from pipeline.data.preview import render_preview_grid
 from pipeline.data.splits import prepare_splits
 
 log = logging.getLogger("pipeline")
+
+# Preprocessing takes seconds: a second one at once waits this long for the first.
+LOCK_WAIT_S = 120.0
 
 
 def run_preprocess(
@@ -37,6 +41,34 @@ def run_preprocess(
     ``prepared_dir/classes.json``, ``reports_dir/data_summary.json`` and
     ``reports_dir/data_preview.png``. Raises PipelineError, writing nothing, on bad input.
     """
+    with exclusive_lock(
+        prepared_dir / ".preprocess.lock",
+        f"the prepared data in {prepared_dir}",
+        LOCK_WAIT_S,
+        "another preprocess is writing it: wait for it, or stop it",
+    ):
+        # Holding the lock, every temp file of ours is a killed run's: nobody will rename it.
+        _remove_stale_temp_files(prepared_dir, reports_dir)
+        return _preprocess(archive, prepared_dir, reports_dir, params)
+
+
+def _remove_stale_temp_files(prepared_dir: Path, reports_dir: Path) -> None:
+    """Delete the ``.<target>.*.tmp`` files a kill -9 left beside this stage's outputs."""
+    targets = [prepared.split_path(prepared_dir, name) for name in prepared.SPLITS]
+    targets += [
+        prepared.classes_path(prepared_dir),
+        reports_dir / "data_summary.json",
+        reports_dir / "data_preview.png",
+    ]
+    for target in targets:
+        for stale in target.parent.glob(f".{target.name}.*.tmp"):
+            log.info("removing %s, left by an interrupted preprocess", stale)
+            stale.unlink(missing_ok=True)
+
+
+def _preprocess(
+    archive: Path, prepared_dir: Path, reports_dir: Path, params: PreprocessParams
+) -> dict[str, Any]:
     data = read_cifar_archive(archive)
     train_x, train_y, val_x, val_y = prepare_splits(
         data.train_x, data.train_y, params.val_size, params.max_train_images, params.seed
