@@ -20,6 +20,9 @@ import yaml
 from tests.cifar_archive import build_archive
 from tests.conftest import QUIET_ENV, REPO_ROOT, VENV_BIN
 
+# End to end: real `dvc repro` and `dvc exp run` in a copy of the project.
+pytestmark = pytest.mark.e2e
+
 GIT_ENV = {
     "GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@example.com",
     "GIT_COMMITTER_NAME": "test", "GIT_COMMITTER_EMAIL": "test@example.com",
@@ -411,3 +414,13 @@ def test_mlflow_run_uses_the_same_stage_code_and_run(repo: Repo) -> None:
     assert "accuracy/val" in run.data.metrics
     run_info = json.loads((repo.root / "models" / "run.json").read_text())
     assert run_info["run_id"] == run.info.run_id
+    assert run_info["experiment_id"] == run.info.experiment_id
+
+    # Without --experiment-name MLflow opens the run in "Default": run.json must say so (it
+    # once named params.yaml's experiment), and the stage says how to get the named one.
+    result = repo.run("mlflow", "run", ".", "-e", "train", "-P", "epochs=1",
+                      "--env-manager", "local")  # fmt: skip
+    run_info = json.loads((repo.root / "models" / "run.json").read_text())
+    default_run = client.get_run(run_info["run_id"])
+    assert run_info["experiment_id"] == default_run.info.experiment_id != experiment.experiment_id
+    assert "pass `--experiment-name cifar10-cnn`" in result.stderr

@@ -23,6 +23,9 @@ from pipeline.evaluate.registry import register_model_version
 from tests import mlflow_fixtures as mf
 from tests.conftest import QUIET_ENV, REPO_ROOT, free_port
 
+# End to end: a real MLflow store holding real logged models.
+pytestmark = pytest.mark.e2e
+
 GATE = RegisterParams(min_accuracy=0.70, min_improvement=0.0, allow_champion=True)
 _names = itertools.count()
 

@@ -24,6 +24,9 @@ from pipeline.train.checkpoints import TrainingCheckpoint
 from tests.conftest import QUIET_ENV, REPO_ROOT, run_stage, store_env, train_args, write_prepared
 from tests.test_train import all_runs, client_for, first_checkpoint_state, start_training
 
+# End to end: the train stage killed, starved of disk and fed broken stores.
+pytestmark = pytest.mark.e2e
+
 # A small CNN: the file system and state handling are under test here, not the reference model.
 SMALL = ("model.conv_filters=[8]", "model.dense_units=16", "train.epochs=2")
 
