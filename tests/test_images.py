@@ -39,7 +39,6 @@ from tests.conftest import REPO_ROOT
 pytestmark = [
     pytest.mark.e2e,
     pytest.mark.docker,
-    pytest.mark.slow,
     pytest.mark.timeout(1800),
 ]
 

@@ -619,7 +619,7 @@ def local_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     return {"first": first.outputs, "second": second.outputs, "tracking_uri": tracking_uri}
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_local_run_model_artifact_is_the_reference_cnn(local_runs: dict[str, Any]) -> None:
     import keras
 
@@ -632,7 +632,7 @@ def test_local_run_model_artifact_is_the_reference_cnn(local_runs: dict[str, Any
     assert model.metadata["mlflow_run_id"] == run_info["run_id"]
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_local_run_classification_metrics_cover_the_test_set(local_runs: dict[str, Any]) -> None:
     matrix = local_runs["first"]["confusion"].metadata["confusionMatrix"]
     assert [spec["displayName"] for spec in matrix["annotationSpecs"]] == CLASSES
@@ -646,7 +646,7 @@ def test_local_run_classification_metrics_cover_the_test_set(local_runs: dict[st
     assert html.startswith("<!DOCTYPE html>") and "CIFAR-10 evaluation report" in html
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_local_run_train_and_evaluate_share_one_finished_mlflow_run(
     local_runs: dict[str, Any],
 ) -> None:
@@ -669,7 +669,7 @@ def test_local_run_train_and_evaluate_share_one_finished_mlflow_run(
     assert run.data.params["data.url"].endswith("cifar-10-binary.tar.gz")
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_local_run_registers_a_version_and_evaluate_is_never_cached(
     local_runs: dict[str, Any],
 ) -> None:
@@ -689,7 +689,7 @@ def test_local_run_registers_a_version_and_evaluate_is_never_cached(
     assert len(client.get_metric_history(run_id, "test/accuracy")) == 2
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_unreachable_mlflow_fails_train_with_the_dvc_stage_line(
     tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
@@ -715,7 +715,7 @@ def test_unreachable_mlflow_fails_train_with_the_dvc_stage_line(
     assert "evaluate" not in {p.name for p in (tmp_path / "outputs").glob("*/*")}
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_gpu_train_component_without_a_gpu_fails_at_once(
     tmp_path: Path, prepared_dir: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:

@@ -82,7 +82,7 @@ def test_default_params_keep_the_reference_schedule() -> None:
     assert repo_params().train.lr_schedule == "constant"
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_bf16_training_on_the_cpu_is_deterministic(tmp_path: Path, prepared_dir: Path) -> None:
     weights, policies = [], []
     for name in ("a", "b"):

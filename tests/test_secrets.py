@@ -199,7 +199,7 @@ def grep_tree(folder: Path, where: str, sources: Path | None = None) -> int:
     return count
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_planted_secret_appears_nowhere(tmp_path: Path) -> None:
     """Done-when of issue 25: one tiny run end to end (dvc repro against a password-protected
     ``mlflow server``), a CI retrain against a remote that refuses writes and a Kubeflow submit,

@@ -34,7 +34,6 @@ from tests.test_train import first_checkpoint_state
 
 pytestmark = [
     pytest.mark.e2e,
-    pytest.mark.slow,
     pytest.mark.skipif(
         find_bin_dir() is None,
         reason="PostgreSQL binaries (initdb, postgres) not found: install postgresql-15 or "

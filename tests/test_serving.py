@@ -27,7 +27,7 @@ MODEL = "cifar10-cnn"
 # The served model's batch cap, set low on the test server so a refused batch stays small.
 MAX_IMAGES = 4
 CHAMPION_URI = f"models:/{MODEL}@champion"
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
