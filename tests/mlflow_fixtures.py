@@ -114,7 +114,7 @@ def log_training_run(tracking_uri: str, model: Any, tags: dict[str, str] | None 
         experiment_id=experiment_id, tags=LINEAGE if tags is None else tags
     ) as run:
         mlflow.log_params({"train.epochs": 4, "train.batch_size": 32})
-        model_uri = log_served_model(model, list(CLASSES))
+        model_uri = log_served_model(model, list(CLASSES), EXPERIMENT)
     return {
         "run_id": run.info.run_id,
         "experiment_id": experiment_id,

@@ -86,14 +86,16 @@ def test_version_description_starts_with_the_headline_then_what_data_accuracy_de
     lines = text.split("\n\n")
     assert lines[0] == "test accuracy 0.8123 — challenger: loses to v1"
     assert [line.split(":")[0] for line in lines[1:]] == [
-        "**What**", "**Data**", "**Test accuracy**", "**Decision**", "**Gate**", "**DVC baseline**"
+        "**What**", "**Data**", "**Test accuracy**", "**Decision**", "**Input**", "**Gate**",
+        "**DVC baseline**",
     ]  # fmt: skip
     assert "`abc123` (DVC experiment `quick-brown-fox`), git commit `0123abc` clean" in lines[1]
     assert "trained on 45,000 images, tested on 10,000; raw archive md5 `rrrr" in lines[2]
     assert lines[3] == "**Test accuracy**: 0.8123."
     assert lines[4] == "**Decision**: kept: does not beat the champion."
-    assert lines[5] == (
+    assert lines[5].startswith("**Input**: raw images, N x 32 x 32 x 3 uint8 RGB pixels 0-255")
+    assert lines[6] == (
         "**Gate**: `register.min_accuracy` 0.7, `register.min_improvement` 0.01, "
         "`register.allow_champion` true"
     )
-    assert lines[6] == f"**DVC baseline**: `{'b' * 40}`."
+    assert lines[7] == f"**DVC baseline**: `{'b' * 40}`."

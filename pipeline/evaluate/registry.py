@@ -37,6 +37,7 @@ from pipeline.core.locks import exclusive_lock
 from pipeline.core.params import RegisterParams
 from pipeline.core.redact import redact
 from pipeline.tracking.lineage import CODE_AND_DATA_TAGS, DVC_TAGS, UNKNOWN
+from pipeline.tracking.serving import INPUT_FORMAT
 
 log = logging.getLogger("pipeline")
 
@@ -396,6 +397,8 @@ def version_description(
         f"prepared data md5 `{tags['data.prepared_md5']}`.",
         f"**Test accuracy**: {float(tags[ACCURACY_TAG]):.4f}.",
         f"**Decision**: {decision.decision}: {decision.reason}.",
+        # The version page's schema reads "Inputs (0)": an input schema would cast floats.
+        f"**Input**: {INPUT_FORMAT}.",
     ]
     if gate:
         lines.append("**Gate**: " + ", ".join(f"`{key}` {value}" for key, value in gate.items()))

@@ -138,16 +138,17 @@ def per_class_frame(evaluation: Evaluation) -> pd.DataFrame:
 
 
 def mlflow_metrics(evaluation: Evaluation) -> dict[str, float]:
-    """Test metrics to log to the training run, named by ``pipeline.tracking.metric_names``."""
+    """The headline test metrics to log, named by ``pipeline.tracking.metric_names``.
+
+    Per class figures are no metrics: 30 one-bar charts crowded the run and compare pages; they
+    are in ``per_class.csv`` (logged with the report) and the report's table.
+    """
     metrics = {
         metric_names.TEST_ACCURACY: evaluation.accuracy,
         metric_names.test("loss"): evaluation.loss,
     }
     metrics |= {metric_names.test(f"macro_{key}"): value for key, value in evaluation.macro.items()}
-    for name, row in evaluation.per_class.iterrows():
-        for key in ("precision", "recall", "f1"):
-            metrics[metric_names.test_per_class(key, str(name))] = float(row[key])
-    return metrics
+    return {key: metric_names.float32_value(value) for key, value in metrics.items()}
 
 
 def predictions_frame(evaluation: Evaluation) -> pd.DataFrame:

@@ -1,12 +1,16 @@
 """MLflow metric names, grouped with ``/`` so the MLflow UI draws one chart section per group.
 
-Defined once, for the train stage (per-epoch and final metrics) and the evaluate stage (test
-metrics). ``loss/train`` and ``loss/val`` share the ``loss`` section, and so on; the per-class
-test figures get one section per statistic, ten bars each, apart from the headline ``test/``.
-The DVC metrics files keep their own short, readable keys.
+Defined once, for the train stage (per-epoch metrics and the few figures of the whole training)
+and the evaluate stage (test metrics). ``loss/train`` and ``loss/val`` share the ``loss``
+section, and so on. The kept epoch's accuracy and loss are not repeated under another name (the
+compare view would list each twice), and the per-class figures are no metrics at all (30 one-bar
+charts): they are ``report/per_class.csv`` and the report's table. The DVC metrics files keep
+their own short, readable keys.
 """
 
 from __future__ import annotations
+
+import numpy as np
 
 # history.csv column -> MLflow metric, logged with step = epoch.
 EPOCH = {
@@ -21,15 +25,18 @@ TEST_ACCURACY = "test/accuracy"
 
 
 def final(name: str) -> str:
-    """The metric of the kept epoch (or of the whole training) named ``name``."""
+    """A figure of the whole training (kept epoch, seconds, mean speed) named ``name``."""
     return f"final/{name}"
+
+
+def float32_value(value: float) -> float:
+    """``value`` to the digits a float32 holds: 0.27300000190734863 -> 0.273.
+
+    Keras hands float32 figures over as Python floats; their noise digits fill MLflow's columns.
+    """
+    return float(str(np.float32(value)))
 
 
 def test(name: str) -> str:
     """A headline test-set metric: accuracy, loss, macro_f1, ..."""
     return f"test/{name}"
-
-
-def test_per_class(statistic: str, class_name: str) -> str:
-    """One class's precision, recall or f1 on the test set, e.g. ``test_f1/cat``."""
-    return f"test_{statistic}/{class_name}"

@@ -1,13 +1,13 @@
 """Log the trained Keras model to MLflow as the served model of ``serving_model.py``.
 
 The logged model carries the Keras file, the class names (its output columns, in the signature
-and in every prediction) and pinned requirements, so ``mlflow models serve`` needs nothing else.
+and in every prediction), an input example and pinned requirements, so ``mlflow models serve``
+needs nothing else.
 """
 
 from __future__ import annotations
 
 import tempfile
-import warnings
 from pathlib import Path
 
 from pipeline.artifacts.prepared import classes_json
@@ -21,13 +21,32 @@ def model_id(model_uri: str) -> str:
     return model_uri.removeprefix("models:/")
 
 
+# MLflow shows this tag as a logged model's description.
+DESCRIPTION_TAG = "mlflow.note.content"
+INPUT_FORMAT = (
+    "raw images, N x 32 x 32 x 3 uint8 RGB pixels 0-255 as JSON "
+    '(`{"inputs": [[[[r, g, b], ...]]]}`, see `serving_input_example.json`); scaled or '
+    "non-whole values are refused with HTTP 400"
+)
+
+
+def model_description(classes: list[str]) -> str:
+    """The logged model's description: what it is, what goes in and what comes out."""
+    return (
+        "CIFAR-10 image classifier (the classic Keras CNN) logged by this project's train stage."
+        f"\n\n**Input**: {INPUT_FORMAT}.\n\n**Output**: one float32 probability per class, "
+        f"columns {', '.join(classes)}."
+    )
+
+
 def log_served_model(model: object, classes: list[str], name: str = "model") -> str:
-    """Log ``model`` with its ``classes`` to the active run; return its model URI.
+    """Log ``model`` with its ``classes`` to the active run as ``name``; return its model URI.
 
     The signature names one float32 output column per class. It declares no input: an input
     schema makes MLflow cast JSON to its dtype (0.5 -> 0) before the model can refuse it; the
-    model checks the pixels itself (uint8 values 0-255, N x 32 x 32 x 3). Requirements are
-    explicit: inferring them costs ~25 s a call.
+    model checks the pixels itself (uint8 values 0-255, N x 32 x 32 x 3). The input format is
+    shown instead by an input example (one black image; MLflow casts only against a schema) and
+    the description. Requirements are explicit: inferring them costs ~25 s a call.
     """
     import keras
     import mlflow
@@ -47,9 +66,8 @@ def log_served_model(model: object, classes: list[str], name: str = "model") -> 
         f"numpy=={np.__version__}",
         f"pandas=={pd.__version__}",
     ]
-    with tempfile.TemporaryDirectory(prefix="served-model-") as folder, warnings.catch_warnings():
-        # An input example would be cast by MLflow like any other input; the model has none.
-        warnings.filterwarnings("ignore", message=".*input example was not provided")
+    example = np.zeros((1, *model.input_shape[1:]), dtype=np.uint8)  # type: ignore[attr-defined]
+    with tempfile.TemporaryDirectory(prefix="served-model-") as folder:
         keras_path, classes_path = Path(folder) / MODEL_FILE, Path(folder) / CLASSES_FILE
         model.save(keras_path)  # type: ignore[attr-defined]
         classes_path.write_text(classes_json(classes), encoding="utf-8")
@@ -58,6 +76,8 @@ def log_served_model(model: object, classes: list[str], name: str = "model") -> 
             python_model=str(SERVING_CODE),
             artifacts={"keras_model": str(keras_path), "classes": str(classes_path)},
             signature=signature,
+            input_example=example,
             pip_requirements=requirements,
+            tags={DESCRIPTION_TAG: model_description(classes)},
         )
     return info.model_uri
