@@ -12,6 +12,7 @@ every other value.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import os
@@ -32,6 +33,8 @@ from pipeline.core.params import Params, flatten_params, load_params
 from pipeline.core.redact import redact
 
 T = TypeVar("T")
+# OSErrors that say what is wrong with the machine, each answered with one line.
+ENVIRONMENT_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT})
 
 # Every path option a stage may take: keyword of run() -> (default, help).
 PATH_OPTIONS: dict[str, tuple[Path, str]] = {
@@ -241,8 +244,9 @@ def _deps_md5s(deps: list[Path]) -> dict[str, str | None]:
 def call_stage(work: Callable[[], T]) -> T:
     """Run a stage's work the way every entry point does (DVC, MLproject, Kubeflow components).
 
-    A PipelineError becomes one ``error:`` line on stderr and its exit code (2 for params);
-    Ctrl-C or SIGTERM exits 130. Anything else is a bug and keeps its traceback.
+    A PipelineError becomes one ``error:`` line on stderr and its exit code (2 for params); so
+    does a permission, read-only or full-disk OSError (exit 1). Ctrl-C or SIGTERM exits 130.
+    Anything else is a bug and keeps its traceback.
     """
     # A SIGTERM (kill, CI cancel, Kubernetes) unwinds like Ctrl-C, so open MLflow runs get closed.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
@@ -253,6 +257,17 @@ def call_stage(work: Callable[[], T]) -> T:
         # Every message passes the mask: a tracking URI may carry a password.
         print(f"error: {redact(str(exc))}", file=sys.stderr)
         sys.exit(exc.exit_code)
+    except OSError as exc:
+        if exc.errno not in ENVIRONMENT_ERRNOS:
+            raise
+        # The machine's fault, not the code's: a folder mounted read-only or owned by another
+        # user (a root-created volume in the image), or a full disk.
+        where = f" {exc.filename}" if exc.filename else ""
+        hint = ""
+        if exc.errno in (errno.EACCES, errno.EPERM):
+            hint = f"; this process runs as uid {os.getuid()}: make the folder writable by it"
+        print(f"error: cannot write{where}: {exc.strerror}{hint}", file=sys.stderr)
+        sys.exit(1)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
