@@ -112,7 +112,10 @@ plots: setup  ## dvc plots show into dvc_plots/index.html, Vega inlined: works o
 	$(PY) plots/offline_template.py $(VEGA) $(VEGA)/offline.html
 	dvc plots show --html-template $(VEGA)/offline.html
 
-ui: setup  ## MLflow UI on http://127.0.0.1:5000 over the repo's own store
+# First the link to the runs table with the compared columns (an experiment tag: MLflow's shared
+# view), then the UI; MLFLOW_TRACKING_URI is unset for both, so they read the same store.
+ui: setup  ## MLflow UI on http://127.0.0.1:5000 over the repo's own store; prints the compare link
+	MLFLOW_TRACKING_URI= $(PY) -m pipeline.tracking.ui_view --base http://127.0.0.1:5000
 	mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
 
 # Settings come from the environment or the command line (make server HOST=0.0.0.0 PORT=8080):

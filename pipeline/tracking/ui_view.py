@@ -1,0 +1,99 @@
+"""The MLflow UI link ``make ui`` prints: the experiment's training runs, ready to compare.
+
+MLflow 3.17 opens an experiment in its GenAI overview and its runs table with no metric or param
+column. It has no saved views, but it has shared ones: the runs page reads the view state
+(columns, sort) from the experiment tag ``mlflow.sharedViewState.<key>`` when the URL carries
+``viewStateShareKey=<key>``, the tag its own Share button writes. This module writes such a tag
+(test accuracy, macro F1, the last validation loss and the params that differ between the runs,
+sorted by test accuracy, best first) and prints the link to it.
+
+What it cannot do: the columns are those of the runs present when ``make ui`` starts (rerun it
+after new experiments), a browser that already chose GenAI mode may still show the GenAI sidebar
+(``workflowType=machine_learning`` in the link asks for the classic one), and the compare page's
+charts (parallel coordinates, scatter axes) take no state from the URL.
+
+    python -m pipeline.tracking.ui_view [--base http://127.0.0.1:5000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+from typing import Any
+
+from pipeline.tracking import metric_names
+
+SHARED_VIEW_TAG = "mlflow.sharedViewState."
+# The figures a user compares first, best test accuracy on top.
+METRIC_COLUMNS = (metric_names.TEST_ACCURACY, metric_names.test("macro_f1"), "loss/val")
+# What the runs page shows by default; kept so the table still says where each run came from.
+DEFAULT_COLUMNS = ("attributes.`Models`", "attributes.`Dataset`")
+
+
+def column(kind: str, name: str) -> str:
+    """The runs table's key for a column: ``metrics.`test/accuracy```."""
+    return f"{kind}.`{name}`"
+
+
+def differing_params(runs: list[Any]) -> list[str]:
+    """The params whose values are not the same in every run, sorted by name."""
+    names = sorted({name for run in runs for name in run.data.params})
+    return [name for name in names if len({run.data.params.get(name) for run in runs}) > 1]
+
+
+def view_state(params: list[str]) -> dict[str, Any]:
+    """The shared view state: the compared columns, sorted by test accuracy, best first."""
+    columns = [column("metrics", name) for name in METRIC_COLUMNS]
+    columns += [column("params", name) for name in params]
+    return {
+        "orderByKey": column("metrics", metric_names.TEST_ACCURACY),
+        "orderByAsc": False,
+        "selectedColumns": [*columns, *DEFAULT_COLUMNS],
+        "columnOrder": columns,
+    }
+
+
+def share_key(state: dict[str, Any]) -> str:
+    """A key named by the state's content: the same runs give the same link."""
+    return hashlib.sha256(json.dumps(state, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def compare_link(client: Any, experiment_name: str, base: str) -> str:
+    """Write the shared view of ``experiment_name`` into its tags and return its link.
+
+    Without the experiment (nothing trained yet), the link to the experiments list.
+    """
+    experiment = client.get_experiment_by_name(experiment_name)
+    if experiment is None:
+        return f"{base}/#/experiments?workflowType=machine_learning"
+    runs = client.search_runs([experiment.experiment_id], max_results=1000)
+    state = view_state(differing_params(runs))
+    key = share_key(state)
+    client.set_experiment_tag(experiment.experiment_id, SHARED_VIEW_TAG + key, json.dumps(state))
+    return (
+        f"{base}/#/experiments/{experiment.experiment_id}/runs"
+        f"?viewStateShareKey={key}&workflowType=machine_learning"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print the link of the project's experiment (params.yaml's mlflow.experiment_name)."""
+    import mlflow
+
+    from pipeline.core.params import load_params
+    from pipeline.tracking.runs import tracking_uri
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--base", default="http://127.0.0.1:5000", help="the UI's address")
+    args = parser.parse_args(argv)
+    name = load_params().mlflow.experiment_name
+    link = compare_link(mlflow.MlflowClient(tracking_uri()), name, args.base.rstrip("/"))
+    print(f"Training runs of {name}, compared (test accuracy, macro F1, val loss, changed params):")
+    print(f"  {link}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
