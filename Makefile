@@ -103,14 +103,21 @@ clean:  ## remove the environments (not data, models or MLflow runs)
 VEGA := .tools/vega
 VEGA_PACKAGES := vega@5.20.2 vega-lite@5.2.0 vega-embed@6.18.2
 
-plots: setup  ## dvc plots show into dvc_plots/index.html, Vega inlined: works offline
+# The revisions `make plots` draws side by side: every experiment of HEAD by default
+# (`dvc exp list`); PLOTS_REVS="exp-a exp-b" picks some, PLOTS_REVS=workspace the workspace alone.
+PLOTS_REVS ?=
+
+plots: setup  ## dvc plots diff of the experiments into dvc_plots/index.html, Vega inlined: offline
 	@if [ ! -f $(VEGA)/.unpacked ]; then \
 	  mkdir -p $(VEGA) && cd $(VEGA) && npm pack --silent $(VEGA_PACKAGES) >/dev/null && \
 	  for f in *.tgz; do mkdir -p $${f%.tgz} && \
 	    tar -xzf $$f -C $${f%.tgz} --strip-components=1 package/build || exit 1; done && \
 	  touch .unpacked; fi
 	$(PY) plots/offline_template.py $(VEGA) $(VEGA)/offline.html
-	dvc plots show --html-template $(VEGA)/offline.html
+	@revs="$(PLOTS_REVS)"; [ -n "$$revs" ] || revs=$$(dvc exp list --name-only 2>/dev/null); \
+	if [ -z "$$revs" ] || [ "$$revs" = workspace ]; then \
+	  set -x; dvc plots show --html-template $(VEGA)/offline.html; \
+	else set -x; dvc plots diff $$revs --html-template $(VEGA)/offline.html; fi
 
 # First the link to the runs table with the compared columns (an experiment tag: MLflow's shared
 # view), then the UI; MLFLOW_TRACKING_URI is unset for both, so they read the same store.

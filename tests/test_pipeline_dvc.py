@@ -160,6 +160,9 @@ def test_repro_runs_everything_then_nothing(repo: Repo) -> None:
     # Oriented like the PNG: predicted classes across, actual classes down.
     confusion = specs["Confusion matrix (test set)"]["spec"]["encoding"]
     assert (confusion["x"]["field"], confusion["y"]["field"]) == ("predicted", "actual")
+    # plots/confusion_all_classes.json: a class never predicted keeps its column (10 x 10).
+    transform = specs["Confusion matrix (test set)"]["spec"]["transform"]
+    assert {"flatten": ["weight"]} in transform, "DVC's stock template drops unpredicted classes"
     loss = specs["Loss per epoch"]
     assert loss["layer"][0]["encoding"]["y"]["title"] == "loss"
     assert loss["encoding"]["x"]["axis"] == {"tickMinStep": 1, "format": "d"}, "whole epochs"
