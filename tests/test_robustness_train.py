@@ -90,7 +90,7 @@ def test_train_code_is_the_py_deps_of_the_train_stage(tmp_path: Path) -> None:
         shutil.copytree(REPO_ROOT / part, project / part)
     shutil.copy(REPO_ROOT / "dvc.yaml", project)
     assert stage_code_md5s(project, "train") == code, "relative paths and contents only"
-    with open(project / "pipeline" / "model.py", "a") as handle:
+    with open(project / "pipeline" / "train" / "model.py", "a") as handle:
         handle.write("# changed\n")
     assert changed_files(code, stage_code_md5s(project, "train")) == ["pipeline/train/model.py"]
 
@@ -109,7 +109,7 @@ def test_code_change_discards_the_checkpoint_and_says_why(
         shutil.copytree(REPO_ROOT / part, project / part)
     for name in ("dvc.yaml", "params.yaml"):
         shutil.copy(REPO_ROOT / name, project)
-    with open(project / "pipeline" / "model.py", "a") as handle:
+    with open(project / "pipeline" / "train" / "model.py", "a") as handle:
         handle.write("# a changed architecture\n")
 
     result = run_stage(
@@ -124,6 +124,9 @@ def test_code_change_discards_the_checkpoint_and_says_why(
     assert len(runs) == 2, "a new MLflow run, not the checkpoint's"
     (new,) = [run for run_id, run in runs.items() if run_id != state["run_id"]]
     assert new.info.status == "FINISHED"
+    # The killed training's run will never be resumed: it no longer shows as RUNNING.
+    assert runs[state["run_id"]].info.status == "KILLED"
+    (line,) = warning_lines(result.stderr, "marked KILLED")
     steps = [m.step for m in client_for(workdir).get_metric_history(new.info.run_id, "loss/train")]
     assert sorted(steps) == [1, 2], "every epoch trained again"
 

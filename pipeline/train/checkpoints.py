@@ -75,6 +75,8 @@ class TrainingCheckpoint:
         self.code = code
         self.runtime = runtime or {}
         self.state_path = folder / "state.json"
+        # Set by load(): the MLflow run of a checkpoint it threw away.
+        self.discarded_run_id: str | None = None
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
@@ -91,8 +93,10 @@ class TrainingCheckpoint:
         """The saved state, or None if there is nothing to resume.
 
         A checkpoint made by other code, or one that cannot be read, is deleted with a one-line
-        message saying why: the training then starts afresh.
+        message saying why: the training then starts afresh, and ``discarded_run_id`` names the
+        MLflow run it belonged to (if state.json still says), which will never be resumed.
         """
+        self.discarded_run_id = None
         if not self.state_path.is_file():
             # Killed before its first state was written: nothing to resume, nothing to say.
             self.remove()
@@ -105,7 +109,7 @@ class TrainingCheckpoint:
             log.warning(
                 "discarding corrupt checkpoint %s (%s): starting afresh", self.folder, reason
             )
-            self.remove()
+            self._discard()
             return None
         written = state.get("runtime") or {}
         if written != self.runtime:
@@ -115,7 +119,7 @@ class TrainingCheckpoint:
                 "discarding checkpoint %s: written with %s, this training uses %s: starting afresh",
                 *(self.folder, _describe(written), _describe(self.runtime)),
             )
-            self.remove()
+            self._discard()
             return None
         changed = changed_files(state.get("code") or {}, self.code)
         if changed:
@@ -127,7 +131,7 @@ class TrainingCheckpoint:
                 "starting afresh",
                 *(self.folder, shown),
             )
-            self.remove()
+            self._discard()
             return None
         best = state.get("best")
         return ResumeState(
@@ -138,6 +142,15 @@ class TrainingCheckpoint:
             best_path=self.folder / best if best else None,
             best_score=state.get("best_score"),
         )
+
+    def _discard(self) -> None:
+        """Delete the checkpoint, remembering the run it was for, when state.json says."""
+        try:
+            run_id = json.loads(self.state_path.read_text(encoding="utf-8")).get("run_id")
+        except (OSError, ValueError, AttributeError):
+            run_id = None
+        self.discarded_run_id = run_id if isinstance(run_id, str) else None
+        self.remove()
 
     def _read_state(self) -> dict[str, Any]:
         """state.json, checked down to the integrity of the files it names."""
