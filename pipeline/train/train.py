@@ -103,6 +103,7 @@ def run_training(
     with checkpoint.lock(), _tracking_failures(uri, checkpoint, params.train.epochs):
         experiment_id = use_experiment(params.mlflow.experiment_name)
         resume = checkpoint.load()
+        _close_abandoned_run(checkpoint.discarded_run_id)
         run_id = os.environ.get("MLFLOW_RUN_ID") or _resumable_run(resume, experiment_id)
         experiment = dvc_experiment()
         # A new run under `dvc exp run` is named after the DVC experiment; a resumed one keeps
@@ -181,6 +182,25 @@ def logged_params(params: Params) -> dict[str, object]:
         for key, value in flatten_params(params).items()
         if key.startswith(LOGGED_SECTIONS) or key in LOGGED_KEYS
     }
+
+
+def _close_abandoned_run(run_id: str | None) -> None:
+    """Mark KILLED the run of a discarded checkpoint: no training will ever finish it.
+
+    It was left RUNNING by the killed training; without this it would stay so forever.
+    """
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    if run_id is None:
+        return
+    client = mlflow.MlflowClient()
+    try:
+        if client.get_run(run_id).info.status == "RUNNING":
+            client.set_terminated(run_id, "KILLED")
+            log.warning("MLflow run %s of the discarded checkpoint marked KILLED", run_id)
+    except MlflowException:
+        pass  # deleted, or in another store: nothing of ours is left RUNNING here
 
 
 def _resumable_run(resume: ResumeState | None, experiment_id: str) -> str | None:
