@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import re
 import subprocess
 import sys
 import time
@@ -379,3 +380,23 @@ def test_submit_types_overrides_like_the_stages() -> None:
     )
     with pytest.raises(ParamsError, match="expected key=value"):
         run_arguments(OUTPUT, ["train.epochs"])
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        "mlflow.registered_model_name=team/cnn",
+        "mlflow.registered_model_name=cnn:v2",
+        "mlflow.experiment_name=it's-mine",
+        'mlflow.experiment_name=say "hi"',
+        "mlflow.experiment_name=" + "x" * 501,
+    ],
+    ids=["slash", "colon", "apostrophe", "double quotes", "501 characters"],
+)
+def test_names_mlflow_would_refuse_after_training_are_refused_first(override: str) -> None:
+    # MLflow refused these only when the trained model was registered (or the experiment made).
+    key = override.split("=")[0]
+    with pytest.raises(ParamsError, match=rf"^params\.yaml: {re.escape(key)}: ") as refused:
+        load_params(REPO_ROOT / "params.yaml", [override])
+    assert "\n" not in str(refused.value)
+    load_params(REPO_ROOT / "params.yaml", ["mlflow.experiment_name=cifar10 cnn (team A)"])

@@ -110,9 +110,25 @@ class TrainParams(Section):
     steps_per_execution: int = Field(ge=1, le=10000)
 
 
+# What MLflow refuses in a name only once a run is trained and scored ("/" and ":" in registered
+# model names, more than 500 characters), and quotes, which would break the registry's search
+# filters (name='...'): refused when params are read instead.
+MLFLOW_NAME = r"[^/:'\"\\\x00-\x1f]+"
+
+
 class MlflowParams(Section):
-    experiment_name: str = Field(min_length=1)
-    registered_model_name: str = Field(min_length=1)
+    experiment_name: str = Field(min_length=1, max_length=500)
+    registered_model_name: str = Field(min_length=1, max_length=500)
+
+    @field_validator("experiment_name", "registered_model_name")
+    @classmethod
+    def _name_mlflow_accepts(cls, value: str) -> str:
+        if not re.fullmatch(MLFLOW_NAME, value) or value != value.strip():
+            raise ValueError(
+                "must not hold / : quotes, backslashes or control characters, nor start or "
+                "end with a space"
+            )
+        return value
 
 
 class RegisterParams(Section):
