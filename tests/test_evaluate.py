@@ -169,6 +169,7 @@ def evaluated(project: tuple[Path, str, dict]) -> tuple[Path, str, dict]:
     return project
 
 
+@pytest.mark.e2e
 def test_stage_writes_every_output(evaluated: tuple[Path, str, dict]) -> None:
     reports = evaluated[0] / "reports"
     for name in OUTPUT_FILES:
@@ -187,6 +188,7 @@ def test_stage_writes_every_output(evaluated: tuple[Path, str, dict]) -> None:
     assert confusion.to_numpy().sum() == 200
 
 
+@pytest.mark.e2e
 def test_report_holds_every_section(evaluated: tuple[Path, str, dict]) -> None:
     reports = evaluated[0] / "reports"
     markdown = (reports / "report.md").read_text()
@@ -205,6 +207,7 @@ def test_report_holds_every_section(evaluated: tuple[Path, str, dict]) -> None:
     assert 'src="http' not in page and "href=" not in page
 
 
+@pytest.mark.e2e
 def test_stage_logs_to_the_training_run_which_stays_finished(
     evaluated: tuple[Path, str, dict],
 ) -> None:
@@ -220,6 +223,7 @@ def test_stage_logs_to_the_training_run_which_stays_finished(
     assert logged == set(OUTPUT_FILES)
 
 
+@pytest.mark.e2e
 def test_stage_registers_the_model(evaluated: tuple[Path, str, dict]) -> None:
     root, uri, _run_info = evaluated
     registry = json.loads((root / "reports/registry.json").read_text())
@@ -237,6 +241,7 @@ def test_stage_registers_the_model(evaluated: tuple[Path, str, dict]) -> None:
     assert "**Decision**: promoted" in version.description
 
 
+@pytest.mark.e2e
 def test_rerun_overwrites_registry_json_without_a_second_version(
     evaluated: tuple[Path, str, dict],
 ) -> None:
@@ -267,6 +272,7 @@ def _fails_unregistered(root: Path, uri: str, name: str) -> subprocess.Completed
     return result
 
 
+@pytest.mark.e2e
 def test_missing_model_says_run_train(project: tuple[Path, str, dict], tmp_path: Path) -> None:
     root = _copy(project, tmp_path)
     (root / "models/model.keras").unlink()
@@ -278,6 +284,7 @@ def test_missing_model_says_run_train(project: tuple[Path, str, dict], tmp_path:
     assert registry["status"] == "failed"
 
 
+@pytest.mark.e2e
 def test_class_mismatch_is_an_error_and_registers_nothing(
     project: tuple[Path, str, dict], tmp_path: Path
 ) -> None:
@@ -287,6 +294,7 @@ def test_class_mismatch_is_an_error_and_registers_nothing(
     assert "classes.json" in result.stderr and "run.json" in result.stderr
 
 
+@pytest.mark.e2e
 def test_model_without_ten_outputs_is_an_error(
     project: tuple[Path, str, dict], tmp_path: Path
 ) -> None:
@@ -309,6 +317,7 @@ def error_lines(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if line.startswith("error:")]
 
 
+@pytest.mark.e2e
 def test_model_replaced_after_training_is_refused(
     project: tuple[Path, str, dict], tmp_path: Path
 ) -> None:
@@ -325,6 +334,7 @@ def test_model_replaced_after_training_is_refused(
     assert not (root / "reports/metrics.json").exists(), "no score of the wrong model"
 
 
+@pytest.mark.e2e
 def test_failed_registration_keeps_metrics_and_says_failed(
     project: tuple[Path, str, dict], tmp_path: Path
 ) -> None:
@@ -339,6 +349,7 @@ def test_failed_registration_keeps_metrics_and_says_failed(
     assert "Decision: failed" in (root / "reports/report.md").read_text()
 
 
+@pytest.mark.e2e
 def test_garbage_model_file_is_named_for_what_it_is(
     project: tuple[Path, str, dict], tmp_path: Path
 ) -> None:
@@ -382,6 +393,7 @@ def evaluate_with_reports_mount(root: Path, uri: str, options: str) -> subproces
     )
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize(
     ("options", "message"),
     [("ro", "Read-only file system"), ("size=64k", "No space left on device")],
