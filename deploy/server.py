@@ -230,17 +230,55 @@ def server_command(config: ServerConfig) -> list[str]:
     return command
 
 
+def admin_password(config: ServerConfig, env: dict[str, str]) -> str:
+    """The admin's password: the one the auth database knows, never a new one it would ignore.
+
+    MLflow creates the admin user once, on the first start, with the password it gets then, and
+    ignores ``MLFLOW_AUTH_ADMIN_PASSWORD`` afterwards. A restart that generated a fresh
+    password into ``admin-password`` would point users at a password that gets 401.
+    """
+    path = config.server_dir / "admin-password"
+    from_env = env.get("MLFLOW_AUTH_ADMIN_PASSWORD")
+    given = from_env or (path.read_text().strip() if path.is_file() else None)
+    store = _auth_store(config.auth_database_uri)
+    if not store.has_user(ADMIN_USERNAME):
+        return secret(env, "MLFLOW_AUTH_ADMIN_PASSWORD", path)
+    source = "MLFLOW_AUTH_ADMIN_PASSWORD" if from_env else str(path)
+    if given is None:
+        raise ServerConfigError(
+            f"the admin user '{ADMIN_USERNAME}' exists already, with the password it was created "
+            f"with (MLFLOW_AUTH_ADMIN_PASSWORD on the first start, not stored in {path}): set "
+            "MLFLOW_AUTH_ADMIN_PASSWORD to it"
+        )
+    if not store.authenticate_user(ADMIN_USERNAME, given):
+        raise ServerConfigError(
+            f"the admin user '{ADMIN_USERNAME}' exists with another password than {source} "
+            "holds (MLflow sets it on the first start only): set MLFLOW_AUTH_ADMIN_PASSWORD to "
+            "the admin's current password"
+        )
+    return given
+
+
+def _auth_store(uri: str):  # -> mlflow.server.auth.sqlalchemy_store.SqlAlchemyStore
+    """MLflow's basic-auth user store, its schema created or upgraded as the server would."""
+    from mlflow.server.auth.sqlalchemy_store import SqlAlchemyStore
+
+    store = SqlAlchemyStore()
+    store.init_db(uri)
+    return store
+
+
 def server_env(config: ServerConfig, env: dict[str, str]) -> dict[str, str]:
     """The environment of ``mlflow server``: stores, auth config and secrets."""
-    admin_password = secret(env, "MLFLOW_AUTH_ADMIN_PASSWORD", config.server_dir / "admin-password")
-    check_admin_password(admin_password)
+    admin_password_ = admin_password(config, env)
+    check_admin_password(admin_password_)
     return {
         **env,
         "MLFLOW_BACKEND_STORE_URI": config.backend_store_uri,
         "MLFLOW_ARTIFACTS_DESTINATION": config.artifacts_destination,
         "MLFLOW_AUTH_CONFIG_PATH": str(write_auth_config(config)),
         "MLFLOW_AUTH_ADMIN_USERNAME": ADMIN_USERNAME,
-        "MLFLOW_AUTH_ADMIN_PASSWORD": admin_password,
+        "MLFLOW_AUTH_ADMIN_PASSWORD": admin_password_,
         "MLFLOW_FLASK_SERVER_SECRET_KEY": secret(
             env, "MLFLOW_FLASK_SERVER_SECRET_KEY", config.server_dir / "flask-secret-key"
         ),
@@ -268,8 +306,11 @@ def main() -> None:
     env = dict(os.environ)
     try:
         config = read_config(env)
-        child_env = server_env(config, env)
+        if env.get("MLFLOW_AUTH_ADMIN_PASSWORD"):
+            check_admin_password(env["MLFLOW_AUTH_ADMIN_PASSWORD"])  # before any connection
         upgrade_schema(config)
+        # After the database answers: the admin's password is checked against the auth store.
+        child_env = server_env(config, env)
         ensure_bucket(config.artifacts_destination)
     except ServerConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -117,3 +117,28 @@ def test_generated_secret_is_private_and_kept(tmp_path: Path) -> None:
     assert server.secret({}, "MLFLOW_AUTH_ADMIN_PASSWORD", path) == first
     given = {"MLFLOW_AUTH_ADMIN_PASSWORD": "given-password-123"}
     assert server.secret(given, "MLFLOW_AUTH_ADMIN_PASSWORD", path) == "given-password-123"
+
+
+def test_a_restart_never_hands_out_an_admin_password_the_server_ignores(tmp_path: Path) -> None:
+    # MLflow sets the admin's password on the first start only. A restart without
+    # MLFLOW_AUTH_ADMIN_PASSWORD once generated a new one into admin-password: a 401 for all.
+    auth_db = f"sqlite:///{tmp_path / 'auth.db'}"
+    config = server.read_config(
+        {"MLFLOW_BACKEND_STORE_URI": "postgresql://u@h/db", "MLFLOW_AUTH_DATABASE_URI": auth_db,
+         "SERVER_DIR": str(tmp_path / "state")}
+    )  # fmt: skip
+    first = {"MLFLOW_AUTH_ADMIN_PASSWORD": "first-start-password"}
+    assert server.admin_password(config, first) == "first-start-password"
+    # What mlflow server does on its first start with that password.
+    from mlflow.server.auth.sqlalchemy_store import SqlAlchemyStore
+
+    store = SqlAlchemyStore()
+    store.init_db(auth_db)
+    store.create_user(server.ADMIN_USERNAME, "first-start-password", is_admin=True)
+
+    with pytest.raises(server.ServerConfigError, match="set MLFLOW_AUTH_ADMIN_PASSWORD to it"):
+        server.server_env(config, {})
+    assert not (tmp_path / "state" / "admin-password").exists(), "no password that gets 401"
+    with pytest.raises(server.ServerConfigError, match="exists with another password"):
+        server.admin_password(config, {"MLFLOW_AUTH_ADMIN_PASSWORD": "another-password-1"})
+    assert server.admin_password(config, first) == "first-start-password"
