@@ -19,6 +19,8 @@ from pipeline.core.params import Params, flatten_params, load_params, parse_over
 from tests.conftest import REPO_ROOT, repo_params, run_stage
 
 REPO_PARAMS = (REPO_ROOT / "params.yaml").read_text()
+# The line number of the first line appended to REPO_PARAMS: params.yaml grows with new keys.
+APPENDED = REPO_PARAMS.count("\n") + 1
 
 
 def schema_fields(model: type[BaseModel] = Params, prefix: str = "") -> dict[str, object]:
@@ -203,7 +205,7 @@ def test_duplicate_keys_name_both_lines(tmp_path: Path) -> None:
     )
     text = REPO_PARAMS + "train:\n  epochs: 5\n"  # a whole section given twice
     assert load_error(write_params(tmp_path, text)) == (
-        "params.yaml: duplicate key 'train' (lines 21 and 44)"
+        f"params.yaml: duplicate key 'train' (lines 21 and {APPENDED})"
     )
 
 
@@ -220,13 +222,19 @@ def test_yaml_syntax_error_is_one_line_with_its_line(tmp_path: Path) -> None:
     ("text", "message"),
     [
         # An alias inside its own anchor: the data would nest itself forever.
-        ("loop: &a [1, *a]\n", "line 44: alias *a refers to its own anchor"),
-        ("a: &x 1\nb: &x 2\n", "line 45: anchor &x defined again (first on line 44)"),
+        ("loop: &a [1, *a]\n", f"line {APPENDED}: alias *a refers to its own anchor"),
+        (
+            "a: &x 1\nb: &x 2\n",
+            f"line {APPENDED + 1}: anchor &x defined again (first on line {APPENDED})",
+        ),
         (
             "base: &b {epochs: 2}\nmore:\n  <<: *b\n",
-            "line 46: merge keys (<<) are not read; write the keys out",
+            f"line {APPENDED + 2}: merge keys (<<) are not read; write the keys out",
         ),
-        ("deep: " + "[" * 200 + "]" * 200 + "\n", "line 44: nested more than 20 levels deep"),
+        (
+            "deep: " + "[" * 200 + "]" * 200 + "\n",
+            f"line {APPENDED}: nested more than 20 levels deep",
+        ),
     ],
     ids=["recursive alias", "anchor defined twice", "merge key", "deep nesting"],
 )
@@ -380,6 +388,41 @@ def test_submit_types_overrides_like_the_stages() -> None:
     )
     with pytest.raises(ParamsError, match="expected key=value"):
         run_arguments(OUTPUT, ["train.epochs"])
+
+
+@pytest.mark.parametrize(
+    ("sets", "message"),
+    [
+        (
+            ["train.devices=2"],
+            "train: devices 2 needs distribution data_parallel (distribution none trains on one "
+            "device)",
+        ),
+        (
+            ["train.distribution=data_parallel", "train.devices=3"],
+            "train: batch_size 256 does not split evenly over 3 devices",
+        ),
+        (
+            ["train.distribution=data_parallel", "train.devices=-1"],
+            "train.devices: must be between 0 and 4096 (got -1)",
+        ),
+        (
+            ["train.distribution=mirrored"],
+            "train.distribution: must be 'none' or 'data_parallel' (got 'mirrored')",
+        ),
+    ],
+    ids=["devices without data_parallel", "uneven split", "negative", "unknown distribution"],
+)
+def test_distribution_settings_are_checked_in_one_line(sets: list[str], message: str) -> None:
+    with pytest.raises(ParamsError) as caught:
+        repo_params(*sets)
+    assert str(caught.value) == f"params.yaml: {message}"
+
+
+def test_data_parallel_takes_all_devices_or_a_count_that_splits_the_batch() -> None:
+    assert repo_params("train.distribution=data_parallel").train.devices == 0  # 0: all
+    chosen = repo_params("train.distribution=data_parallel", "train.devices=4").train
+    assert (chosen.distribution, chosen.devices, chosen.batch_size) == ("data_parallel", 4, 256)
 
 
 @pytest.mark.parametrize(

@@ -108,6 +108,26 @@ class TrainParams(Section):
     device: Literal["auto", "cpu", "gpu"]
     # Training steps per compiled call: more cuts per-step dispatch overhead on a fast GPU.
     steps_per_execution: int = Field(ge=1, le=10000)
+    # none: one device; data_parallel: each global batch of batch_size split over ``devices``.
+    distribution: Literal["none", "data_parallel"]
+    # How many of the visible devices (the GPUs, else the CPU devices) data_parallel uses; 0: all.
+    # One int rather than int | "all": a Kubeflow component parameter has one type.
+    devices: int = Field(ge=0, le=4096)
+
+    @model_validator(mode="after")
+    def _devices_need_data_parallel(self) -> TrainParams:
+        # Silently training on one device when several were asked for would waste them.
+        if self.distribution == "none" and self.devices > 1:
+            raise ValueError(
+                f"devices {self.devices} needs distribution data_parallel"
+                " (distribution none trains on one device)"
+            )
+        if self.devices and self.batch_size % self.devices:
+            # Each device gets an equal share of the global batch.
+            raise ValueError(
+                f"batch_size {self.batch_size} does not split evenly over {self.devices} devices"
+            )
+        return self
 
 
 # What MLflow refuses in a name only once a run is trained and scored ("/" and ":" in registered

@@ -155,26 +155,112 @@ def gpu_names() -> list[str]:
     return [device.device_kind for device in jax.devices() if device.platform == "gpu"]
 
 
+# The devices that train.distribution=data_parallel splits each batch over, as
+# (backend handle, label) pairs; empty for one device. Set by plan_distribution.
+_replicas: list[tuple[Any, str]] = []
+
+
+def plan_distribution(distribution: str, devices: int) -> list[str]:
+    """Apply ``train.distribution`` and ``train.devices``; return the labels of the devices used.
+
+    Call after :func:`select_device` and before the model exists. data_parallel takes the first
+    ``devices`` (0: all) visible GPUs, or the CPU devices when no GPU is visible (one, unless
+    virtual ones were configured). Raises PipelineError when fewer are visible than asked for,
+    before any MLflow run: the training would otherwise quietly take longer than planned.
+    """
+    _replicas.clear()
+    if distribution == "none":
+        return []
+    visible = _visible_devices()
+    kind = "GPU" if visible[0][1].startswith("gpu") else "CPU"
+    wanted = devices or len(visible)
+    if wanted > len(visible):
+        raise PipelineError(
+            f"train.devices={devices} but {name()} sees {len(visible)} {kind} device(s) "
+            f"({', '.join(label for _, label in visible)}): lower train.devices, or 0 for all"
+        )
+    _replicas.extend(visible[:wanted])
+    return [label for _, label in _replicas]
+
+
+def _visible_devices() -> list[tuple[Any, str]]:
+    """The GPUs the backend can use, else its CPU devices: (handle, label such as "gpu:0")."""
+    if name() == "tensorflow":
+        import tensorflow as tf
+
+        logical = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
+        # "/job:localhost/replica:0/task:0/device:CPU:1" -> "cpu:1"
+        return [(device.name, device.name.rsplit("device:", 1)[-1].lower()) for device in logical]
+    import jax
+
+    # jax.devices() lists the default platform's: the GPUs when JAX has any, else the CPUs.
+    return [(device, f"{device.platform}:{device.id}") for device in jax.devices()]
+
+
 def device_description() -> str:
-    """The device for the lineage tags: "cpu", or e.g. "gpu x2 (...)"."""
+    """The device for the start line and the lineage tags: "cpu", "gpu x1 (...)", or the
+    data-parallel devices, e.g. "data_parallel x2 (gpu:0, gpu:1; NVIDIA H200)"."""
     gpus = gpu_names()
+    if _replicas:
+        labels = ", ".join(label for _, label in _replicas)
+        cards = f"; {', '.join(sorted(set(gpus)))}" if gpus else ""
+        return f"data_parallel x{len(_replicas)} ({labels}{cards})"
     return f"gpu x{len(gpus)} ({', '.join(gpus)})" if gpus else "cpu"
+
+
+def model_devices(model: keras.Model) -> list[str]:
+    """Labels of the devices that hold copies of ``model``'s first variable: where it trains.
+
+    Read from the variable itself, not from the plan, so the start line shows the placement the
+    backend really made (a variable mirrored on two devices has a copy on each).
+    """
+    value = model.weights[0].value
+    if name() == "tensorflow":
+        # A MirroredVariable has one component per replica; a plain one, none.
+        copies = getattr(value, "values", None) or (value,)
+        return [copy.device.rsplit("device:", 1)[-1].lower() for copy in copies]
+    return [
+        f"{device.platform}:{device.id}"
+        for device in sorted(value.sharding.device_set, key=lambda d: d.id)
+    ]
+
+
+def steps_per_execution(requested: int) -> int:
+    """``train.steps_per_execution`` as this backend and distribution can run it.
+
+    Keras 3.15 on TensorFlow fails under MirroredStrategy with more than one step per call
+    ("You must feed a value for placeholder tensor ..." at the first epoch), so data_parallel
+    on TensorFlow runs one step per call, saying so.
+    """
+    if requested > 1 and _replicas and name() == "tensorflow":
+        log.warning(
+            "train.steps_per_execution=%d runs as 1: Keras on TensorFlow cannot run several steps "
+            "per call under MirroredStrategy",
+            requested,
+        )
+        return 1
+    return requested
 
 
 @contextlib.contextmanager
 def distribution_scope() -> Iterator[None]:
-    """Build and compile the model inside this: data-parallel across GPUs when there are several."""
-    gpus = gpu_names()
-    if len(gpus) < 2:
+    """Build, compile or load the model inside this: data-parallel as :func:`plan_distribution`
+    planned, one device otherwise.
+
+    On TensorFlow the model keeps its MirroredStrategy for ``fit``; on JAX the Keras
+    distribution is process-wide and stays set for the ``fit`` that follows.
+    """
+    if not _replicas:
         yield
         return
+    handles = [handle for handle, _ in _replicas]
     if name() == "tensorflow":
         import tensorflow as tf
 
-        with tf.distribute.MirroredStrategy().scope():
+        with tf.distribute.MirroredStrategy(devices=handles).scope():
             yield
     else:
-        keras.distribution.set_distribution(keras.distribution.DataParallel())
+        keras.distribution.set_distribution(keras.distribution.DataParallel(devices=handles))
         yield
 
 

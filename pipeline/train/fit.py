@@ -109,15 +109,18 @@ def new_model(
         # Same math as the reference's categorical cross-entropy, without one-hot label copies.
         loss=keras.losses.SparseCategoricalCrossentropy(),
         metrics=["accuracy"],
-        steps_per_execution=train_params.steps_per_execution,
+        steps_per_execution=backend.steps_per_execution(train_params.steps_per_execution),
     )
     return model
 
 
 def describe_setup(model: keras.Model) -> str:
     """One line saying how ``model`` (compiled) will train: device, backend, precision, XLA."""
+    placed = backend.model_devices(model)
+    # Where the variables really live, when that is more than one device: proof of the split.
+    on = f", variables on {' + '.join(placed)}" if len(placed) > 1 else ""
     return (
-        f"training on {backend.device_description()}, backend {backend.name()} "
+        f"training on {backend.device_description()}{on}, backend {backend.name()} "
         f"{backend.version()}, precision policy {keras.mixed_precision.global_policy().name}, "
         f"XLA/JIT {'on' if backend.jit_enabled(model) else 'off'}, "
         f"steps_per_execution {model.steps_per_execution}"

@@ -87,6 +87,8 @@ def run_training(
 
     # First: train.device=gpu without a GPU must fail before any run, store or output exists.
     backend.select_device(params.train.device, params.train.deterministic)
+    # ...and so must train.devices asking for more devices than are visible.
+    backend.plan_distribution(params.train.distribution, params.train.devices)
     # Every folder it writes, before the hours of training rather than after.
     for folder in (outputs.models_dir, outputs.reports_dir, checkpoints_dir):
         check_writable(folder)
