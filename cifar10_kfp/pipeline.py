@@ -19,6 +19,7 @@ import inspect
 import keyword
 import linecache
 import os
+import re
 import tomllib
 import types
 import typing
@@ -265,6 +266,17 @@ class Outputs(NamedTuple):
     report: HTML
 
 
+# A container image reference as Kubernetes (and Docker) accept it: an optional registry host
+# (with a port), lower-case path components, an optional tag, an optional digest.
+IMAGE_REFERENCE = re.compile(
+    r"(?:[A-Za-z0-9.-]+(?::[0-9]+)?/)?"
+    r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
+    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[0-9a-f]{64})?"
+)
+# A Kubernetes object name (DNS-1123 subdomain), at most 253 characters.
+SECRET_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+
+
 @dataclass(frozen=True)
 class Settings:
     """Compile-time choices: images, the MLflow secret, and whether train gets a GPU."""
@@ -278,6 +290,23 @@ class Settings:
     params_file: Path = field(default=REPO_ROOT / "params.yaml")
     # Which params each stage reads (and so each component's parameters).
     dvc_file: Path = field(default=REPO_ROOT / "dvc.yaml")
+
+    def __post_init__(self) -> None:
+        # Kubernetes refuses these only when a run starts, after the upload: say so at compile.
+        for what, image in (("image", self.image), ("gpu image", self.gpu_image)):
+            # The committed YAML keeps the OWNER placeholder on purpose: replaced at compile time.
+            if image not in (DEFAULT_IMAGE, DEFAULT_GPU_IMAGE) and not IMAGE_REFERENCE.fullmatch(
+                image
+            ):
+                raise PipelineError(
+                    f"{what} {image!r} is not an image reference Kubernetes accepts "
+                    "(registry/repository[:tag][@sha256:digest], repository in lower case)"
+                )
+        if len(self.mlflow_secret) > 253 or not SECRET_NAME.fullmatch(self.mlflow_secret):
+            raise PipelineError(
+                f"MLflow secret {self.mlflow_secret!r} is not a Kubernetes secret name (lower "
+                "case letters, digits, '-' and '.', starting and ending with a letter or digit)"
+            )
 
     @classmethod
     def from_env(cls, **overrides: Any) -> "Settings":

@@ -748,3 +748,28 @@ def test_gpu_train_component_without_a_gpu_fails_at_once(
     assert "Traceback" not in out and "val_loss:" not in out
     # Before any run or store: the tracking store was never created.
     assert not (tmp_path / "mlflow.db").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "shown"),
+    [
+        (["--image", "Team/CIFAR:1"], "error: image 'Team/CIFAR:1' is not an image reference"),
+        (["--gpu-image", "img:a:b"], "error: gpu image 'img:a:b' is not an image reference"),
+        (["--mlflow-secret", "MLflow_Creds"],
+         "error: MLflow secret 'MLflow_Creds' is not a Kubernetes secret name"),
+        (["--output", "/sys/cifar10_pipeline.yaml"],
+         "error: cannot write /sys/.cifar10_pipeline.partial.yaml: Permission denied"),
+    ],
+    ids=["image", "gpu image", "secret name", "unwritable output"],
+)  # fmt: skip
+def test_compile_refuses_what_kubernetes_or_the_disk_would_in_one_line(
+    args: list[str], shown: str, tmp_path: Path
+) -> None:
+    # Kubernetes refused such names only when a run started; an unwritable path was a traceback.
+    output = tmp_path / "pipeline.yaml"
+    args = args if "--output" in args else [*args, "--output", str(output)]
+    result = run_module("cifar10_kfp.compile", "--params", REPO_ROOT / "params.yaml", *args)
+    assert result.returncode in (1, 2), result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(shown), lines
+    assert not output.exists()
