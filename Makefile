@@ -122,7 +122,7 @@ plots: setup  ## dvc plots diff of the experiments into dvc_plots/index.html, Ve
 # First the link to the runs table with the compared columns (an experiment tag: MLflow's shared
 # view), then the UI; MLFLOW_TRACKING_URI is unset for both, so they read the same store.
 ui: setup  ## MLflow UI on http://127.0.0.1:5000 over the repo's own store; prints the compare link
-	MLFLOW_TRACKING_URI= $(PY) -m pipeline.tracking.ui_view --base http://127.0.0.1:5000
+	MLFLOW_TRACKING_URI= $(PY) -m deploy.ui_view --base http://127.0.0.1:5000
 	mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
 
 # Settings come from the environment or the command line (make server HOST=0.0.0.0 PORT=8080):

@@ -12,7 +12,7 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from pipeline.tracking.ui_view import SHARED_VIEW_TAG, compare_link, main
+from deploy.ui_view import SHARED_VIEW_TAG, compare_link, main
 
 BASE = "http://127.0.0.1:5000"
 
