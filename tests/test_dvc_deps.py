@@ -143,3 +143,19 @@ def test_loaded_by_path_files_are_named_by_the_code_that_loads_them() -> None:
     for path in LOADED_BY_PATH:
         assert (REPO_ROOT / path).is_file()
         assert Path(path).name in serving
+
+
+@pytest.mark.parametrize("stage", ["train", "evaluate"])
+def test_every_module_in_a_costly_stage_s_folders_is_one_it_runs(stage: str) -> None:
+    # A module dropped into pipeline/train or pipeline/tracking that the stage never imports
+    # (a command-line helper, say) would still retrain on every edit. Preprocess may rerun for
+    # nothing: its outputs come out the same, so nothing downstream reruns.
+    imported = project_imports(f"stages.{stage}") | LOADED_BY_PATH
+    folders = [dep for dep in code_deps(DVC_STAGES[stage]["deps"]) if (REPO_ROOT / dep).is_dir()]
+    idle = sorted(
+        path.relative_to(REPO_ROOT).as_posix()
+        for folder in folders
+        for path in (REPO_ROOT / folder).rglob("*.py")
+        if path.name != "__init__.py" and path.relative_to(REPO_ROOT).as_posix() not in imported
+    )
+    assert not idle, f"dvc.yaml stage {stage} reruns when these change, but never runs them"
