@@ -162,7 +162,7 @@ def check_gpu(required: bool) -> str | None:
     """
     if not required:
         return None
-    probe = "from pipeline import backend; print(backend.name()); print(*backend.gpu_names())"
+    probe = "from pipeline.train import backend; print(backend.name()); print(*backend.gpu_names())"
     result = subprocess.run(
         [sys.executable, "-c", probe], cwd=REPO, env=ENV, capture_output=True, text=True
     )

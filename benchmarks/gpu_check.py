@@ -307,7 +307,7 @@ def check_determinism(data: Any, params: Any, folder: Path, result: dict) -> boo
 def check_cpu_hides_gpu(backend_name: str, result: dict) -> bool:
     """``train.device=cpu`` in a fresh process: the backend must then see no GPU."""
     code = (
-        "import sys; sys.path.insert(0, sys.argv[1]); from pipeline import backend; "
+        "import sys; sys.path.insert(0, sys.argv[1]); from pipeline.train import backend; "
         "print(len(backend.select_device('cpu', True)), len(backend.gpu_names()))"
     )
     env = {**os.environ, "KERAS_BACKEND": backend_name}

@@ -39,7 +39,7 @@ def imported_names(path: Path, module: str) -> set[str]:
             else:
                 base = node.module or ""
             names.add(base)
-            # `from pipeline import paths` imports the module pipeline.core.paths.
+            # `from pipeline.core import paths` imports the module pipeline.core.paths.
             names.update(f"{base}.{alias.name}" for alias in node.names)
     # Importing a.b.c runs a/__init__.py and a/b/__init__.py too.
     return {".".join(name.split(".")[:i]) for name in names for i in range(1, name.count(".") + 2)}
