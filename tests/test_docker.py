@@ -109,6 +109,7 @@ def test_runtime_stage_has_git_and_folders_the_app_user_owns(flavour: str) -> No
     assert folders == expected
 
 
+@pytest.mark.e2e
 def test_server_image_installs_only_locked_versions(tmp_path: Path) -> None:
     """deploy/mlflow.Dockerfile's own commands, replayed: the lock exported as constraints, the
     server's packages installed under them (dry run). Every version must be the lock's."""
@@ -230,6 +231,7 @@ def test_dockerignore_lets_in_only_what_the_images_need() -> None:
         assert pattern in patterns
 
 
+@pytest.mark.e2e
 def test_dvc_works_in_the_image_layout_without_git(tmp_path: Path) -> None:
     """The image holds the repo files but no .git: its `dvc config` line is what lets DVC run."""
     app = tmp_path / "app"

@@ -254,6 +254,7 @@ def params_file(tmp_path: Path) -> Path:
     return path
 
 
+@pytest.mark.e2e
 def test_stage_cli(archive, tmp_path, params_file):
     out = tmp_path / "raw" / "x.tar.gz"
     good = file_md5(archive)
@@ -307,6 +308,7 @@ def test_full_disk(archive, tmp_path, params_file):
     assert done.stdout.strip() == "left:"
 
 
+@pytest.mark.e2e
 def test_leftover_of_a_killed_download_is_removed_by_the_next_run(server, tmp_path, params_file):
     server.plan = ["stall"]
     server.stall_s = 20.0  # the kill lands while the first half sits in the temp file

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import signal
 import subprocess
 import sys
 import threading
@@ -46,6 +47,7 @@ EXPECTED_ARTIFACTS = {
 PER_BATCH, N_TEST, VAL_SIZE = 50, 50, 50
 
 
+@pytest.mark.e2e
 def test_no_package_of_ours_is_named_kubeflow_and_ours_is_the_one_imported() -> None:
     # `kubeflow` is the namespace Kubeflow's own SDKs (kubeflow, kubeflow-training, katib)
     # install: a top-level package of that name would break them, or be broken by them.
@@ -286,6 +288,7 @@ def compile_in(checkout: Path, *args: str | Path) -> subprocess.CompletedProcess
     )
 
 
+@pytest.mark.e2e
 def test_a_new_train_key_reaches_kfp_from_params_yaml_and_the_schema_alone(
     tmp_path: Path,
 ) -> None:
@@ -320,6 +323,7 @@ def test_a_new_train_key_reaches_kfp_from_params_yaml_and_the_schema_alone(
     assert "train_warmup_epochs: int," in source
 
 
+@pytest.mark.e2e
 def test_compile_refuses_params_yaml_edited_since_the_last_commit(tmp_path: Path) -> None:
     checkout = scratch_checkout(tmp_path / "checkout")
     params_yaml = checkout / "params.yaml"
@@ -345,6 +349,7 @@ def test_compile_refuses_params_yaml_edited_since_the_last_commit(tmp_path: Path
     assert parameters["parameters"]["train_epochs"]["defaultValue"] == 2
 
 
+@pytest.mark.e2e
 def test_compile_needs_no_installed_distribution_metadata(tmp_path: Path) -> None:
     # The Docker images sync with --no-install-project: the environment has every dependency
     # but no cifar10-pipeline distribution. Same here: this venv's site-packages, less ours, and
@@ -392,6 +397,7 @@ def test_compile_needs_no_installed_distribution_metadata(tmp_path: Path) -> Non
     assert executor(spec, "train")["image"] == f"ghcr.io/OWNER/cifar10-pipeline:{version}-gpu"
 
 
+@pytest.mark.e2e
 def test_images_and_secret_from_the_environment_or_options(tmp_path: Path) -> None:
     env = {
         "KFP_IMAGE": "registry.example/team/cifar:2",
@@ -423,6 +429,7 @@ def test_a_dvc_yaml_stage_param_the_schema_lacks_fails_the_build(tmp_path: Path)
     assert message.startswith("dvc.yaml: stage preprocess lists preprocess.see, which is not")
 
 
+@pytest.mark.e2e
 def test_compile_with_a_bad_dvc_yaml_is_one_line_and_writes_nothing(tmp_path: Path) -> None:
     checkout = scratch_checkout(tmp_path / "checkout")
     dvc_yaml = checkout / "dvc.yaml"
@@ -504,6 +511,7 @@ def fake_kfp_api() -> Iterator[tuple[str, list]]:
         thread.join(timeout=10)
 
 
+@pytest.mark.e2e
 def test_submit_sends_the_compiled_pipeline_with_typed_overrides() -> None:
     with fake_kfp_api() as (host, requests):
         result = run_module(
@@ -535,6 +543,7 @@ def test_submit_sends_the_compiled_pipeline_with_typed_overrides() -> None:
     assert isinstance(run["runtime_config"]["parameters"]["train_learning_rate"], float)
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize(
     ("override", "message"),
     [
@@ -555,6 +564,7 @@ def test_submit_refuses_a_bad_parameter_in_one_line_before_any_request(
     assert requests == []
 
 
+@pytest.mark.e2e
 def test_submit_to_an_unreachable_api_is_one_line() -> None:
     host = f"http://127.0.0.1:{free_port()}"
     result = run_module("cifar10_kfp.submit", "--host", host, "--set", "train.epochs=2")
@@ -763,13 +773,20 @@ def test_gpu_train_component_without_a_gpu_fails_at_once(
     ids=["image", "gpu image", "secret name", "unwritable output"],
 )  # fmt: skip
 def test_compile_refuses_what_kubernetes_or_the_disk_would_in_one_line(
-    args: list[str], shown: str, tmp_path: Path
+    args: list[str], shown: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # Kubernetes refused such names only when a run started; an unwritable path was a traceback.
+    from cifar10_kfp.compile import main
+
     output = tmp_path / "pipeline.yaml"
     args = args if "--output" in args else [*args, "--output", str(output)]
-    result = run_module("cifar10_kfp.compile", "--params", REPO_ROOT / "params.yaml", *args)
-    assert result.returncode in (1, 2), result.stderr
-    lines = result.stderr.strip().splitlines()
+    handler = signal.getsignal(signal.SIGTERM)  # main() routes SIGTERM for a stage process
+    try:
+        with pytest.raises(SystemExit) as exit_:
+            main(["--params", str(REPO_ROOT / "params.yaml"), *args])
+    finally:
+        signal.signal(signal.SIGTERM, handler)
+    assert exit_.value.code in (1, 2)
+    lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(shown), lines
     assert not output.exists()

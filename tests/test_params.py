@@ -121,6 +121,7 @@ BAD_INPUT = {
 }  # fmt: skip
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("case", BAD_INPUT, ids=list(BAD_INPUT))
 def test_bad_input_exits_2_with_one_line_before_any_run(case: str, tmp_path: Path) -> None:
     (tmp_path / "empty.yaml").write_text("")
@@ -157,6 +158,7 @@ def test_flattened_params_carry_stage_prefixes() -> None:
     assert flat["data.md5"] == "c32a1d4ab5d03f1284b67883e8d87530"
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("stage", ["download", "preprocess", "train", "evaluate"])
 def test_every_stage_has_help(stage: str) -> None:
     result = run_stage(stage, "--help", timeout=120)

@@ -506,6 +506,7 @@ def stage_paths(tmp_path: Path, archive: Path) -> list[str | Path]:
     ]
 
 
+@pytest.mark.e2e
 def test_stage_cli_end_to_end(tiny: tuple[Path, TinyCifar], tmp_path: Path) -> None:
     archive, known = tiny
     result = run_stage(
@@ -542,6 +543,7 @@ def test_stage_cli_end_to_end(tiny: tuple[Path, TinyCifar], tmp_path: Path) -> N
     assert "val: 50 images (airplane 5," in result.stderr
 
 
+@pytest.mark.e2e
 def test_stage_cli_corrupt_archive(tmp_path: Path) -> None:
     archive = tmp_path / "a.tar.gz"
     _truncated(archive)
@@ -554,6 +556,7 @@ def test_stage_cli_corrupt_archive(tmp_path: Path) -> None:
     assert files_under(tmp_path / "prepared", tmp_path / "reports") == []
 
 
+@pytest.mark.e2e
 def test_stage_cli_bad_param(tiny: tuple[Path, TinyCifar], tmp_path: Path) -> None:
     archive, _ = tiny
     result = run_stage(

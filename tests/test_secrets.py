@@ -142,6 +142,7 @@ def submit(host: str, *args: str) -> subprocess.CompletedProcess[str]:
     )  # fmt: skip
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("password", [SECRET_URL, SECRET], ids=["percent-encoded", "raw"])
 def test_submit_sends_host_credentials_as_basic_auth_and_never_prints_them(password: str) -> None:
     with loopback(FakeKfp) as (port, seen):
@@ -154,6 +155,7 @@ def test_submit_sends_host_credentials_as_basic_auth_and_never_prints_them(passw
     assert all(auth == basic("ci", SECRET) for _, _, auth in seen.requests), seen.requests
 
 
+@pytest.mark.e2e
 def test_submit_with_a_wrong_password_is_one_masked_line() -> None:
     with loopback(FakeKfp) as (port, _):
         result = submit(f"http://ci:wrong-{SECRET_URL}@127.0.0.1:{port}")
