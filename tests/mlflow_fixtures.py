@@ -163,6 +163,13 @@ def run_evaluate(root: Path, tracking_uri: str, *args: str) -> subprocess.Comple
     )
 
 
+def run_stage_env(
+    stage: str, root: Path, env: dict[str, str], *args: str
+) -> subprocess.CompletedProcess:
+    """``python -m stages.STAGE ARGS`` in ``root`` with ``env`` added to the environment."""
+    return run_stage(stage, *args, env=env, cwd=root, timeout=300)
+
+
 def evaluate_promoting(root: Path, tracking_uri: str) -> None:
     """Run the evaluate stage with min_accuracy low enough to promote; it must succeed."""
     result = run_evaluate(root, tracking_uri, "--set", "register.min_accuracy=0.2")

@@ -340,8 +340,20 @@ def test_failed_registration_keeps_metrics_and_says_failed(
 ) -> None:
     root = _copy(project, tmp_path)
     (root / "reports/registry.json").write_text('{"status": "registered"}')  # a stale success
-    result = _fails_unregistered(root, project[1], "bad/name")  # the registry refuses "/"
-    assert "registering models:/m-" in result.stderr and "bad/name" in result.stderr
+    # The Model Registry answers every call with an error: a store that is not a database.
+    # (A name it refuses, such as "bad/name", is now stopped with the params, before scoring.)
+    broken = tmp_path / "registry.db"
+    broken.write_bytes(b"not a database" * 100)
+    name = "cifar10-never-registered"
+    result = mf.run_stage_env(
+        "evaluate", root, {"MLFLOW_TRACKING_URI": project[1], "MLFLOW_REGISTRY_URI":
+                           f"sqlite:///{broken}"}, "--set", f"mlflow.registered_model_name={name}",
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    assert not mlflow.MlflowClient(registry_uri=project[1]).search_registered_models(
+        f"name = '{name}'"
+    )
+    assert "registering models:/m-" in result.stderr and name in result.stderr
     metrics = json.loads((root / "reports/metrics.json").read_text())
     assert 0.0 <= metrics["accuracy"] <= 1.0
     registry = json.loads((root / "reports/registry.json").read_text())

@@ -435,8 +435,9 @@ def test_data_parallel_takes_all_devices_or_a_count_that_splits_the_batch() -> N
         "mlflow.experiment_name=it's-mine",
         'mlflow.experiment_name=say "hi"',
         "mlflow.experiment_name=" + "x" * 501,
+        "mlflow.registered_model_name=..cnn",
     ],
-    ids=["slash", "colon", "apostrophe", "double quotes", "501 characters"],
+    ids=["slash", "colon", "apostrophe", "double quotes", "501 characters", "dot-dot"],
 )
 def test_names_mlflow_would_refuse_after_training_are_refused_first(override: str) -> None:
     # MLflow refused these only when the trained model was registered (or the experiment made).

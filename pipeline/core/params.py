@@ -148,6 +148,8 @@ class MlflowParams(Section):
                 "must not hold / : quotes, backslashes or control characters, nor start or "
                 "end with a space"
             )
+        if value == "." or value.startswith(".."):
+            raise ValueError("must not be '.' or start with '..' (MLflow reads those as paths)")
         return value
 
 

@@ -234,12 +234,17 @@ def remove_stale_locks(folder: Path, pattern: str) -> list[Path]:
 def mlflow_errors(action: str) -> Iterator[None]:
     """Turn an MLflow failure (server gone, bad name, store error) into a one-line PipelineError."""
     from mlflow.exceptions import MlflowException
+    from sqlalchemy.exc import SQLAlchemyError
 
     try:
         yield
     except (MlflowException, OSError) as exc:
         message = " ".join(str(exc).split())
         raise PipelineError(redact(f"{action} failed: {message}")) from None
+    except SQLAlchemyError as exc:
+        # A SQL registry store MLflow cannot open raises SQLAlchemy's own error, its SQL attached.
+        reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+        raise PipelineError(redact(f"{action} failed: the registry store: {reason}")) from None
 
 
 def _register(
