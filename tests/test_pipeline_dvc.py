@@ -329,19 +329,23 @@ def recorded_train_seeds(
 ) -> list[tuple[str, int, int]]:
     """(where, recorded train.seed, train.seed of the MLflow run that made the model) per record.
 
-    The records are dvc.lock and the run-cache entries of the train stage that record one of
-    ``seeds_of_interest`` (earlier tests of this module leave entries whose runs live in other
-    stores); the model's run is found through the recorded md5 of models/run.json, read back
-    from DVC's cache.
+    The records are dvc.lock and the run-cache entries of the train stage, those that record
+    one of ``seeds_of_interest``: earlier tests of this module leave records (dvc.lock too, when
+    an experiment rightly failed) whose runs live in other stores. The model's run is found
+    through the recorded md5 of models/run.json, read back from DVC's cache.
     """
     client = workspace_client(repo)
     lock = yaml.safe_load((repo.root / "dvc.lock").read_text())
-    records = [("dvc.lock", lock["stages"]["train"])]
+    candidates = [("dvc.lock", lock["stages"]["train"])]
     for entry in (repo.root / ".dvc" / "cache" / "runs").glob("*/*/*"):
         record = yaml.safe_load(entry.read_text())
-        recorded_seed = record.get("params", {}).get("params.yaml", {}).get("train", {}).get("seed")
-        if record.get("cmd") == "python -m stages.train" and recorded_seed in seeds_of_interest:
-            records.append((f"run-cache {entry.parent.name[:8]}", record))
+        if record.get("cmd") == "python -m stages.train":
+            candidates.append((f"run-cache {entry.parent.name[:8]}", record))
+    records = [
+        (where, record)
+        for where, record in candidates
+        if record["params"]["params.yaml"]["train"]["seed"] in seeds_of_interest
+    ]
     seeds = []
     for where, record in records:
         (out,) = [out for out in record["outs"] if out["path"] == "models/run.json"]
@@ -389,7 +393,8 @@ def test_two_experiments_at_once_never_record_params_the_model_was_not_trained_w
     # Nothing claims to be up to date; a repro trains with seed 22 and records that.
     assert "train" in repo.run("dvc", "status").stdout
     repo.repro()
-    assert [s for s in recorded_train_seeds(repo) if s[1] != s[2]] == []
+    final = recorded_train_seeds(repo)
+    assert ("dvc.lock", 22, 22) in final and [s for s in final if s[1] != s[2]] == [], final
     repo.set_params(train__epochs=2, train__seed=42)
     repo.run("git", "commit", "-qam", "back to 2 epochs")
 
