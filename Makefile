@@ -57,10 +57,10 @@ exps: setup  ## experiments best first: changed params, test accuracy, macro F1,
 		--sort-by accuracy --sort-order desc \
 		--no-pager $(EXPS_ARGS)
 
-check: setup  ## the fast tier (under 2 minutes): lint, format check, the unit tests (not e2e)
+check: setup  ## the fast tier (under a minute): lint, format check, the tests not e2e nor keras
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
-	$(PY) -m pytest -m "not e2e" -p no:cacheprovider -q
+	$(PY) -m pytest -m "not e2e and not keras" -p no:cacheprovider -q
 
 test: setup  ## lint, format check, then every test (unit and end to end)
 	$(PY) -m ruff check .

@@ -20,22 +20,26 @@ from tests.cifar_archive import CLASSES
 # A helper module that asserts: show the compared values on failure, as in the test modules.
 pytest.register_assert_rewrite("tests.mlflow_fixtures")
 
-# A module whose every test is end to end says so with this line; see pytest_ignore_collect.
-E2E_MODULE = re.compile(r"^pytestmark = \[?\s*pytest\.mark\.e2e\b", re.MULTILINE)
+# The markers `make check` leaves out. A module whose every test carries one says so with
+# `pytestmark = pytest.mark.NAME` (or a list that starts with it); see pytest_ignore_collect.
+SLOW_MARKERS = ("e2e", "keras")
 
 
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
-    """Under ``-m "not e2e"`` (``make check``), do not even import the end-to-end modules.
+    """Under ``-m "not e2e and not keras"`` (``make check``), do not even import such modules.
 
-    Collecting them would import Keras, MLflow and KFP only to deselect every test: that was
-    most of the 52-68 s that collection alone took. A module counts when it declares
-    ``pytestmark = pytest.mark.e2e`` (or a list that starts with it) at the top level.
+    Collecting them would import TensorFlow (about 20 s here), MLflow and KFP only to deselect
+    every test: that was most of the 52-68 s that collection alone took.
     """
-    if "not e2e" not in (config.getoption("markexpr") or ""):
+    expression = config.getoption("markexpr") or ""
+    excluded = [name for name in SLOW_MARKERS if f"not {name}" in expression]
+    if not excluded or not collection_path.name.startswith("test_"):
         return None
-    if collection_path.suffix != ".py" or not collection_path.name.startswith("test_"):
+    if collection_path.suffix != ".py":
         return None
-    return True if E2E_MODULE.search(collection_path.read_text(encoding="utf-8")) else None
+    pattern = rf"^pytestmark = \[?\s*pytest\.mark\.({'|'.join(excluded)})\b"
+    text = collection_path.read_text(encoding="utf-8")
+    return True if re.search(pattern, text, re.MULTILINE) else None
 
 
 # The venv's bin: CLIs that exec other tools by name (dvc, mlflow -> uvicorn) need it on PATH.

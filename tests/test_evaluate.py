@@ -74,6 +74,7 @@ def test_metrics_on_known_predictions() -> None:
     assert list(ev.confusion.index) == NAMES == list(ev.confusion.columns)
 
 
+@pytest.mark.keras
 def test_loss_matches_keras_sparse_categorical_crossentropy() -> None:
     import keras
 

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import keras
 import numpy as np
+import pytest
 
 from pipeline.train.model import build_model
 from tests.conftest import configured_param_count, repo_params
+
+# Builds Keras models: imports TensorFlow, which `make check` leaves out.
+pytestmark = pytest.mark.keras
 
 REFERENCE_SHAPES = [
     (32, 32, 32), (30, 30, 32), (15, 15, 32),

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import keras
 import mlflow
 import numpy as np
 import pytest
 
-from pipeline.train.fit import learning_rate
 from pipeline.train.precision import cpu_bf16_flags, resolve_precision_policy
 from tests.conftest import REPO_ROOT, repo_params, run_stage
 
@@ -56,7 +54,10 @@ def _lr_at(schedule: object, step: int) -> float:
     return float(schedule(step)) if callable(schedule) else float(schedule)
 
 
+@pytest.mark.keras
 def test_learning_rate_schedules_span_all_steps() -> None:
+    from pipeline.train.fit import learning_rate
+
     steps_per_epoch, epochs, peak = 10, 5, 0.01
     total = steps_per_epoch * epochs
 
@@ -84,6 +85,8 @@ def test_default_params_keep_the_reference_schedule() -> None:
 
 @pytest.mark.e2e
 def test_bf16_training_on_the_cpu_is_deterministic(tmp_path: Path, prepared_dir: Path) -> None:
+    import keras
+
     weights, policies = [], []
     for name in ("a", "b"):
         workdir = tmp_path / name

@@ -18,6 +18,9 @@ from pipeline.train.fit import fit, load_prepared, new_model
 from pipeline.train.train import final_metrics
 from tests.conftest import repo_params, write_prepared
 
+# Builds Keras models: imports TensorFlow, which `make check` leaves out.
+pytestmark = pytest.mark.keras
+
 SMALL_MODEL = ["model.conv_filters=[4]", "model.dense_units=8"]
 
 
