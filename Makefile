@@ -66,7 +66,7 @@ test: setup  ## lint, format check, then every test (unit and end to end)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(VENV)/bin/hadolint $(DOCKERFILES)
-	$(PY) -m pytest
+	$(PY) -m pytest --durations=25  # the slowest, for keeping CI's time in check
 
 lint: setup  ## ruff lint + format check, hadolint over the Dockerfiles
 	$(PY) -m ruff check .
