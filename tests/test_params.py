@@ -436,8 +436,19 @@ def test_data_parallel_takes_all_devices_or_a_count_that_splits_the_batch() -> N
         'mlflow.experiment_name=say "hi"',
         "mlflow.experiment_name=" + "x" * 501,
         "mlflow.registered_model_name=..cnn",
+        "mlflow.sweep=lr's grid",
+        "mlflow.sweep=lr/grid",
     ],
-    ids=["slash", "colon", "apostrophe", "double quotes", "501 characters", "dot-dot"],
+    ids=[
+        "slash",
+        "colon",
+        "apostrophe",
+        "double quotes",
+        "501 characters",
+        "dot-dot",
+        "sweep apostrophe",
+        "sweep slash",
+    ],
 )
 def test_names_mlflow_would_refuse_after_training_are_refused_first(override: str) -> None:
     # MLflow refused these only when the trained model was registered (or the experiment made).
@@ -446,3 +457,10 @@ def test_names_mlflow_would_refuse_after_training_are_refused_first(override: st
         load_params(REPO_ROOT / "params.yaml", [override])
     assert "\n" not in str(refused.value)
     load_params(REPO_ROOT / "params.yaml", ["mlflow.experiment_name=cifar10 cnn (team A)"])
+
+
+def test_sweep_is_null_by_default_and_takes_a_name() -> None:
+    assert repo_params().mlflow.sweep is None
+    assert repo_params("mlflow.sweep=lr-grid").mlflow.sweep == "lr-grid"
+    # `-S mlflow.sweep=` writes an empty value: null, a run of its own again.
+    assert repo_params("mlflow.sweep=").mlflow.sweep is None

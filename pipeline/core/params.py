@@ -139,10 +139,15 @@ MLFLOW_NAME = r"[^/:'\"\\\x00-\x1f]+"
 class MlflowParams(Section):
     experiment_name: str = Field(min_length=1, max_length=500)
     registered_model_name: str = Field(min_length=1, max_length=500)
+    # null: a run of its own. A name: the training run is tagged sweep=<name>, which groups the
+    # trials of a sweep (e.g. a `dvc exp run --queue` grid) for `make sweep` and the UI's filter.
+    sweep: str | None = Field(min_length=1, max_length=500)
 
-    @field_validator("experiment_name", "registered_model_name")
+    @field_validator("experiment_name", "registered_model_name", "sweep")
     @classmethod
-    def _name_mlflow_accepts(cls, value: str) -> str:
+    def _name_mlflow_accepts(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
         if not re.fullmatch(MLFLOW_NAME, value) or value != value.strip():
             raise ValueError(
                 "must not hold / : quotes, backslashes or control characters, nor start or "

@@ -31,6 +31,7 @@ from pipeline.tracking.runs import (
     use_experiment,
 )
 from pipeline.tracking.serving import log_served_model, model_id
+from pipeline.tracking.sweeps import SWEEP_TAG
 from pipeline.train import backend
 from pipeline.train.checkpoints import ResumeState, TrainingCheckpoint, checkpoint_key
 from pipeline.train.code_digest import stage_code_md5s
@@ -130,6 +131,10 @@ def run_training(
             mlflow.set_tags(lineage_tags(REPO_ROOT, raw_archive, data_md5, policy != "float32"))
             # Which policy `mixed_precision: auto` chose here, and on what evidence.
             mlflow.set_tags({"train.precision_policy": policy, "cpu.bf16_flags": _bf16_flags_tag()})
+            if params.mlflow.sweep is not None:
+                # A tag, not a param: the trials of one sweep share it, so it is no column to
+                # compare, and the UI filters on it (tags.sweep = '<name>').
+                mlflow.set_tag(SWEEP_TAG, params.mlflow.sweep)
             _relative_path_tags(run.info.run_id)
             datasets = {
                 "train": split_dataset("train", data.train, params.data.url),
