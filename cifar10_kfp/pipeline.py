@@ -217,44 +217,60 @@ def stage_functions(dvc_file: Path) -> dict[str, Callable[..., None]]:
     }
 
 
-def component_source(stage: str, parameters: dict[str, type]) -> str:
+class Variant(NamedTuple):
+    """A stage's component under another name, with arguments of its own (name -> type)."""
+
+    name: str
+    extra: dict[str, type]
+    summary: str
+
+
+def component_source(
+    stage: str, parameters: dict[str, type], variant: Variant | None = None
+) -> str:
     """The source of ``stage``'s component function: artifacts, then ``parameters`` (name: type).
 
     This is the code KFP copies into the pod, so it is plain Python with its whole signature
     spelled out: KFP's executor reads the signature there to hand over the task's inputs.
+    ``variant``: the same stage under another name, with arguments of its own before the params
+    (the sweep's train, cifar10_kfp.sweep); it calls ``cifar10_kfp.runtime.<name>_step``.
     """
-    names = [*ARTIFACTS[stage], *parameters]
-    for name in names:
+    name, extra, summary = variant or (stage, {}, SUMMARIES[stage])
+    names = [*ARTIFACTS[stage], *extra, *parameters]
+    for argument in names:
         # Schema field names are identifiers already; this keeps the exec below honest.
-        if not name.isidentifier() or keyword.iskeyword(name) or names.count(name) > 1:
-            raise ParamsError(f"component {stage}: {name} cannot be an argument name")
-    arguments = [f"    {name}: {kind}," for name, kind in ARTIFACTS[stage].items()]
-    arguments += [f"    {name}: {kind.__name__}," for name, kind in parameters.items()]
+        if not argument.isidentifier() or keyword.iskeyword(argument) or names.count(argument) > 1:
+            raise ParamsError(f"component {name}: {argument} cannot be an argument name")
+    arguments = [f"    {argument}: {kind}," for argument, kind in ARTIFACTS[stage].items()]
+    arguments += [f"    {argument}: {kind.__name__}," for argument, kind in extra.items()]
+    arguments += [f"    {argument}: {kind.__name__}," for argument, kind in parameters.items()]
     lines = [
-        f"def {stage}(",
+        f"def {name}(",
         *arguments,
         "):",
-        f'    """{SUMMARIES[stage]}"""',
+        f'    """{summary}"""',
         "    args = dict(locals())",
-        f"    from cifar10_kfp.runtime import {stage}_step",
+        f"    from cifar10_kfp.runtime import {name}_step",
         "",
-        f"    {stage}_step(**args)",
+        f"    {name}_step(**args)",
         "",
     ]
     return "\n".join(lines)
 
 
-def _define(stage: str, parameters: dict[str, type]) -> Callable[..., None]:
+def _define(
+    stage: str, parameters: dict[str, type], variant: Variant | None = None
+) -> Callable[..., None]:
     """Compile :func:`component_source` into a function whose source inspect can find."""
-    source = component_source(stage, parameters)
+    source = component_source(stage, parameters, variant)
     # KFP reads a component's source with inspect.getsource, which reads it through linecache:
     # registered there (no mtime, so never checked against a file), the generated source reads
     # like a file's. attrs registers its generated methods the same way.
-    filename = f"<cifar10_kfp component {stage}>"
+    filename = f"<cifar10_kfp component {variant.name if variant else stage}>"
     linecache.cache[filename] = (len(source), None, source.splitlines(keepends=True), filename)
     namespace: dict[str, Any] = {"__name__": __name__, **_SOURCE_NAMES}
     exec(compile(source, filename, "exec"), namespace)
-    return namespace[stage]
+    return namespace[variant.name if variant else stage]
 
 
 class Outputs(NamedTuple):

@@ -38,6 +38,19 @@ def default_artifacts() -> Path:
     return workspace_root() / "mlruns"
 
 
+# The MLflow run a training opens nested under (the Kubeflow sweep's parent run, one per trial
+# pod): cifar10_kfp.runtime sets it, the train stage reads it through parent_run_tags.
+PARENT_RUN_ENV = "SWEEP_PARENT_RUN_ID"
+# The tag by which MLflow (and its UI) nests a run under another.
+PARENT_RUN_TAG = "mlflow.parentRunId"
+
+
+def parent_run_tags() -> dict[str, str]:
+    """``{"mlflow.parentRunId": <id>}`` when ``SWEEP_PARENT_RUN_ID`` names a run, else empty."""
+    parent = os.environ.get(PARENT_RUN_ENV, "").strip()
+    return {PARENT_RUN_TAG: parent} if parent else {}
+
+
 # Without it MLflow 3 opens an experiment on its GenAI overview (traces, tokens), not the runs.
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"

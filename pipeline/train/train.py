@@ -25,6 +25,7 @@ from pipeline.tracking import metric_names
 from pipeline.tracking.datasets import SplitDataset, log_datasets, split_dataset
 from pipeline.tracking.lineage import dvc_experiment, lineage_tags
 from pipeline.tracking.runs import (
+    parent_run_tags,
     prepare_tracking,
     shareable_uri,
     tracking_uri,
@@ -135,6 +136,8 @@ def run_training(
                 # A tag, not a param: the trials of one sweep share it, so it is no column to
                 # compare, and the UI filters on it (tags.sweep = '<name>').
                 mlflow.set_tag(SWEEP_TAG, params.mlflow.sweep)
+            # A trial of a Kubeflow sweep nests under the sweep's run (empty otherwise).
+            mlflow.set_tags(parent_run_tags())
             _relative_path_tags(run.info.run_id)
             datasets = {
                 "train": split_dataset("train", data.train, params.data.url),
