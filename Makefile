@@ -22,7 +22,7 @@ PYTHON ?= $(shell for p in $(PYTHON_CANDIDATES); do \
 
 DOCKERFILES := docker/Dockerfile docker/Dockerfile.gpu
 
-.PHONY: setup check-python run exps check test lint format ui plots server bench clean help kfp
+.PHONY: setup check-python run exps check test lint format ui plots server bench clean help kfp sweep
 
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -56,6 +56,10 @@ exps: setup  ## experiments best first: changed params, test accuracy, macro F1,
 	dvc exp show --only-changed --keep '$(EXPS_KEEP)' --drop '$(EXPS_DROP)' \
 		--sort-by accuracy --sort-order desc \
 		--no-pager $(EXPS_ARGS)
+
+# SWEEP: the name the sweep's trainings were given with -S mlflow.sweep=NAME.
+sweep: setup  ## a sweep's trials best first (make sweep SWEEP=NAME): val/test accuracy, macro F1, changed params
+	$(PY) -m deploy.sweep_table "$(SWEEP)"
 
 check: setup  ## the fast tier (under a minute): lint, format check, the tests not e2e nor keras
 	$(PY) -m ruff check .
