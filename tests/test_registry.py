@@ -141,6 +141,28 @@ def test_promotion_clears_a_waiting_challenger(runs: list[dict], name: str) -> N
     assert aliases(name) == {"champion": "3"}
 
 
+def test_models_list_tag_names_the_champion_when_a_newer_challenger_exists(
+    runs: list[dict], name: str
+) -> None:
+    # MLflow's models list shows the alias of the newest aliased version only (a newer challenger
+    # hid the champion behind "+1"); the model's `champion` tag is in the list's Tags column.
+    def shown() -> str | None:
+        return mlflow.MlflowClient().get_registered_model(name).tags.get("champion")
+
+    register(name, runs[0], 0.60)
+    assert shown() is None
+    register(name, runs[1], 0.80)
+    register(name, runs[2], 0.75)
+    assert aliases(name) == {"champion": "2", "challenger": "3"}
+    assert shown() == "v2, test accuracy 0.8000"
+    register(name, runs[3], 0.85)
+    assert shown() == "v4, test accuracy 0.8500"
+    # An alias removed by hand: the next evaluate drops the tag too, rather than keep a stale one.
+    mlflow.MlflowClient().delete_registered_model_alias(name, "champion")
+    register(name, runs[0], 0.60)
+    assert shown() is None
+
+
 def test_equal_accuracy_does_not_move_champion(runs: list[dict], name: str) -> None:
     register(name, runs[0], 0.80)
     assert register(name, runs[1], 0.80)["decision"] == "kept"

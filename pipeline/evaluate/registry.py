@@ -15,6 +15,9 @@ A version carries a few tags that fit the registry's versions table (accuracy, d
 DVC experiment); the rest (data, gate, reason) is in its description, whose first line is the
 headline the versions table previews: ``test accuracy 0.3076 — promoted: beats v4 (0.1792)``.
 
+The registered model's tag ``champion`` repeats the champion's version and accuracy: MLflow's
+models list shows only the alias on the newest aliased version, so a newer challenger hid it.
+
 Registration is idempotent: a second call for the same MLflow run reuses its version.
 """
 
@@ -300,6 +303,7 @@ def _register(
         client.set_registered_model_alias(name, CHALLENGER, version)
         challenger = version
     client.set_model_version_tag(name, version, DECISION_TAG, decision.decision)
+    _show_champion(client, name, version if decision.promote else champion)
     # The register.* values this decision used go into the description (not the training run).
     description = version_description(lineage, decision, details, policy_tags(policy))
     client.update_model_version(name, version, description=description)
@@ -343,6 +347,22 @@ def _alias_version(client: Any, name: str, alias: str) -> str | None:
     # The store hands alias targets back as ints, version numbers elsewhere as strings.
     version = client.get_registered_model(name).aliases.get(alias)
     return None if version is None else str(version)
+
+
+def _show_champion(client: Any, name: str, champion: str | None) -> None:
+    """Mirror the champion in the registered model's tag ``champion``: ``v3, test accuracy 0.31``.
+
+    MLflow's models list shows only the alias of the newest aliased version and hides the others
+    behind "+1": a challenger newer than the champion hid it. The list's Tags column shows this
+    tag whatever the version order; rewritten at every evaluate, so it heals after a kill.
+    """
+    if champion is None:
+        if CHAMPION in client.get_registered_model(name).tags:
+            client.delete_registered_model_tag(name, CHAMPION)
+        return
+    accuracy = _champion_accuracy(client, name, champion)
+    figure = "" if accuracy is None else f", test accuracy {accuracy:.4f}"
+    client.set_registered_model_tag(name, CHAMPION, f"v{champion}{figure}")
 
 
 def _champion_accuracy(client: Any, name: str, version: str) -> float | None:
