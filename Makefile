@@ -46,16 +46,10 @@ $(STAMP): pyproject.toml uv.lock Makefile | $(UV) check-python
 run: setup  ## run the pipeline: dvc repro (only what changed); GPU=1: on the GPU
 	dvc repro
 
-# The experiment and the three headline metrics stay; of the rest, params (section.key) that
-# differ between experiments stay, but for data.* (the archive's long URL and md5, not a
-# hyperparameter); deps, other metrics and Created go.
-EXPS_KEEP := ^(Experiment|accuracy|macro_f1|val_loss)$$
-EXPS_DROP := ^(?![a-z_]+\.[a-z_.]+$$)|^data\.
-
+# dvc exp show with the experiment, the three headline metrics and the params that differ
+# between the experiments (not from the commit; data.* left out); EXPS_ARGS go to dvc exp show.
 exps: setup  ## experiments best first: changed params, test accuracy, macro F1, val loss
-	dvc exp show --only-changed --keep '$(EXPS_KEEP)' --drop '$(EXPS_DROP)' \
-		--sort-by accuracy --sort-order desc \
-		--no-pager $(EXPS_ARGS)
+	$(PY) -m deploy.exps_view $(EXPS_ARGS)
 
 # SWEEP: the name the sweep's trainings were given with -S mlflow.sweep=NAME.
 sweep: setup  ## a sweep's trials best first (make sweep SWEEP=NAME): val/test accuracy, macro F1, changed params
