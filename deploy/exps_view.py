@@ -4,7 +4,8 @@
 the same way in every experiment (``-S preprocess.max_train_images=2000``, differing from the
 committed ``null``) takes a column, and the params that do differ fell into ``…`` at 120 columns.
 This asks DVC for the experiments (``--json``), keeps the params whose values differ between the
-experiments of the baseline (but ``data.*``: the archive's URL and md5, not hyperparameters), and
+experiments of the baseline (but ``data.*``, ``mlflow.*`` and ``register.*``: where the data
+comes from, what the runs are called and the registry's gate, none of which changes the model), and
 prints ``dvc exp show`` with those and the three headline metrics, best test accuracy first,
 without the workspace row (a copy of the applied experiment).
 
@@ -22,9 +23,10 @@ from typing import Any
 
 # The experiment's name and the three figures a user compares first.
 METRIC_COLUMNS = ("Experiment", "accuracy", "macro_f1", "val_loss")
-# Where the data comes from, not how the model is trained: the same for every experiment that
-# differs from the committed params only by a local archive.
-IGNORED_SECTIONS = ("data.",)
+# Where the data comes from (a local archive's path and md5), the MLflow names and the registry's
+# gate: they change no model, and a few long names (register.allow_champion) push the params
+# that do past 120 columns.
+IGNORED_SECTIONS = ("data.", "mlflow.", "register.")
 
 
 def flat_params(data: dict[str, Any]) -> dict[str, str]:

@@ -74,19 +74,22 @@ def revision(params: dict) -> dict:
 def test_params_that_differ_between_experiments_not_from_the_baseline() -> None:
     base = {"data": {"url": "https://x"}, "train": {"epochs": 50, "optimizer": "rmsprop"}}
     local = {"data": {"url": "/local"}, "preprocess": {"max_train_images": 2000}}
+
+    def experiment(optimizer: str, gate: bool) -> dict:
+        train = {"epochs": 2, "optimizer": optimizer}
+        return {"revs": [{"data": revision(local | {"train": train, "register": {"gate": gate}})}]}
+
+    failed = {"revs": [{"name": "failed", "data": None}]}
     shown = [
         {"rev": "workspace", "data": revision(base), "experiments": None},
         {
             "rev": "a" * 40,
             "data": revision(base),
-            "experiments": [
-                {"revs": [{"data": revision(local | {"train": {"epochs": 2, "optimizer": o}})}]}
-                for o in ("adam", "sgd")
-            ]
-            + [{"revs": [{"name": "failed", "data": None}]}],
+            "experiments": [experiment("adam", True), experiment("sgd", False), failed],
         },
     ]
-    # Epochs (2 in both) and data (the baseline's only) differ from the commit, not between them.
+    # Epochs (2 in both) and data (the baseline's only) differ from the commit, not between them;
+    # the registry's gate (register.*) changes no model.
     assert differing_params(shown) == ["train.optimizer"]
     # With one experiment, what differs from the commit, data.* left out.
     shown[1]["experiments"] = shown[1]["experiments"][:1]
