@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 # The experiment's name and the three figures a user compares first.
@@ -78,11 +80,17 @@ def differing_params(shown: list[dict[str, Any]]) -> list[str]:
     ]
 
 
+def dvc_executable() -> str:
+    """The dvc of this interpreter's environment (the project's .venv), else the one on PATH."""
+    beside = Path(sys.executable).parent / "dvc"
+    return str(beside) if beside.exists() else shutil.which("dvc") or "dvc"
+
+
 def show_command(params: list[str], extra: list[str]) -> list[str]:
     """The ``dvc exp show`` command that shows ``params`` and the headline metrics only."""
     keep = "^(" + "|".join(re.escape(name) for name in (*METRIC_COLUMNS, *params)) + ")$"
     return [
-        "dvc", "exp", "show", "--no-pager", "--hide-workspace",
+        dvc_executable(), "exp", "show", "--no-pager", "--hide-workspace",
         "--keep", keep, "--drop", ".*",
         "--sort-by", "accuracy", "--sort-order", "desc", *extra,
     ]  # fmt: skip
@@ -91,9 +99,12 @@ def show_command(params: list[str], extra: list[str]) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     """Print the curated table; extra arguments go to both ``dvc exp show`` calls."""
     extra = list(sys.argv[1:] if argv is None else argv)
-    listed = subprocess.run(
-        ["dvc", "exp", "show", "--json", *extra], capture_output=True, text=True, check=False
-    )
+    command = [dvc_executable(), "exp", "show", "--json", *extra]
+    try:
+        listed = subprocess.run(command, capture_output=True, text=True, check=False)
+    except FileNotFoundError:
+        print("error: dvc not found: run `make exps`, or put .venv/bin on PATH", file=sys.stderr)
+        return 1
     if listed.returncode != 0:
         message = (listed.stderr.strip().splitlines() or ["dvc exp show failed"])[-1]
         print(f"error: {message}", file=sys.stderr)
