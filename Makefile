@@ -20,7 +20,7 @@ PYTHON ?= $(shell for p in $(PYTHON_CANDIDATES); do \
 	$$p -c 'import sys; assert (3, 11) <= sys.version_info[:2] <= (3, 13); print(sys._base_executable)' \
 	2>/dev/null && break; done)
 
-DOCKERFILES := docker/Dockerfile docker/Dockerfile.gpu
+DOCKERFILES := docker/Dockerfile docker/Dockerfile.gpu tests/compose/postgres.Dockerfile tests/compose/s3.Dockerfile
 
 .PHONY: setup check-python run exps check test lint format ui plots server bench clean help kfp sweep
 

@@ -8,7 +8,9 @@ import re
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
@@ -16,6 +18,9 @@ import pytest
 from pipeline.core.params import Params, load_params
 from pipeline.core.paths import REPO_ROOT
 from tests.cifar_archive import CLASSES
+
+if TYPE_CHECKING:
+    from tests.docker_fixtures import Docker
 
 # A helper module that asserts: show the compared values on failure, as in the test modules.
 pytest.register_assert_rewrite("tests.mlflow_fixtures")
@@ -135,3 +140,13 @@ def run_stage(
         text=True,
         timeout=timeout,
     )
+
+
+@pytest.fixture(scope="module")
+def docker() -> Iterator[Docker]:
+    """A Docker daemon for a module that builds or runs images (tests/docker_fixtures.py): the
+    one that answers, else our own dockerd, stopped by its PID after the module."""
+    from tests.docker_fixtures import running_daemon
+
+    with running_daemon() as daemon:
+        yield daemon
