@@ -73,6 +73,9 @@ def main(argv: list[str] | None = None) -> None:
 
         def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
             row = dict(history[-1])
+            # CPU seconds of this process so far (all threads): what the training really got
+            # on a shared machine, where wall time also counts the other programs' load.
+            row["process_cpu_s"] = time.process_time()
             if args.eval_test:
                 inputs = backend.fit_inputs(test_x, test_y, 1024, shuffle=False, seed=0)
                 inputs.pop("shuffle")  # evaluate() takes no shuffle argument

@@ -32,6 +32,7 @@ import yaml
 from kfp import dsl, kubernetes
 from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Input, Metrics, Model, Output
 from kfp.dsl.types import type_annotations
+from pydantic import BaseModel
 
 from cifar10_kfp.runtime import dotted_name, flat_name, pipeline_defaults
 from pipeline.core.errors import ParamsError, PipelineError
@@ -131,7 +132,8 @@ def schema_keys() -> dict[str, type]:
     """Every params key (dotted, in schema order) -> its pipeline parameter type.
 
     ``X | None`` is X (null travels as X's empty value), a Literal of strings is str, ``list[...]``
-    is list. ParamsError for a type KFP has no parameter for.
+    is list, a nested section (``model.reference``) is dict. ParamsError for a type KFP has no
+    parameter for.
     """
     keys: dict[str, type] = {}
     for name, section in Params.model_fields.items():
@@ -153,6 +155,9 @@ def _kfp_type(dotted: str, annotation: Any) -> type:
             return _kfp_type(dotted, kinds.pop())
     elif origin in (list, dict):
         return origin
+    elif isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        # A nested section (model.reference, one per architecture): one struct parameter.
+        return dict
     elif annotation in _KFP_TYPES:
         return annotation
     raise ParamsError(

@@ -93,6 +93,8 @@ def _integral_floats_as_ints(value: Any) -> Any:
         return int(value)
     if isinstance(value, list):
         return [_integral_floats_as_ints(item) for item in value]
+    if isinstance(value, dict):  # a nested section's struct, e.g. model_reference
+        return {key: _integral_floats_as_ints(item) for key, item in value.items()}
     return value
 
 

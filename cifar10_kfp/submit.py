@@ -52,6 +52,11 @@ def run_arguments(package: Path, overrides: Sequence[str]) -> dict[str, Any]:
         # The stages' own parser: YAML 1.2, so `1e-3` is a float and `yes` is no boolean.
         key, value = parse_override(override)
         name = flat_name(key) if "." in key else key
+        struct, _, inner = name.partition(".")
+        if inner and isinstance(known.get(struct), dict):
+            # One key of a nested section (model.reference.dense_units=32): the section's
+            # struct parameter with that key changed.
+            name, value = struct, _with_key(arguments.get(struct, known[struct]), inner, value)
         if name not in known:
             close = difflib.get_close_matches(name, list(known), n=1)
             hint = f"; did you mean {close[0]}?" if close else ""
@@ -66,6 +71,14 @@ def run_arguments(package: Path, overrides: Sequence[str]) -> dict[str, Any]:
         section, _, field = dotted_name(name).partition(".")
         typed[name] = to_pipeline_value(f"{section}.{field}", valid[section][field])
     return typed
+
+
+def _with_key(struct: dict[str, Any], dotted: str, value: Any) -> dict[str, Any]:
+    """A copy of ``struct`` with the key at ``dotted`` (``a.b``) set to ``value``."""
+    first, _, rest = dotted.partition(".")
+    inner = struct.get(first)
+    changed = _with_key(inner, rest, value) if rest and isinstance(inner, dict) else value
+    return {**struct, first: changed}
 
 
 def submit(

@@ -64,11 +64,11 @@ def train_tiny_model(num_classes: int = 10, epochs: int = 4, seed: int = 0) -> t
 
     keras.utils.set_random_seed(seed)
     small = repo_params(
-        "model.conv_filters=[8]",
-        "model.dense_units=16",
-        "model.dropout_conv=0.0",
-        "model.dropout_dense=0.0",
-        "model.augment=false",
+        "model.reference.conv_filters=[8]",
+        "model.reference.dense_units=16",
+        "model.reference.dropout_conv=0.0",
+        "model.reference.dropout_dense=0.0",
+        "model.reference.augment=false",
     )
     model = build_model(small.model)
     if num_classes != model.output_shape[-1]:

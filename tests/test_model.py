@@ -50,7 +50,7 @@ def test_model_rescales_raw_uint8_pixels_itself() -> None:
 
 
 def test_augmentation_changes_training_inputs_only() -> None:
-    model = build_model(repo_params("model.augment=true").model, seed=1)
+    model = build_model(repo_params("model.reference.augment=true").model, seed=1)
     assert model.count_params() == configured_param_count()  # augmentation adds no weights
     augmented = keras.Model(model.inputs, model.get_layer("augment_translate").output)
     images = np.random.default_rng(0).integers(0, 256, (8, 32, 32, 3), dtype=np.uint8)

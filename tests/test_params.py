@@ -23,6 +23,12 @@ REPO_PARAMS = (REPO_ROOT / "params.yaml").read_text()
 APPENDED = REPO_PARAMS.count("\n") + 1
 
 
+def line_of(text: str) -> int:
+    """The line number of the first line of params.yaml that starts with ``text``."""
+    lines = REPO_PARAMS.splitlines()
+    return next(number for number, line in enumerate(lines, 1) if line.startswith(text))
+
+
 def schema_fields(model: type[BaseModel] = Params, prefix: str = "") -> dict[str, object]:
     """Every leaf field of the schema: ``{"train.epochs": FieldInfo, ...}``."""
     leaves: dict[str, object] = {}
@@ -40,7 +46,14 @@ def test_values_live_in_params_yaml_only() -> None:
     fields = schema_fields()
     assert [key for key, info in fields.items() if not info.is_required()] == []
     # ...and params.yaml sets every key the schema knows.
-    assert set(flatten_params(load_params(REPO_ROOT / "params.yaml"))) == set(fields)
+    flat = flatten_params(load_params(REPO_ROOT / "params.yaml"))
+    # A nested section (model.reference) is one value there; its keys are leaves here.
+    leaves = {
+        f"{key}.{inner}" if isinstance(value, dict) else key
+        for key, value in flat.items()
+        for inner in (value if isinstance(value, dict) else [None])
+    }
+    assert leaves == set(fields)
     raw = yaml.safe_load(REPO_PARAMS)
     assert set(raw) == {"data", "preprocess", "model", "train", "mlflow", "register"}
 
@@ -96,13 +109,22 @@ def test_yaml_scalars_are_read_as_dvc_writes_them() -> None:
 
 # Each is refused by the stage before TensorFlow loads: one line, exit 2, no MLflow run.
 BAD_INPUT = {
-    "zero filters": (["--set", "model.conv_filters=[0]"],
-                     "params.yaml: model.conv_filters.0: must be between 1 and 4096 (got 0)"),
-    "negative filters": (["--set", "model.conv_filters=[32, -1]"],
-                         "params.yaml: model.conv_filters.1: must be between 1 and 4096 (got -1)"),
+    "zero filters": (
+        ["--set", "model.reference.conv_filters=[0]"],
+        "params.yaml: model.reference.conv_filters.0: must be between 1 and 4096 (got 0)",
+    ),
+    "negative filters": (
+        ["--set", "model.reference.conv_filters=[32, -1]"],
+        "params.yaml: model.reference.conv_filters.1: must be between 1 and 4096 (got -1)",
+    ),
     "kernel too big for 3 blocks": (
-        ["--set", "model.kernel_size=5"],
-        "params.yaml: model: kernel_size 5 with 3 conv blocks shrinks the 32x32 image to nothing",
+        ["--set", "model.reference.kernel_size=5"],
+        "params.yaml: model.reference: kernel_size 5 with 3 conv blocks shrinks the 32x32 image"
+        " to nothing",
+    ),
+    "unknown arch": (
+        ["--set", "model.arch=resnet50"],
+        "params.yaml: model.arch: must be one of reference, fast_resnet (got 'resnet50')",
     ),
     "float seed": (["--set", "train.seed=1e20"],
                    "params.yaml: train.seed: must be a valid integer (got 1e+20)"),
@@ -153,7 +175,9 @@ def test_malformed_override_and_missing_file(tmp_path: Path) -> None:
 def test_flattened_params_carry_stage_prefixes() -> None:
     flat = flatten_params(repo_params())
     assert flat["train.epochs"] == 50
-    assert flat["model.dense_units"] == 512
+    assert flat["model.arch"] == "reference"
+    # A nested section stays one value: Kubeflow passes it as one struct parameter.
+    assert flat["model.reference"]["dense_units"] == 512
     assert flat["register.min_accuracy"] == 0.70
     assert flat["data.md5"] == "c32a1d4ab5d03f1284b67883e8d87530"
 
@@ -203,20 +227,21 @@ def test_yaml_1_2_scalars_in_the_file(tmp_path: Path) -> None:
 def test_duplicate_keys_name_both_lines(tmp_path: Path) -> None:
     text = REPO_PARAMS.replace("  epochs: 50\n", "  epochs: 50\n  epochs: 5\n")
     assert load_error(write_params(tmp_path, text)) == (
-        "params.yaml: duplicate key 'epochs' (lines 22 and 23)"
+        f"params.yaml: duplicate key 'epochs' (lines {line_of('  epochs:')} and"
+        f" {line_of('  epochs:') + 1})"
     )
     text = REPO_PARAMS + "train:\n  epochs: 5\n"  # a whole section given twice
     assert load_error(write_params(tmp_path, text)) == (
-        f"params.yaml: duplicate key 'train' (lines 21 and {APPENDED})"
+        f"params.yaml: duplicate key 'train' (lines {line_of('train:')} and {APPENDED})"
     )
 
 
 def test_yaml_syntax_error_is_one_line_with_its_line(tmp_path: Path) -> None:
-    text = REPO_PARAMS.replace("  kernel_size: 3\n", "  kernel_size: [3\n")
+    text = REPO_PARAMS.replace("    kernel_size: 3\n", "    kernel_size: [3\n")
     message = load_error(write_params(tmp_path, text))
     assert message == (
-        "params.yaml: not valid YAML: line 16: expected ',' or ']', but got ':'"
-        " (while parsing a flow sequence from line 15)"
+        f"params.yaml: not valid YAML: line {line_of('    kernel_size:') + 1}: expected ',' or"
+        f" ']', but got ':' (while parsing a flow sequence from line {line_of('    kernel_size:')})"
     )
 
 
@@ -279,7 +304,7 @@ call_stage(lambda: load_params(sys.argv[1], sys.argv[2:]))
 def test_an_alias_bomb_is_refused_fast_and_unexpanded(where: str, tmp_path: Path) -> None:
     if where == "file":
         path = write_params(tmp_path, REPO_PARAMS.replace("  epochs: 50\n", f"  epochs: {BOMB}\n"))
-        args, label = [path], "params.yaml: line 22"
+        args, label = [path], f"params.yaml: line {line_of('  epochs:')}"
     else:
         args, label = [REPO_ROOT / "params.yaml", f"train.epochs={BOMB}"], "--set train.epochs"
     started = time.monotonic()
@@ -309,7 +334,7 @@ def test_an_alias_bomb_is_refused_fast_and_unexpanded(where: str, tmp_path: Path
         ("train.mixed_precision=on", ("train.mixed_precision", "on")),
         ("data.md5=null", ("data.md5", None)),
         ("data.md5=", ("data.md5", None)),
-        ("model.conv_filters=[8, 16]", ("model.conv_filters", [8, 16])),
+        ("model.reference.conv_filters=[8, 16]", ("model.reference.conv_filters", [8, 16])),
         ("train.optimizer=[adam", ("train.optimizer", "[adam")),  # not YAML: kept as text
         ("data.url=http://x/a=b", ("data.url", "http://x/a=b")),
     ],

@@ -416,7 +416,7 @@ def test_mlflow_run_uses_the_same_stage_code_and_run(repo: Repo) -> None:
     repo.set_params(train__learning_rate=0.0123)
 
     repo.run("mlflow", "run", ".", "-e", "train", "-P", "epochs=1",
-             "-P", "set=model.dense_units=32 train.optimizer=adam",
+             "-P", "set=model.reference.dense_units=32 train.optimizer=adam",
              "--env-manager", "local", "--experiment-name", "cifar10-cnn")  # fmt: skip
 
     runs = [
@@ -429,7 +429,7 @@ def test_mlflow_run_uses_the_same_stage_code_and_run(repo: Repo) -> None:
     assert run.data.params["train.epochs"] == "1"
     assert run.data.params["train.learning_rate"] == "0.0123", "edited in params.yaml"
     assert run.data.params["train.batch_size"] == "50", "params.yaml's, not a default"
-    assert run.data.params["model.dense_units"] == "32"
+    assert run.data.params["model.reference.dense_units"] == "32"
     assert run.data.params["train.optimizer"] == "adam"
     assert "accuracy/val" in run.data.metrics
     run_info = json.loads((repo.root / "models" / "run.json").read_text())

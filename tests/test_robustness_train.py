@@ -28,7 +28,7 @@ from tests.test_train import all_runs, client_for, first_checkpoint_state, start
 pytestmark = pytest.mark.e2e
 
 # A small CNN: the file system and state handling are under test here, not the reference model.
-SMALL = ("model.conv_filters=[8]", "model.dense_units=16", "train.epochs=2")
+SMALL = ("model.reference.conv_filters=[8]", "model.reference.dense_units=16", "train.epochs=2")
 
 
 def args_for(workdir: Path, prepared: Path) -> list[str]:

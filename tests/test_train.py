@@ -99,7 +99,13 @@ def test_train_stage_leaves_one_complete_mlflow_run(workdir: Path, prepared_dir:
     experiment = client_for(workdir).get_experiment(run.info.experiment_id)
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
     assert run.data.params["train.epochs"] == "2"
-    assert run.data.params["model.dense_units"] == "512"
+    assert run.data.params["model.arch"] == "reference"
+    assert run.data.params["model.reference.dense_units"] == "512"
+    # Only the architecture trained: no other one's params, nor a whole section as one value.
+    assert not any(
+        key.startswith(("model.fast_resnet", "model.reference=")) for key in run.data.params
+    )
+    assert "model.reference" not in run.data.params
     assert run.data.params["preprocess.val_size"] == "5000"
     client = client_for(workdir)
     for metric in ("loss/train", "loss/val", "accuracy/train", "accuracy/val",
@@ -313,7 +319,10 @@ def test_missing_prepared_data_says_what_to_run(workdir: Path) -> None:
             "train.optimizer: must be 'rmsprop', 'adam' or 'sgd' (got 'adamw')",
         ),
         ("train.epochs=0", "train.epochs: must be between 1 and 10000 (got 0)"),
-        ("model.dropout_dense=1.5", "model.dropout_dense: must be >= 0.0 and < 1.0 (got 1.5)"),
+        (
+            "model.reference.dropout_dense=1.5",
+            "model.reference.dropout_dense: must be >= 0.0 and < 1.0 (got 1.5)",
+        ),
         ("train.mixed_precision=maybe", "train.mixed_precision: must be 'auto', 'on' or 'off'"),
     ],
 )

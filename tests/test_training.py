@@ -21,7 +21,7 @@ from tests.conftest import repo_params, write_prepared
 # Builds Keras models: imports TensorFlow, which `make check` leaves out.
 pytestmark = pytest.mark.keras
 
-SMALL_MODEL = ["model.conv_filters=[4]", "model.dense_units=8"]
+SMALL_MODEL = ["model.reference.conv_filters=[4]", "model.reference.dense_units=8"]
 
 
 def params(*overrides: str) -> Params:

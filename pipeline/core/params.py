@@ -68,7 +68,9 @@ class PreprocessParams(Section):
     seed: int = Field(ge=0, le=MAX_SEED)
 
 
-class ModelParams(Section):
+class ReferenceParams(Section):
+    """``model.reference``: the reference CNN (pipeline/train/architectures/reference.py)."""
+
     # Each block is conv(same) -> conv(valid) -> max-pool, with this many filters.
     conv_filters: list[Annotated[int, Field(ge=1, le=4096)]] = Field(min_length=1, max_length=3)
     kernel_size: int = Field(ge=1, le=5)
@@ -78,7 +80,7 @@ class ModelParams(Section):
     augment: bool
 
     @model_validator(mode="after")
-    def _image_survives_the_blocks(self) -> ModelParams:
+    def _image_survives_the_blocks(self) -> ReferenceParams:
         # Checked here, before TensorFlow loads: Keras would fail deep in model building.
         side = IMAGE_SIZE
         for block in range(1, len(self.conv_filters) + 1):
@@ -88,10 +90,55 @@ class ModelParams(Section):
                     f"kernel_size {self.kernel_size} with {len(self.conv_filters)} conv blocks"
                     f" shrinks the {IMAGE_SIZE}x{IMAGE_SIZE} image to nothing (block {block}"
                     f" gets {side}x{side}, too small to convolve and pool); use a smaller"
-                    " model.kernel_size or fewer model.conv_filters"
+                    " model.reference.kernel_size or fewer model.reference.conv_filters"
                 )
             side = after_conv // 2
         return self
+
+
+class FastResnetParams(Section):
+    """``model.fast_resnet``: a fast residual net (pipeline/train/architectures/fast_resnet.py)."""
+
+    stem_width: int = Field(ge=1, le=1024)
+    # One block per width, each halving the image: 32 -> 16 -> 8 -> 4 with three.
+    widths: list[Annotated[int, Field(ge=1, le=4096)]] = Field(min_length=1, max_length=5)
+    # conv -> pool -> BatchNorm -> act, then conv -> BatchNorm -> act for each conv after the first.
+    convs_per_block: int = Field(ge=1, le=4)
+    # The convs after the first as a residual branch, added back to the first one's output.
+    residual: bool
+    activation: Literal["relu", "gelu"]
+    # Keras's meaning: the share of the old running statistics kept at each step.
+    batchnorm_momentum: float = Field(ge=0.0, lt=1.0)
+    logit_scale: float = Field(gt=0.0, le=10.0)
+    augment: bool  # random horizontal flip + translation, training only
+    translate_pixels: int = Field(ge=0, le=8)
+
+
+class ModelParams(Section):
+    """``model``: which architecture (``arch``), and one params section per architecture."""
+
+    arch: str
+    reference: ReferenceParams
+    fast_resnet: FastResnetParams
+
+    @field_validator("arch")
+    @classmethod
+    def _arch_is_registered(cls, value: str) -> str:
+        # Every other field is an architecture's section, so its name is a valid arch.
+        names = architecture_names()
+        if value not in names:
+            raise ValueError(f"must be one of {', '.join(names)}")
+        return value
+
+    @property
+    def selected(self) -> Section:
+        """The params section of the chosen architecture, ``model.<arch>``."""
+        return getattr(self, self.arch)
+
+
+def architecture_names() -> list[str]:
+    """The architectures ``model.arch`` may name: the sections of ModelParams."""
+    return [name for name in ModelParams.model_fields if name != "arch"]
 
 
 class TrainParams(Section):
@@ -99,6 +146,13 @@ class TrainParams(Section):
     batch_size: int = Field(ge=1, le=65536)
     optimizer: Literal["rmsprop", "adam", "sgd"]
     learning_rate: float = Field(gt=0.0, le=1e4)
+    # SGD only: momentum, and Nesterov's look-ahead form of it.
+    momentum: float = Field(ge=0.0, lt=1.0)
+    nesterov: bool
+    # Decoupled weight decay (each step shrinks every weight by learning_rate * weight_decay).
+    weight_decay: float = Field(ge=0.0, le=1.0)
+    # The true class gets 1 - label_smoothing, the rest spread evenly over all classes.
+    label_smoothing: float = Field(ge=0.0, lt=1.0)
     seed: int = Field(ge=0, le=MAX_SEED)
     deterministic: bool
     mixed_precision: Literal["auto", "on", "off"]
@@ -113,6 +167,18 @@ class TrainParams(Section):
     # How many of the visible devices (the GPUs, else the CPU devices) data_parallel uses; 0: all.
     # One int rather than int | "all": a Kubeflow component parameter has one type.
     devices: int = Field(ge=0, le=4096)
+
+    @model_validator(mode="after")
+    def _momentum_needs_sgd(self) -> TrainParams:
+        # Silently ignored by the other optimizers otherwise.
+        if self.optimizer != "sgd" and (self.momentum or self.nesterov):
+            raise ValueError(
+                f"momentum and nesterov are for optimizer sgd (got optimizer {self.optimizer},"
+                f" momentum {self.momentum}, nesterov {str(self.nesterov).lower()})"
+            )
+        if self.nesterov and not self.momentum:
+            raise ValueError("nesterov needs a momentum above 0")
+        return self
 
     @model_validator(mode="after")
     def _devices_need_data_parallel(self) -> TrainParams:

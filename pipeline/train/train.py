@@ -18,7 +18,7 @@ from pipeline.core import paths
 from pipeline.core.atomic import check_writable, save_keras_atomically, write_json, write_text
 from pipeline.core.checksums import file_md5, files_md5
 from pipeline.core.errors import PipelineError
-from pipeline.core.params import Params, flatten_params
+from pipeline.core.params import Params, architecture_names, flatten_params
 from pipeline.core.paths import REPO_ROOT
 from pipeline.core.redact import relative_to_root
 from pipeline.tracking import metric_names
@@ -187,11 +187,17 @@ def logged_params(params: Params) -> dict[str, object]:
     Not ``register.*`` nor the registered model name: evaluate reads those, and records them on
     the model version it registers.
     """
-    return {
+    logged = {
         key: value
         for key, value in flatten_params(params).items()
         if key.startswith(LOGGED_SECTIONS) or key in LOGGED_KEYS
     }
+    # Of the architectures, only the one trained, key by key: model.reference.dense_units.
+    for arch in architecture_names():
+        del logged[f"model.{arch}"]
+    chosen = params.model.selected.model_dump()
+    logged |= {f"model.{params.model.arch}.{key}": value for key, value in chosen.items()}
+    return logged
 
 
 def _close_abandoned_run(run_id: str | None) -> None:
