@@ -42,12 +42,17 @@ def test_link_opens_the_runs_table_with_the_compared_columns_sorted(client) -> N
     # The state lives where MLflow's own Share button puts it: an experiment tag.
     state = json.loads(experiment.tags[SHARED_VIEW_TAG + key])
     assert (state["orderByKey"], state["orderByAsc"]) == ("metrics.`test/accuracy`", False)
-    # The headline figures, then only the params that differ (not epochs, not the data md5).
+    # Test accuracy, only the params that differ (not epochs, not the data md5), then the other
+    # headline figures: on a narrow screen (MLflow's Assistant panel open) these go first.
     assert state["columnOrder"] == [
-        "metrics.`test/accuracy`", "metrics.`test/macro_f1`", "metrics.`loss/val`",
-        "params.`train.learning_rate`", "params.`train.optimizer`",
+        "metrics.`test/accuracy`", "params.`train.learning_rate`", "params.`train.optimizer`",
+        "metrics.`test/macro_f1`", "metrics.`loss/val`",
     ]  # fmt: skip
     assert state["selectedColumns"][:5] == state["columnOrder"]
+    # Param columns as wide as their names (the default is 100 px), the rest left as they are.
+    assert state["columnWidths"] == {
+        "params.`train.learning_rate`": 6 * 19 + 14, "params.`train.optimizer`": 6 * 15 + 14,
+    }  # fmt: skip
 
 
 def test_same_runs_same_link_and_no_experiment_links_the_list(client) -> None:
