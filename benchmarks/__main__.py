@@ -44,7 +44,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--precision-epochs", type=int, default=10)
     parser.add_argument("--seeds", type=int, nargs="+", default=[42, 43])
     parser.add_argument("--tta-max-epochs", type=int, help="cap each configuration's epochs")
-    parser.add_argument("--tta-configs", nargs="+", default=["reference-config", "fast", "augment"])
+    parser.add_argument(
+        "--tta-configs", nargs="+", default=["reference-config", "fast", "augment", "fast-resnet"]
+    )
     parser.add_argument("--overhead-train-size", type=int, default=2000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--requests", type=int, default=50)

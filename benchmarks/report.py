@@ -214,6 +214,20 @@ def tta_section(data: dict | None, base: Path) -> tuple[list[str], dict]:
             f"{_f(ratio, 3) if ratio else '-'} | {_f(row['final_test_accuracy'], 4)} | "
             f"{_f(row['best_test_accuracy'], 4)} |"
         )
+    lines += [
+        "",
+        "Time to the fast net's marks (profiles/fast-resnet.yaml), the same sums of epoch times; "
+        "process CPU seconds include start-up and the per-epoch test scoring:",
+        "",
+        "| configuration | epochs / seconds to 90% | epochs / seconds to 94% | process CPU s |",
+        "|---|---|---|---|",
+    ]
+    for name, row in summary.items():
+        marks = [
+            f"{mark['epoch']} / {mark['seconds']:.0f}" if mark else "not reached"
+            for mark in (row.get("reached_marks") or {}).values()
+        ] or ["-", "-"]
+        lines.append(f"| {name} | {' | '.join(marks)} | {_f(row.get('process_cpu_s'), 0)} |")
     lines += ["", "Test accuracy per epoch:", ""]
     for name, row in summary.items():
         curve = ", ".join(f"{value:.3f}" for value in row["test_accuracy_per_epoch"])
@@ -470,6 +484,7 @@ def targets_section(
         rows.append(
             ("reference configuration test accuracy >= 0.79 (50 epochs)", NOT_MEASURED, "-")
         )
+    rows += fast_resnet_rows(tta.get("fast-resnet"), reference)
     augment = tta.get("augment")
     if not augment:
         rows.append(("`augment` profile: aim 0.85", NOT_MEASURED, "-"))
@@ -531,6 +546,44 @@ def targets_section(
     lines = ["## Targets", "", "| target | measured | status |", "|---|---|---|"]
     lines += [f"| {target} | {value} | {status} |" for target, value, status in rows]
     return [*lines, ""]
+
+
+def fast_resnet_rows(fast: dict | None, reference: dict | None) -> list[tuple[str, str, str]]:
+    """The fast residual net's CPU targets: 90% within the reference's 50 epochs, and 94%."""
+    goal = "`fast-resnet` reaches 0.90 in <= reference-config's 50-epoch time (same run)"
+    longer = "`fast-resnet` (or a longer profile) reaches 0.94"
+    gpu = ("GPU (one H200): `fast-resnet` reaches 0.94 in < 10 s of training", NOT_MEASURED, "-")
+    if not fast:
+        return [(goal, NOT_MEASURED, "-"), (longer, NOT_MEASURED, "-"), gpu]
+    marks = fast.get("reached_marks") or {}
+    ninety, best = marks.get("0.90"), fast["best_test_accuracy"]
+    planned = f"{fast['epochs_run']} of {fast['epochs_capped_to']} epochs"
+    # One seed per configuration: the issue asks for means over 3 seeds before claiming a target.
+    measured = "one seed: " + (
+        f"0.90 at epoch {ninety['epoch']}, {ninety['seconds']:.0f} s"
+        if ninety
+        else f"not reached in {planned} (best {best:.4f}, {fast['train_seconds']:.0f} s)"
+    )
+    full_reference = bool(reference and reference["complete"] and reference["epochs_run"] >= 50)
+    if full_reference and ninety:
+        measured += f" vs reference-config's 50 epochs {reference['train_seconds']:.0f} s"
+        status = _status(ninety["seconds"] <= reference["train_seconds"])
+    elif full_reference:
+        status = _status(False) if fast["complete"] else "not established (interrupted)"
+    else:
+        status = "not established (reference-config's 50 epochs not in this run)"
+    ninety_four = marks.get("0.94")
+    return [
+        (goal, measured, status),
+        (
+            longer,
+            f"at epoch {ninety_four['epoch']}, {ninety_four['seconds']:.0f} s"
+            if ninety_four
+            else f"not reached (best {best:.4f} in {planned})",
+            _status(True) if ninety_four else "not established (no longer profile run)",
+        ),
+        gpu,
+    ]
 
 
 def build(results: Path) -> str:

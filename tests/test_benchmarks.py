@@ -96,8 +96,10 @@ def test_every_benchmark_runs_at_toy_size_and_feeds_the_report(tmp_path: Path) -
 
     tta = json.loads((results / "time_to_accuracy.json").read_text())
     summary = tta["summary"]
-    assert set(summary) == {"reference-config", "fast", "augment"}
+    assert set(summary) == {"reference-config", "fast", "augment", "fast-resnet"}
     assert all(row["epochs_run"] == 1 and row["complete"] for row in summary.values())
+    assert set(summary["fast-resnet"]["reached_marks"]) == {"0.90", "0.94"}
+    assert summary["fast-resnet"]["process_cpu_s"] > 0
     assert all(0.0 <= row["final_test_accuracy"] <= 1.0 for row in summary.values())
 
     overhead = json.loads((results / "overhead.json").read_text())
@@ -107,6 +109,7 @@ def test_every_benchmark_runs_at_toy_size_and_feeds_the_report(tmp_path: Path) -
 
     text = doc.read_text()
     assert "Not measured." not in text
+    assert "| `fast-resnet` reaches 0.90 in <= reference-config's 50-epoch time" in text
     for heading in ("## Targets", "## Train stage against the reference way", "## Time to accuracy",
                     "## float32 against bfloat16", "## Fixed costs"):  # fmt: skip
         assert heading in text
