@@ -8,16 +8,18 @@ serves the logged model through its MLflow pyfunc, the code ``mlflow models serv
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from benchmarks.profiles import profile_overrides
 from cifar10_kfp.pipeline import schema_keys
 from cifar10_kfp.submit import run_arguments
 from pipeline.core.errors import ParamsError
-from pipeline.core.params import architecture_names
+from pipeline.core.params import architecture_names, load_params
 from pipeline.core.paths import REPO_ROOT
 from tests.conftest import repo_params, run_stage, store_env, train_args
 
@@ -58,6 +60,21 @@ def test_bad_architecture_and_recipe_params_are_one_line(override: str, message:
         repo_params(override)
     assert str(refused.value).startswith(f"params.yaml: {message}")
     assert "\n" not in str(refused.value)
+
+
+def test_params_of_the_old_layout_say_where_the_keys_went(tmp_path: Path) -> None:
+    moved = "moved under model.reference (model.arch picks the architecture"
+    with pytest.raises(ParamsError, match=r"^params.yaml: model: dense_units " + re.escape(moved)):
+        repo_params("model.dense_units=256")  # an override written for the old layout
+    old = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+    old["model"] = old["model"]["reference"]  # model: {conv_filters: ..., ...} as before
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(old))
+    with pytest.raises(ParamsError) as refused:
+        load_params(tmp_path / "params.yaml")
+    assert str(refused.value) == (
+        "params.yaml: model: conv_filters, kernel_size, dense_units, dropout_conv, dropout_dense,"
+        f" augment {moved}; see docs/architecture.md, Choosing the model)"
+    )
 
 
 def test_nesterov_needs_sgd_with_momentum() -> None:

@@ -121,6 +121,20 @@ class ModelParams(Section):
     reference: ReferenceParams
     fast_resnet: FastResnetParams
 
+    @model_validator(mode="before")
+    @classmethod
+    def _not_the_old_layout(cls, raw: Any) -> Any:
+        # Before model.arch, the reference's keys sat directly under model: say where they went.
+        moved = [
+            key for key in ReferenceParams.model_fields if isinstance(raw, dict) and key in raw
+        ]
+        if moved:
+            raise ValueError(
+                f"{', '.join(moved)} moved under model.reference (model.arch picks the"
+                " architecture; see docs/architecture.md, Choosing the model)"
+            )
+        return raw
+
     @field_validator("arch")
     @classmethod
     def _arch_is_registered(cls, value: str) -> str:
