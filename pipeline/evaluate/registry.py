@@ -376,8 +376,9 @@ def _champion_accuracy(client: Any, name: str, version: str) -> float | None:
 def model_description(name: str, classes: list[str]) -> str:
     """What the registered model is, how to call it and what its aliases mean (Markdown)."""
     return (
-        f"**{name}**: CIFAR-10 image classifier, the classic Keras CNN trained by this "
-        "project's DVC pipeline (params.yaml pins every hyperparameter).\n\n"
+        f"**{name}**: CIFAR-10 image classifier trained by this project's DVC pipeline "
+        "(params.yaml pins every hyperparameter; model.arch picks the architecture, each "
+        "version's run logs it).\n\n"
         "**Input**: raw images, N x 32 x 32 x 3 uint8 RGB pixels 0-255 "
         '(`{"inputs": [...]}`); anything else is refused with HTTP 400.\n'
         f"**Output**: one probability per class, columns named {', '.join(classes) or 'by class'}."

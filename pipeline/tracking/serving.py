@@ -30,10 +30,11 @@ INPUT_FORMAT = (
 )
 
 
-def model_description(classes: list[str]) -> str:
+def model_description(classes: list[str], architecture: str) -> str:
     """The logged model's description: what it is, what goes in and what comes out."""
     return (
-        "CIFAR-10 image classifier (the classic Keras CNN) logged by this project's train stage."
+        f"CIFAR-10 image classifier (Keras model `{architecture}`) logged by this project's train "
+        "stage."
         f"\n\n**Input**: {INPUT_FORMAT}.\n\n**Output**: one float32 probability per class, "
         f"columns {', '.join(classes)}."
     )
@@ -78,6 +79,6 @@ def log_served_model(model: object, classes: list[str], name: str = "model") -> 
             signature=signature,
             input_example=example,
             pip_requirements=requirements,
-            tags={DESCRIPTION_TAG: model_description(classes)},
+            tags={DESCRIPTION_TAG: model_description(classes, model.name)},  # type: ignore[attr-defined]
         )
     return info.model_uri
