@@ -75,7 +75,7 @@ format: setup
 	$(PY) -m ruff format .
 	$(PY) -m ruff check --fix .
 
-kfp: setup  ## compile the Kubeflow pipeline from the committed params.yaml to cifar10_kfp/cifar10_pipeline.yaml (KFP_IMAGE, KFP_GPU_IMAGE)
+kfp: setup  ## compile the Kubeflow pipelines from the committed params.yaml: cifar10_kfp/cifar10_pipeline.yaml and cifar10_sweep_pipeline.yaml (KFP_IMAGE, KFP_GPU_IMAGE)
 	$(PY) -m cifar10_kfp.compile
 
 # make bench knobs: ARCHIVE (the CIFAR-10 archive), SIZE (training images; empty = all 45,000),

@@ -1,4 +1,7 @@
-"""``python -m cifar10_kfp.compile``: write the pipeline as KFP v2 YAML (``make kfp``).
+"""``python -m cifar10_kfp.compile``: write the pipelines as KFP v2 YAML (``make kfp``).
+
+Two pipelines: the single run (cifar10_pipeline.yaml) and the sweep (cifar10_sweep_pipeline.yaml,
+cifar10_kfp.sweep); ``--output`` or ``--sweep-output`` writes only the one it names.
 
 Each component's parameters are its dvc.yaml stage's params; their defaults come from the
 committed params.yaml: one that differs from HEAD (``dvc exp run -S`` edits it in place) is
@@ -17,7 +20,7 @@ import re
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pipeline.core.errors import ParamsError
 from pipeline.core.paths import REPO_ROOT
@@ -27,17 +30,32 @@ if TYPE_CHECKING:
     from cifar10_kfp.pipeline import Settings
 
 OUTPUT = REPO_ROOT / "cifar10_kfp" / "cifar10_pipeline.yaml"
+SWEEP_OUTPUT = REPO_ROOT / "cifar10_kfp" / "cifar10_sweep_pipeline.yaml"
 
 log = logging.getLogger("pipeline")
 
 
 def compile_pipeline(output: Path, settings: Settings | None = None) -> Path:
     """Compile the pipeline for ``settings`` (cifar10_kfp.pipeline.Settings) to ``output``."""
-    from kfp import compiler
-
     from cifar10_kfp.pipeline import build_pipeline
 
-    pipeline = build_pipeline(settings)
+    return _write(build_pipeline(settings), output)
+
+
+def compile_sweep_pipeline(
+    output: Path, settings: Settings | None = None, parallelism: int | None = None
+) -> Path:
+    """Compile the sweep pipeline (cifar10_kfp.sweep) to ``output``, at most ``parallelism``
+    trainings at once (DEFAULT_PARALLELISM if None)."""
+    from cifar10_kfp.sweep import DEFAULT_PARALLELISM, build_sweep_pipeline
+
+    pipeline = build_sweep_pipeline(settings, parallelism or DEFAULT_PARALLELISM)
+    return _write(pipeline, output)
+
+
+def _write(pipeline: Any, output: Path) -> Path:
+    from kfp import compiler
+
     # Written beside and renamed: a failed compile leaves the previous YAML as it was. The temp
     # name keeps the .yaml suffix, which tells KFP the format.
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -106,7 +124,23 @@ def main(argv: Sequence[str] | None = None) -> None:
         description=__doc__,
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--output", type=Path, default=OUTPUT, help="pipeline YAML to write")
+    parser.add_argument(
+        "--output",
+        type=Path,
+        help=f"write the pipeline here (alone, unless --sweep-output too); default {OUTPUT.name}",
+    )
+    parser.add_argument(
+        "--sweep-output",
+        type=Path,
+        help="write the sweep pipeline here (alone, unless --output too); default "
+        f"{SWEEP_OUTPUT.name}",
+    )
+    parser.add_argument(
+        "--sweep-parallelism",
+        type=int,
+        help="trainings at once in the sweep pipeline (submit --parallelism changes it per run; "
+        "default 2)",
+    )
     parser.add_argument(
         "--params",
         type=Path,
@@ -134,9 +168,21 @@ def main(argv: Sequence[str] | None = None) -> None:
             params_file=args.params or committed_params(),
             gpu=not args.cpu_only,
         )
-        compile_pipeline(args.output, settings)
+        from cifar10_kfp.trials import check_parallelism
+
+        if args.sweep_parallelism is not None:
+            check_parallelism(args.sweep_parallelism)
+        # Neither named: both, where `make kfp` keeps them.
+        both = args.output is None and args.sweep_output is None
+        written = []
+        if args.output or both:
+            written.append(compile_pipeline(args.output or OUTPUT, settings))
+        if args.sweep_output or both:
+            output = args.sweep_output or SWEEP_OUTPUT
+            written.append(compile_sweep_pipeline(output, settings, args.sweep_parallelism))
         train_image = settings.gpu_image if settings.gpu else settings.image
-        log.info("wrote %s (images %s, train %s)", args.output, settings.image, train_image)
+        for path in written:
+            log.info("wrote %s (images %s, train %s)", path, settings.image, train_image)
 
     call_stage(work)
 

@@ -213,21 +213,28 @@ def stage_keys(dvc_file: Path) -> dict[str, list[str]]:
     return keys
 
 
-def stage_functions(dvc_file: Path) -> dict[str, Callable[..., None]]:
-    """The four component functions, generated from ``ARTIFACTS`` and dvc.yaml's stage params."""
-    kinds = schema_keys()
-    return {
-        stage: _define(stage, {flat_name(key): kinds[key] for key in keys})
-        for stage, keys in stage_keys(dvc_file).items()
-    }
-
-
 class Variant(NamedTuple):
-    """A stage's component under another name, with arguments of its own (name -> type)."""
+    """A stage's component under another name, with arguments of its own (name -> annotation,
+    as the generated source spells it, e.g. ``"dict"`` or ``"Input[Artifact]"``)."""
 
     name: str
-    extra: dict[str, type]
+    extra: dict[str, str]
     summary: str
+
+
+def stage_functions(
+    dvc_file: Path, variants: dict[str, Variant] | None = None
+) -> dict[str, Callable[..., None]]:
+    """The four component functions, generated from ``ARTIFACTS`` and dvc.yaml's stage params.
+
+    ``variants``: a stage's function is that variant of it instead (the sweep's train).
+    """
+    kinds = schema_keys()
+    variants = variants or {}
+    return {
+        stage: _define(stage, {flat_name(key): kinds[key] for key in keys}, variants.get(stage))
+        for stage, keys in stage_keys(dvc_file).items()
+    }
 
 
 def component_source(
@@ -247,7 +254,7 @@ def component_source(
         if not argument.isidentifier() or keyword.iskeyword(argument) or names.count(argument) > 1:
             raise ParamsError(f"component {name}: {argument} cannot be an argument name")
     arguments = [f"    {argument}: {kind}," for argument, kind in ARTIFACTS[stage].items()]
-    arguments += [f"    {argument}: {kind.__name__}," for argument, kind in extra.items()]
+    arguments += [f"    {argument}: {kind}," for argument, kind in extra.items()]
     arguments += [f"    {argument}: {kind.__name__}," for argument, kind in parameters.items()]
     lines = [
         f"def {name}(",

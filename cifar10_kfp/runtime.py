@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import tempfile
 import typing
@@ -18,6 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from cifar10_kfp.trials import FIXED_KEYS, check_trials
 from pipeline.core import paths
 from pipeline.core.errors import ParamsError
 from pipeline.core.params import Params, flatten_params, load_params, validate_params
@@ -29,6 +31,11 @@ log = logging.getLogger("pipeline")
 # Artifact metadata key: every params key (dotted) that shaped the artifact, upstream included,
 # so train logs to MLflow the data.* and preprocess.* values the pipeline really used.
 PARAMS_KEY = "params"
+# Model artifact metadata key of the sweep's trainings: the trial's params overrides.
+TRIAL_KEY = "sweep_trial"
+# Metadata keys of the sweep's start artifact: its name, and its parent MLflow run.
+SWEEP_KEY = "sweep"
+PARENT_RUN_KEY = "parent_run_id"
 # params.yaml sections, in file order; a pipeline parameter is SECTION_KEY (e.g. train_epochs).
 SECTIONS = tuple(field.alias or name for name, field in Params.model_fields.items())
 # How a null params value travels as a pipeline parameter, by the key's type. The schema rejects
@@ -209,6 +216,38 @@ def train_step(
         )
 
     call_stage(work)
+
+
+def train_trial_step(
+    prepared: Any,
+    archive: Any,
+    model: Any,
+    train_reports: Any,
+    train_metrics: Any,
+    sweep_trial: dict[str, Any],
+    sweep_run: Any,
+    **values: Any,
+) -> None:
+    """Component train_trial, one trial of the sweep: train's step with the trial's params
+    overrides (dotted keys) over the run's values, its MLflow run tagged with the sweep's name
+    and nested under the sweep's parent run (both from the ``sweep_run`` artifact's metadata).
+
+    The trial travels on in the Model's metadata, for the step that picks the best one.
+    """
+    from pipeline.tracking.runs import PARENT_RUN_ENV
+
+    def overridden() -> dict[str, Any]:
+        # The train stage's own parameters, less what the sweep sets: submit checked the same.
+        sweepable = {dotted_name(name) for name in values} - set(FIXED_KEYS)
+        trial = dict(sweep_trial)
+        check_trials([trial], sweepable, lambda overrides: overrides)
+        trial_values = {flat_name(key): to_pipeline_value(key, v) for key, v in trial.items()}
+        return values | trial_values | {"mlflow_sweep": sweep_run.metadata[SWEEP_KEY]}
+
+    arguments = call_stage(overridden)
+    os.environ[PARENT_RUN_ENV] = sweep_run.metadata[PARENT_RUN_KEY]
+    model.metadata[TRIAL_KEY] = dict(sweep_trial)
+    train_step(prepared, archive, model, train_reports, train_metrics, **arguments)
 
 
 def evaluate_step(

@@ -3,14 +3,22 @@
 ``--set`` takes params keys (``train.epochs=2``) or pipeline parameter names (``train_epochs=2``);
 they are checked against the compiled pipeline's parameters and the params schema before anything
 is sent, so a typo or a bad value is one line and exit 2, with no run started.
+
+``--sweep`` runs the sweep pipeline instead (cifar10_sweep_pipeline.yaml): its trials come from
+``--trials FILE`` (a YAML list of params overrides) or ``--grid KEY=V1,V2,...`` (every
+combination), each checked with the ``--set`` values against the schema; ``--parallelism N``
+caps the trainings at once (the compiled cap otherwise); ``--set mlflow.sweep=NAME`` names it.
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
+import copy
 import difflib
+import functools
 import logging
+import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
@@ -19,26 +27,56 @@ from typing import Any
 
 import yaml
 
-from cifar10_kfp.compile import OUTPUT
+from cifar10_kfp.compile import OUTPUT, SWEEP_OUTPUT
 from cifar10_kfp.runtime import dotted_name, flat_name, stage_params, to_pipeline_value
+from cifar10_kfp.trials import (
+    FIXED_KEYS,
+    TRIALS_PARAMETER,
+    check_parallelism,
+    check_trials,
+    grid_trials,
+    read_trials_file,
+)
 from pipeline.core.errors import ParamsError, PipelineError
-from pipeline.core.params import parse_override
+from pipeline.core.params import flatten_params, parse_override
 from pipeline.core.redact import add_secret, redact, split_userinfo
 from stages.cli import add_override_option, call_stage
 
 log = logging.getLogger("pipeline")
 
 
+def load_package(package: Path) -> list[Any]:
+    """The YAML documents of a compiled package (pipeline spec, platform spec), read once.
+
+    libyaml's loader where PyYAML has it: the pure-Python one takes ~1 s for the sweep's YAML.
+    """
+    stat = package.stat()
+    return _load_package(package, stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=4)
+def _load_package(package: Path, mtime_ns: int, size: int) -> list[Any]:
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    return list(yaml.load_all(package.read_text(encoding="utf-8"), Loader=loader))
+
+
 def pipeline_parameters(package: Path) -> dict[str, Any]:
     """The compiled pipeline's parameters and their defaults (None where it has none)."""
     try:
-        spec = next(yaml.safe_load_all(package.read_text(encoding="utf-8")))
+        spec = load_package(package)[0]
         definitions = spec["root"]["inputDefinitions"]["parameters"]
     except FileNotFoundError:
         raise PipelineError(f"{package} not found; run `make kfp` first") from None
-    except (yaml.YAMLError, KeyError, TypeError, StopIteration):
+    except (yaml.YAMLError, KeyError, TypeError, IndexError):
         raise PipelineError(f"{package}: not a compiled KFP pipeline") from None
     return {name: spec.get("defaultValue") for name, spec in definitions.items()}
+
+
+def params_parameters(package: Path) -> dict[str, Any]:
+    """The compiled pipeline's parameters that are params keys (all but the sweep's trials)."""
+    known = pipeline_parameters(package)
+    known.pop(TRIALS_PARAMETER, None)
+    return known
 
 
 def run_arguments(package: Path, overrides: Sequence[str]) -> dict[str, Any]:
@@ -46,7 +84,7 @@ def run_arguments(package: Path, overrides: Sequence[str]) -> dict[str, Any]:
 
     Raises ParamsError naming an unknown parameter (with the closest known one) or a bad value.
     """
-    known = pipeline_parameters(package)
+    known = params_parameters(package)
     arguments: dict[str, Any] = {}
     for override in overrides:
         # The stages' own parser: YAML 1.2, so `1e-3` is a float and `yes` is no boolean.
@@ -79,6 +117,79 @@ def _with_key(struct: dict[str, Any], dotted: str, value: Any) -> dict[str, Any]
     inner = struct.get(first)
     changed = _with_key(inner, rest, value) if rest and isinstance(inner, dict) else value
     return {**struct, first: changed}
+
+
+# The sweep's train component, and its arguments that are not params.
+TRAIN_TRIAL_COMPONENT = "comp-train-trial"
+TRIAL_ARGUMENTS = ("sweep_trial",)
+
+
+def sweepable_keys(package: Path) -> list[str]:
+    """The params keys (dotted) a trial may set: those the sweep's train component takes, less
+    what the sweep sets itself. PipelineError for a package that is no sweep pipeline."""
+    try:
+        spec = load_package(package)[0]
+        inputs = spec["components"][TRAIN_TRIAL_COMPONENT]["inputDefinitions"]["parameters"]
+    except FileNotFoundError:
+        raise PipelineError(f"{package} not found; run `make kfp` first") from None
+    except (yaml.YAMLError, KeyError, TypeError, IndexError):
+        raise PipelineError(
+            f"{package}: not a compiled sweep pipeline (make kfp writes {SWEEP_OUTPUT.name})"
+        ) from None
+    keys = [dotted_name(name) for name in inputs if name not in TRIAL_ARGUMENTS]
+    return [key for key in keys if key not in FIXED_KEYS]
+
+
+def sweep_arguments(
+    package: Path, overrides: Sequence[str], trials: Sequence[dict[str, Any]]
+) -> dict[str, Any]:
+    """:func:`run_arguments` plus ``trials``: each trial checked by key and, over the run's
+    values, by the schema; duplicates refused (cifar10_kfp.trials.check_trials)."""
+    arguments = run_arguments(package, overrides)
+    base = params_parameters(package) | arguments
+    sweepable = sweepable_keys(package)
+
+    def validate(trial: dict[str, Any]) -> dict[str, Any]:
+        values = base | {flat_name(key): to_pipeline_value(key, v) for key, v in trial.items()}
+        params, _ = stage_params(values)
+        flat = flatten_params(params)
+        return {key: to_pipeline_value(key, flat[key]) for key in sweepable}
+
+    folded = [_fold_nested(trial, base) for trial in trials]
+    return arguments | {TRIALS_PARAMETER: check_trials(folded, sweepable, validate)}
+
+
+def _fold_nested(trial: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
+    """``trial`` with each key of a nested section (``model.reference.dense_units``) folded into
+    that section's struct (``model.reference``, the run's value with the key changed), the one
+    parameter that carries it, as ``--set`` does."""
+    folded: dict[str, Any] = {}
+    for key, value in trial.items():
+        struct, _, inner = flat_name(key).partition(".") if isinstance(key, str) else ("", "", "")
+        if inner and isinstance(base.get(struct), dict):
+            section = dotted_name(struct)
+            folded[section] = _with_key(folded.get(section, base[struct]), inner, value)
+        else:
+            folded[key] = value
+    return folded
+
+
+def with_parallelism(package: Path, parallelism: int, folder: Path) -> Path:
+    """A copy of ``package`` in ``folder`` whose ParallelFor runs at most ``parallelism``
+    iterations at once (KFP fixes the cap at compile time: iteratorPolicy.parallelismLimit)."""
+    documents = copy.deepcopy(load_package(package))
+    loops = [
+        task
+        for task in documents[0]["root"]["dag"]["tasks"].values()
+        if "parameterIterator" in task
+    ]
+    if not loops:
+        raise PipelineError(f"{package}: no ParallelFor to set --parallelism on")
+    for task in loops:
+        task["iteratorPolicy"] = {"parallelismLimit": parallelism}
+    edited = folder / package.name
+    edited.write_text(yaml.safe_dump_all(documents, sort_keys=False), encoding="utf-8")
+    return edited
 
 
 def submit(
@@ -184,19 +295,58 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="KFP API endpoint, e.g. http://localhost:8080; a user:password@ in it is sent as "
         "basic auth",
     )
-    parser.add_argument("--package", type=Path, default=OUTPUT, help="compiled pipeline YAML")
+    parser.add_argument(
+        "--package",
+        type=Path,
+        help=f"compiled pipeline YAML (default {OUTPUT.name}, with --sweep {SWEEP_OUTPUT.name})",
+    )
     parser.add_argument("--experiment", default="cifar10-cnn", help="KFP experiment of the run")
     parser.add_argument("--run-name", help="name of the run (KFP picks one if left out)")
     add_override_option(parser, "override one parameter, e.g. --set train.epochs=2 (repeatable)")
     parser.add_argument(
         "--no-cache", action="store_true", help="rerun every task, ignoring KFP's cache"
     )
+    sweep = parser.add_argument_group("sweep (the sweep pipeline: train per trial, best evaluated)")
+    sweep.add_argument("--sweep", action="store_true", help="submit the sweep pipeline")
+    sweep.add_argument(
+        "--trials",
+        type=Path,
+        help="YAML list of trials, each a mapping of params overrides, e.g. "
+        "- {train.learning_rate: 0.002, train.optimizer: adam}",
+    )
+    sweep.add_argument(
+        "--grid",
+        action="append",
+        default=[],
+        metavar="KEY=V1,V2,...",
+        help="trials: every combination of these values (repeatable), e.g. "
+        "--grid train.learning_rate=0.0005,0.001,0.002",
+    )
+    sweep.add_argument(
+        "--parallelism",
+        type=int,
+        help="trainings at once, each on a GPU of its own (default: the compiled cap, 2)",
+    )
     args = parser.parse_args(argv)
 
     def work() -> None:
-        arguments = run_arguments(args.package, args.overrides)
+        if not args.sweep and (args.trials or args.grid or args.parallelism is not None):
+            raise ParamsError("--trials, --grid and --parallelism go with --sweep")
+        if args.sweep and bool(args.trials) == bool(args.grid):
+            raise ParamsError("--sweep takes its trials from --trials FILE or from --grid")
+        if args.parallelism is not None:
+            check_parallelism(args.parallelism)
+        package = args.package or (SWEEP_OUTPUT if args.sweep else OUTPUT)
         caching = False if args.no_cache else None
-        run_id = submit(args.host, args.package, arguments, args.experiment, args.run_name, caching)
+        with tempfile.TemporaryDirectory(prefix="kfp-sweep-") as scratch:
+            if args.sweep:
+                trials = read_trials_file(args.trials) if args.trials else grid_trials(args.grid)
+                arguments = sweep_arguments(package, args.overrides, trials)
+                if args.parallelism is not None:
+                    package = with_parallelism(package, args.parallelism, Path(scratch))
+            else:
+                arguments = run_arguments(package, args.overrides)
+            run_id = submit(args.host, package, arguments, args.experiment, args.run_name, caching)
         host, _ = host_credentials(args.host)
         print(f"run {run_id}: {host.rstrip('/')}/#/runs/details/{run_id}")
 

@@ -468,6 +468,18 @@ def parse_params(
     return validate_params(raw, label)
 
 
+def parse_yaml(text: str, label: str) -> Any:
+    """``text`` read the way params files are (YAML 1.2, duplicate keys and alias bombs refused),
+    as plain dicts, lists and scalars; ParamsError naming ``label`` in one line.
+
+    For the other YAML inputs of the same commands (a Kubeflow sweep's trials file).
+    """
+    try:
+        return _yaml_load(text)
+    except _YamlProblem as exc:
+        raise ParamsError(f"{label}: {exc}") from None
+
+
 def validate_params(raw: dict[str, Any], label: str = "params") -> Params:
     """Validate a nested mapping of sections; ParamsError names ``label``, the key and the value."""
     try:
