@@ -51,6 +51,8 @@ RUN_ID_TAG = "run_id"
 DECISION_TAG = "registry.decision"
 # The tags a version carries; the other lineage and the register.* gate go into its description.
 VERSION_TAGS = (ACCURACY_TAG, DECISION_TAG, "git.commit", "dvc.experiment")
+# Registered-model tags that earlier code wrote; the description says the same.
+OBSOLETE_MODEL_TAGS = ("task", "classes")
 # Registering takes seconds; a wait this long only fails when something is stuck.
 REGISTRY_LOCK_WAIT_S = 120.0
 
@@ -308,9 +310,11 @@ def _register(
     description = version_description(lineage, decision, details, policy_tags(policy))
     client.update_model_version(name, version, description=description)
     client.update_registered_model(name, description=model_description(name, classes))
-    client.set_registered_model_tag(name, "task", "image classification (CIFAR-10)")
-    if classes:
-        client.set_registered_model_tag(name, "classes", ",".join(classes))
+    # Earlier code tagged the model with its task and classes (both in the description): the
+    # models list shows a model's first three tags on one line, which pushed `champion` off it.
+    stale = set(OBSOLETE_MODEL_TAGS) & set(client.get_registered_model(name).tags)
+    for key in sorted(stale):
+        client.delete_registered_model_tag(name, key)
     log.info("registry: %s v%s: %s (%s)", name, version, decision.decision, decision.reason)
     return RegistryResult(
         status="registered",
