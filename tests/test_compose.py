@@ -43,6 +43,7 @@ pytestmark = [
 
 COMPOSE_FILES = ("deploy/compose.yaml", "tests/compose/compose.override.yaml")
 SERVICES = ("postgres", "minio", "mlflow")
+PROJECT_PREFIX = "cifar10-stack-test-"
 BUCKET = "mlflow-artifacts"
 EXPERIMENT = "cifar10-cnn"
 # The MLmodel file of a logged model in the bucket: <experiment id>/models/<model id>/artifacts/.
@@ -161,6 +162,21 @@ def wait_until_healthy(stack: Stack, timeout_s: float = 420) -> None:
     pytest.fail(f"the MLflow server did not answer within {timeout_s:.0f} s:\n{stack.logs()}")
 
 
+def remove_leftover_stacks(docker: Docker) -> None:
+    """Containers, volumes and networks of a test stack whose run was killed before ``down``:
+    with ``restart: unless-stopped`` its containers would come back with the daemon."""
+    label = "com.docker.compose.project"
+    for kind, key in (("container", "ID"), ("volume", "Name"), ("network", "ID")):
+        listing = docker(
+            kind, "ls", *(["--all"] if kind == "container" else []),
+            "--filter", f"label={label}", "--format", f'{{{{.{key}}}}} {{{{.Label "{label}"}}}}',
+        ).stdout  # fmt: skip
+        names = [line.split()[0] for line in listing.splitlines() if PROJECT_PREFIX in line]
+        if names:
+            log(f"removing {len(names)} {kind}(s) of an earlier, killed test stack")
+            docker(kind, "rm", *(["--force"] if kind == "container" else []), *names)
+
+
 @pytest.fixture(scope="module")
 def stack(docker: Docker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """The stack up (``up -d --build``) and healthy; ``down --volumes`` afterwards, always."""
@@ -175,6 +191,7 @@ def stack(docker: Docker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         # Two workers, not four: this machine has two cores.
         "MLFLOW_WORKERS": "2",
     }
+    remove_leftover_stacks(docker)
     env_file = write_env_file(folder / "stack.env", settings)
     settings["TRAINER_PASSWORD"] = secrets.token_urlsafe(24)
     env = {
@@ -187,7 +204,7 @@ def stack(docker: Docker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     }
     instance = Stack(
         docker=docker,
-        project=f"cifar10-tests-{uuid.uuid4().hex[:8]}",
+        project=f"{PROJECT_PREFIX}{uuid.uuid4().hex[:8]}",
         env_file=env_file,
         env=env,
         settings=settings,

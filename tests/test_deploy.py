@@ -1,6 +1,6 @@
-"""deploy/: the compose file for teams (linted and checked, as no Docker daemon runs here), its
-image, and the settings logic of ``make server`` (deploy/server.py). tests/test_server.py runs
-the server itself against a real PostgreSQL."""
+"""deploy/: the compose file for teams (its structure, without a daemon), its image, and the
+settings logic of ``make server`` (deploy/server.py). tests/test_server.py runs the server itself
+against a real PostgreSQL; tests/test_compose.py brings the compose stack up under Docker."""
 
 from __future__ import annotations
 
