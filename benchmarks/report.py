@@ -214,6 +214,18 @@ def tta_section(data: dict | None, base: Path) -> tuple[list[str], dict]:
             f"{_f(ratio, 3) if ratio else '-'} | {_f(row['final_test_accuracy'], 4)} | "
             f"{_f(row['best_test_accuracy'], 4)} |"
         )
+    for name, entry in data["configs"].items():
+        other = entry.get("machine")
+        if other and name in summary:
+            # Merged in from another session: its conditions are not the run above's.
+            lines += [
+                "",
+                f"`{name}` was measured in another session, from {other['measured_at']}, "
+                f"load average {other['load_average'][0]:.1f} at its start "
+                f"({other['cpu']['model']}, {other['cpu']['usable_cores']} usable cores); its "
+                "wall times are not comparable with the rows above, its process CPU seconds are "
+                "closer to.",
+            ]
     lines += [
         "",
         "Time to the fast net's marks (profiles/fast-resnet.yaml), the same sums of epoch times; "
@@ -565,7 +577,13 @@ def fast_resnet_rows(fast: dict | None, reference: dict | None) -> list[tuple[st
         else f"not reached in {planned} (best {best:.4f}, {fast['train_seconds']:.0f} s)"
     )
     full_reference = bool(reference and reference["complete"] and reference["epochs_run"] >= 50)
-    if full_reference and ninety:
+    if full_reference and fast.get("other_session"):
+        measured += (
+            f"; reference-config's 50 epochs took {reference['train_seconds']:.0f} s in another"
+            " session"
+        )
+        status = "not established (not in the same run)"
+    elif full_reference and ninety:
         measured += f" vs reference-config's 50 epochs {reference['train_seconds']:.0f} s"
         status = _status(ninety["seconds"] <= reference["train_seconds"])
     elif full_reference:

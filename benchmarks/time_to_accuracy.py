@@ -58,6 +58,8 @@ def summarise(result: dict, base: Path) -> dict:
             "reached_marks": marks,
             # The process's CPU seconds (start-up and test scoring included), when recorded.
             "process_cpu_s": rows[-1].get("process_cpu_s") if rows else None,
+            # Merged in from another session (its own machine record): not this run's conditions.
+            "other_session": "machine" in entry,
         }
     reference = summary.get(REFERENCE, {}).get("reached")
     for entry in summary.values():
