@@ -19,7 +19,9 @@ from pipeline.tracking.sweeps import (
     BY_VAL,
     KEPT_EPOCH,
     MACRO_F1,
+    PARENT_ROLE,
     PARENT_TAG,
+    ROLE_TAG,
     SWEEP_TAG,
     TEST_ACCURACY,
     VAL_ACCURACY,
@@ -96,7 +98,7 @@ RUNS = [
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """A SQLite store holding RUNS, plus a parent run and a deleted run tagged lr-grid."""
+    """A SQLite store holding RUNS, plus two parent runs and a deleted run tagged lr-grid."""
     folder = tmp_path_factory.mktemp("sweep-store")
     uri = f"sqlite:///{folder / 'mlflow.db'}"
     client = mlflow.MlflowClient(uri)
@@ -119,6 +121,10 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> str:
         client.log_metric(run_id, TEST_ACCURACY, test)
         client.log_metric(run_id, MACRO_F1, test - 0.01)
         client.set_terminated(run_id)
+    # A parent that no trial is nested under yet: the Kubeflow sweep's, as it starts.
+    client.create_run(
+        experiments["cifar10-cnn"], tags={SWEEP_TAG: "lr-grid", ROLE_TAG: PARENT_ROLE}
+    )
     deleted = client.create_run(experiments["cifar10-cnn"], tags={SWEEP_TAG: "lr-grid"})
     client.log_metric(deleted.info.run_id, TEST_ACCURACY, 0.99)
     client.delete_run(deleted.info.run_id)
@@ -127,7 +133,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 def test_the_sweep_is_its_tagged_trainings_in_every_experiment(store: str) -> None:
     table = sweep_table(mlflow.MlflowClient(store), "lr-grid")
-    # Not the other sweep, the untagged run, the parent (no training) nor the deleted run.
+    # Not the other sweep, the untagged run, the parents (no training) nor the deleted run.
     assert names(table.trials) == ["lr-mid", "lr-big", "lr-small"]
     assert table.ranked_by == BY_TEST
     assert [t.experiment for t in table.trials] == ["cifar10-cnn", "other-exp", "cifar10-cnn"]

@@ -22,6 +22,10 @@ from pipeline.tracking import metric_names
 SWEEP_TAG = "sweep"
 # MLflow's own tag on a nested run: a sweep's parent run (if any) is not one of its trials.
 PARENT_TAG = "mlflow.parentRunId"
+# A sweep's parent run (the Kubeflow sweep's) says so, so that it is left out even before its
+# first trial is nested under it.
+ROLE_TAG = "sweep.role"
+PARENT_ROLE = "parent"
 VAL_ACCURACY = metric_names.EPOCH["val_accuracy"]
 TEST_ACCURACY = metric_names.TEST_ACCURACY
 MACRO_F1 = metric_names.test("macro_f1")
@@ -107,7 +111,8 @@ def changed_params(trials: Sequence[Trial]) -> list[str]:
 def sweep_runs(client: Any, sweep: str) -> list[Any]:
     """Every active run tagged ``sweep=<sweep>``, in every active experiment of the store.
 
-    A run that is the parent of another run of the sweep is left out: it holds no training.
+    A parent run (tagged ``sweep.role=parent``, or the parent of another run of the sweep) is
+    left out: it holds no training.
     """
     check_sweep_name(sweep)
     experiment_ids = [
@@ -124,7 +129,11 @@ def sweep_runs(client: Any, sweep: str) -> list[Any]:
         )
     )
     parents = {run.data.tags.get(PARENT_TAG) for run in runs}
-    return [run for run in runs if run.info.run_id not in parents]
+    return [
+        run
+        for run in runs
+        if run.info.run_id not in parents and run.data.tags.get(ROLE_TAG) != PARENT_ROLE
+    ]
 
 
 def trial_of(client: Any, run: Any, experiment_names: dict[str, str]) -> Trial:
