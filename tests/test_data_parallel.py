@@ -149,15 +149,17 @@ def test_more_devices_than_visible_fails_before_any_run(
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
-def test_killed_data_parallel_training_resumes(tmp_path: Path) -> None:
-    # JAX: its Keras distribution is process-wide, the state a resume most easily loses.
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_killed_data_parallel_training_resumes(tmp_path: Path, backend: str) -> None:
+    # JAX: its Keras distribution is process-wide, the state a resume most easily loses;
+    # TensorFlow: the checkpoint is loaded back into a MirroredStrategy's scope.
     # Enough images that one epoch takes seconds: the kill lands inside epoch 2.
     prepared = write_prepared(tmp_path / "prepared", {"train": 1000, "val": 50, "test": 10})
     workdir = tmp_path / "work"
     args = train_args(
         workdir, prepared, "train.epochs=3", "train.distribution=data_parallel", "train.devices=2"
     )
-    command, env = stage_command("jax", args)
+    command, env = stage_command(backend, args)
     env.update(store_env(workdir))
     first = subprocess.Popen(
         command, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
