@@ -65,7 +65,7 @@ def repo_params(*overrides: str) -> Params:
 def configured_param_count(*overrides: str) -> int:
     """Parameters of the model params.yaml configures: what every trained model must have.
 
-    The reference's own count (276,138) is asserted once, in test_train.py; every other test
+    The reference's own count (276,138) is asserted once, in test_model.py; every other test
     compares with this, so swapping the model breaks no test that is not about the model.
     """
     from pipeline.train.model import build_model
