@@ -3,7 +3,7 @@
 start: the sweep's parent MLflow run, which every trial's training run nests under. pick: the
 best trial by validation accuracy, from the trainings' own artifacts (no MLflow needed), and a
 copy of its model and reports for the evaluate component. finish: the sweep's table on the
-parent run (:func:`pipeline.tracking.sweeps.sweep_table`, with each trial's number and the
+parent run (:func:`pipeline.compare.sweeps.sweep_table`, with each trial's number and the
 winner's test figures), the winner named in tags and params, then the parent run closed.
 Errors end the task like a stage: one ``error:`` line and a non-zero exit.
 """
@@ -36,7 +36,7 @@ CSV_FILE = "sweep_table.csv"
 
 def sweep_name(given: str) -> str:
     """The sweep's name: ``given`` (mlflow.sweep), else one made from the clock (UTC)."""
-    from pipeline.tracking.sweeps import check_sweep_name
+    from pipeline.compare.sweeps import check_sweep_name
 
     return check_sweep_name(given or time.strftime("sweep-%Y%m%d-%H%M%S", time.gmtime()))
 
@@ -50,8 +50,8 @@ def start_sweep_step(
     def work() -> None:
         import mlflow
 
+        from pipeline.compare.sweeps import SWEEP_TAG
         from pipeline.tracking.runs import prepare_tracking, use_experiment
-        from pipeline.tracking.sweeps import SWEEP_TAG
 
         prepare_tracking()
         name = sweep_name(mlflow_sweep)
@@ -167,8 +167,8 @@ def finish_sweep_step(
     def work() -> None:
         import mlflow
 
+        from pipeline.compare.sweeps import sweep_table as ranked_table
         from pipeline.tracking.runs import prepare_tracking
-        from pipeline.tracking.sweeps import sweep_table as ranked_table
 
         prepare_tracking()
         client = mlflow.MlflowClient()

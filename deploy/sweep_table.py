@@ -40,8 +40,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def show(sweep: str) -> str:
     """The sweep's table as text; PipelineError when the store or the sweep is missing."""
+    from pipeline.compare.sweeps import SWEEP_TAG, check_sweep_name, format_table, sweep_table
     from pipeline.tracking.runs import credentials_to_environment
-    from pipeline.tracking.sweeps import SWEEP_TAG, check_sweep_name, format_table, sweep_table
 
     check_sweep_name(sweep)  # before MLflow loads: a bad name costs no seconds
     import mlflow

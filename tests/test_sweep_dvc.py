@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.tracking.sweeps import SWEEP_TAG, VAL_ACCURACY
+from pipeline.compare.sweeps import SWEEP_TAG, VAL_ACCURACY
 from tests.cifar_archive import build_archive, encode_records
 from tests.conftest import REPO_ROOT
 from tests.test_pipeline_dvc import Repo, project_files, workspace_client

@@ -13,8 +13,7 @@ import mlflow
 import pytest
 
 from deploy.sweep_table import main
-from pipeline.core.errors import UsageError
-from pipeline.tracking.sweeps import (
+from pipeline.compare.sweeps import (
     BY_TEST,
     BY_VAL,
     KEPT_EPOCH,
@@ -31,6 +30,7 @@ from pipeline.tracking.sweeps import (
     rank,
     sweep_table,
 )
+from pipeline.core.errors import UsageError
 
 
 def trial(name: str, val: float | None, test: float | None, **params: str) -> Trial:

@@ -43,6 +43,9 @@ def default_artifacts() -> Path:
 PARENT_RUN_ENV = "SWEEP_PARENT_RUN_ID"
 # The tag by which MLflow (and its UI) nests a run under another.
 PARENT_RUN_TAG = "mlflow.parentRunId"
+# The tag the train stage puts on its run when mlflow.sweep is set: a sweep's trials share it
+# (pipeline.compare.sweeps reads them back).
+SWEEP_TAG = "sweep"
 
 
 def parent_run_tags() -> dict[str, str]:

@@ -25,6 +25,7 @@ from pipeline.tracking import metric_names
 from pipeline.tracking.datasets import SplitDataset, log_datasets, split_dataset
 from pipeline.tracking.lineage import dvc_experiment, lineage_tags
 from pipeline.tracking.runs import (
+    SWEEP_TAG,
     parent_run_tags,
     prepare_tracking,
     shareable_uri,
@@ -32,7 +33,6 @@ from pipeline.tracking.runs import (
     use_experiment,
 )
 from pipeline.tracking.serving import log_served_model, model_id
-from pipeline.tracking.sweeps import SWEEP_TAG
 from pipeline.train import backend
 from pipeline.train.checkpoints import ResumeState, TrainingCheckpoint, checkpoint_key
 from pipeline.train.code_digest import stage_code_md5s

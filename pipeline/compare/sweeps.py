@@ -3,7 +3,8 @@
 ``mlflow.sweep`` in params.yaml (null by default) names the sweep a training belongs to; the
 train stage then tags its run with it, so a grid queued with ``dvc exp run --queue -S
 mlflow.sweep=NAME -S 'train.learning_rate=...'`` lands in the store as one group the UI can
-filter on (``tags.sweep = 'NAME'``). This module owns that tag and is the one reader of it:
+filter on (``tags.sweep = 'NAME'``; the tag's name is ``pipeline.tracking.runs.SWEEP_TAG``).
+This module is the one reader of it:
 :func:`sweep_table` finds a sweep's trials in every experiment of a store and ranks them.
 """
 
@@ -17,11 +18,10 @@ from typing import Any
 from pipeline.core.errors import UsageError
 from pipeline.core.params import MLFLOW_NAME
 from pipeline.tracking import metric_names
+from pipeline.tracking.runs import PARENT_RUN_TAG, SWEEP_TAG
 
-# The tag the train stage puts on a run when mlflow.sweep is set.
-SWEEP_TAG = "sweep"
 # MLflow's own tag on a nested run: a sweep's parent run (if any) is not one of its trials.
-PARENT_TAG = "mlflow.parentRunId"
+PARENT_TAG = PARENT_RUN_TAG
 # A sweep's parent run (the Kubeflow sweep's) says so, so that it is left out even before its
 # first trial is nested under it.
 ROLE_TAG = "sweep.role"
