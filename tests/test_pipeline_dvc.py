@@ -234,45 +234,8 @@ def test_shared_outputs_and_run_tags_hold_no_machine_paths(repo: Repo) -> None:
     assert not {key: value for key, value in tags.items() if str(repo.root) in value}
 
 
-def wait_for_queue(repo: Repo, name: str, timeout_s: float = 900) -> str:
-    """Poll `dvc queue status` until experiment ``name`` is done and the worker has left."""
-    deadline = time.monotonic() + timeout_s
-    status = ""
-    while time.monotonic() < deadline:
-        out = repo.run("dvc", "queue", "status").stdout
-        rows = [line.split() for line in out.splitlines() if f" {name} " in f" {line} "]
-        status = rows[0][-1] if rows else status
-        # The worker stops on its own once the queue has been idle for 10 s.
-        if status in {"Success", "Failed"} and "Worker status: 0 active, 0 idle" in out:
-            return status
-        time.sleep(3)
-    raise AssertionError(f"queued experiment {name} not done after {timeout_s} s: {status}")
-
-
-def test_queued_experiment_logs_to_the_workspace_store(repo: Repo) -> None:
-    repo.repro()
-    client = workspace_client(repo)
-    experiment = client.get_experiment_by_name("cifar10-cnn")
-    before = {run.info.run_id for run in client.search_runs([experiment.experiment_id])}
-
-    # Runs in a temporary copy under .dvc/tmp/exps/, which DVC deletes afterwards.
-    repo.run("dvc", "exp", "run", "--queue", "-n", "queued-lr", "-S", "train.learning_rate=0.002")
-    repo.run("dvc", "queue", "start")
-    status = wait_for_queue(repo, "queued-lr")
-    logs = repo.run("dvc", "queue", "logs", "queued-lr", check=False).stdout
-    assert status == "Success", logs
-
-    runs = [
-        r for r in client.search_runs([experiment.experiment_id]) if r.info.run_id not in before
-    ]
-    assert len(runs) == 1, "the queued training must log to the workspace's mlflow.db"
-    (run,) = runs
-    assert run.data.params["train.learning_rate"] == "0.002"
-    assert "test/accuracy" in run.data.metrics, "evaluate logs there too"
-    versions = client.search_model_versions(f"name='cifar10-cnn' and run_id='{run.info.run_id}'")
-    assert len(versions) == 1, "and registers the model there"
-    artifacts = Path(run.info.artifact_uri.removeprefix("file://"))
-    assert artifacts.is_relative_to(repo.root / "mlruns") and artifacts.is_dir()
+# Queued experiments (dvc exp run --queue, dvc queue start -j 2) landing in the workspace
+# store: tests/test_sweep_dvc.py.
 
 
 def test_hint_for_a_run_missing_from_the_store_works(repo: Repo, tmp_path: Path) -> None:

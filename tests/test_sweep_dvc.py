@@ -168,6 +168,10 @@ def test_queued_grid_with_two_workers_is_one_sweep_listed_best_first(repo: Repo)
     assert sorted(run.data.params["train.learning_rate"] for run in runs) == sorted(RATES)
     assert all(run.info.status == "FINISHED" for run in runs)
     assert all("test/accuracy" in run.data.metrics for run in runs), "evaluate logged there too"
+    # Their artifacts too, though each ran in a temporary copy that DVC has since deleted.
+    for run in runs:
+        artifacts = Path(run.info.artifact_uri.removeprefix("file://"))
+        assert artifacts.is_relative_to(repo.root / "mlruns") and artifacts.is_dir()
     # Three evaluates at once, one registered model: each trial registered once.
     versions = client.search_model_versions("name='cifar10-cnn'")
     assert sorted(v.run_id for v in versions) == sorted(run.info.run_id for run in runs)
