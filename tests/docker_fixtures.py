@@ -14,6 +14,7 @@ reuses them.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import os
 import shutil
@@ -182,12 +183,43 @@ def running_daemon() -> Iterator[Docker]:
     env = {**os.environ, "DOCKER_BUILDKIT": "1"}
     if answers(env):
         log("using the Docker daemon that already runs (left running afterwards)")
-        daemon: Docker | None = Docker(env)
-    else:
+        with daemon_environment(Docker(env)) as daemon:
+            yield daemon
+        return
+    with exclusive_own_daemon():
         daemon, reason = start_own_daemon()
         if daemon is None:
             pytest.skip(f"no Docker daemon can start here: {reason}")
-    assert daemon is not None
+        with daemon_environment(daemon):
+            yield daemon
+
+
+@contextlib.contextmanager
+def exclusive_own_daemon(wait_s: float = 3600) -> Iterator[None]:
+    """Hold CACHE/daemon.lock while our dockerd runs: a second test session on this machine
+    waits here instead of adopting that daemon (and stopping it under the first one's feet)."""
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with (CACHE / "daemon.lock").open("w") as lock:
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    pytest.fail(f"another test session held our dockerd for {wait_s:.0f} s")
+                if deadline - time.monotonic() >= wait_s - 1:
+                    log("another test session uses our dockerd: waiting for it to finish")
+                time.sleep(5)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def daemon_environment(daemon: Docker) -> Iterator[Docker]:
+    """DOCKER_HOST set for this process while the block runs; our daemon stopped afterwards."""
     # kfp.local's DockerRunner talks to the daemon through docker-py, which reads DOCKER_HOST.
     previous = os.environ.get("DOCKER_HOST")
     if "DOCKER_HOST" in daemon.env:
