@@ -64,7 +64,17 @@ test: setup  ## lint, format check, then every test (unit and end to end)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(VENV)/bin/hadolint $(DOCKERFILES)
-	$(PY) -m pytest --durations=25  # the slowest, for keeping CI's time in check
+	@# The image tests (-m docker) spend much of their time fetching and unpacking packages into
+	@# images, and on CI's 2 cores that overlaps well with the rest: they run beside it, in a
+	@# second session whose log is printed at the end. --durations: where CI's time goes.
+	@log=$$(mktemp); pid=; trap 'kill $$pid 2>/dev/null; rm -f $$log' EXIT INT TERM; \
+	echo "make test: the docker tests run beside the others; their log follows at the end"; \
+	$(PY) -m pytest -m docker -p no:cacheprovider --durations=10 > $$log 2>&1 & pid=$$!; \
+	$(PY) -m pytest -m "not docker" --durations=25; others=$$?; \
+	wait $$pid; images=$$?; pid=; \
+	echo "===== the docker tests (pytest -m docker) ====="; cat $$log; \
+	echo "make test: pytest exited $$others (not docker) and $$images (docker)"; \
+	exit $$(( others != 0 ? others : images ))
 
 lint: setup  ## ruff lint + format check, hadolint over the Dockerfiles
 	$(PY) -m ruff check .
