@@ -21,6 +21,11 @@ PYTHON ?= $(shell for p in $(PYTHON_CANDIDATES); do \
 	2>/dev/null && break; done)
 
 DOCKERFILES := docker/Dockerfile docker/Dockerfile.gpu tests/compose/postgres.Dockerfile tests/compose/s3.Dockerfile
+# make test runs these in a second pytest session beside the rest: the Docker modules (image
+# builds), and long ones that share nothing with the others (own servers, repos and stores in
+# temp folders). About a third of the suite's time.
+SIDE_TESTS := tests/test_images.py tests/test_compose.py tests/test_server.py \
+	tests/test_sweep_dvc.py tests/test_kubeflow_sweep.py
 
 .PHONY: setup check-python run exps check test lint format ui plots server bench clean help kfp sweep
 
@@ -64,17 +69,17 @@ test: setup  ## lint, format check, then every test (unit and end to end)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(VENV)/bin/hadolint $(DOCKERFILES)
-	@# The image tests (-m docker) spend much of their time fetching and unpacking packages into
-	@# images, and on CI's 2 cores that overlaps well with the rest: they run beside it, in a
-	@# second session whose log is printed at the end. --durations: where CI's time goes.
+	@# Two pytest sessions side by side: one alone keeps only about one of CI's 2 cores busy
+	@# (imports, process start-up, waits on servers and image downloads). The second session's
+	@# log is printed at the end; both exit codes count. --durations: where CI's time goes.
 	@log=$$(mktemp); pid=; trap 'kill $$pid 2>/dev/null; rm -f $$log' EXIT INT TERM; \
-	echo "make test: the docker tests run beside the others; their log follows at the end"; \
-	$(PY) -m pytest -m docker -p no:cacheprovider --durations=10 > $$log 2>&1 & pid=$$!; \
-	$(PY) -m pytest -m "not docker" --durations=25; others=$$?; \
-	wait $$pid; images=$$?; pid=; \
-	echo "===== the docker tests (pytest -m docker) ====="; cat $$log; \
-	echo "make test: pytest exited $$others (not docker) and $$images (docker)"; \
-	exit $$(( others != 0 ? others : images ))
+	echo "make test: $(SIDE_TESTS) run beside the rest; their log follows at the end"; \
+	$(PY) -m pytest -p no:cacheprovider --durations=15 $(SIDE_TESTS) > $$log 2>&1 & pid=$$!; \
+	$(PY) -m pytest $(SIDE_TESTS:%=--ignore=%) --durations=25; rest=$$?; \
+	wait $$pid; side=$$?; pid=; \
+	echo "===== beside: pytest $(SIDE_TESTS) ====="; cat $$log; \
+	echo "make test: pytest exited $$rest (the rest) and $$side (beside)"; \
+	exit $$(( rest != 0 ? rest : side ))
 
 lint: setup  ## ruff lint + format check, hadolint over the Dockerfiles
 	$(PY) -m ruff check .
