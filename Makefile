@@ -21,11 +21,14 @@ PYTHON ?= $(shell for p in $(PYTHON_CANDIDATES); do \
 	2>/dev/null && break; done)
 
 DOCKERFILES := docker/Dockerfile docker/Dockerfile.gpu tests/compose/postgres.Dockerfile tests/compose/s3.Dockerfile
+# make check: the tests needing no TensorFlow, training, server or image.
+FAST := -m "not e2e and not keras" -p no:cacheprovider -q
 # make test runs these in a second pytest session beside the rest: the Docker modules (image
 # builds), and long ones that share nothing with the others (own servers, repos and stores in
-# temp folders). About a third of the suite's time.
+# temp folders; the benchmarks at toy size write theirs under tmp too). About half the suite's
+# time.
 SIDE_TESTS := tests/test_images.py tests/test_compose.py tests/test_server.py \
-	tests/test_sweep_dvc.py tests/test_kubeflow_sweep.py
+	tests/test_sweep_dvc.py tests/test_kubeflow_sweep.py tests/test_benchmarks.py
 
 .PHONY: setup check-python run exps check test lint format ui plots server bench clean help kfp sweep
 
@@ -63,7 +66,13 @@ sweep: setup  ## a sweep's trials best first (make sweep SWEEP=NAME): val/test a
 check: setup  ## the fast tier (under a minute): lint, format check, the tests not e2e nor keras
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
-	$(PY) -m pytest -m "not e2e and not keras" -p no:cacheprovider -q
+	@# Two halves of the test modules at once (--shard, tests/conftest.py): one pytest keeps
+	@# about one core busy, most of it importing; the second half's output follows the first's.
+	@log=$$(mktemp); pid=; trap 'kill $$pid 2>/dev/null; rm -f $$log' EXIT INT TERM; \
+	$(PY) -m pytest $(FAST) --shard 2/2 > $$log 2>&1 & pid=$$!; \
+	$(PY) -m pytest $(FAST) --shard 1/2; first=$$?; \
+	wait $$pid; second=$$?; pid=; cat $$log; \
+	exit $$(( first != 0 ? first : second ))
 
 test: setup  ## lint, format check, then every test (unit and end to end)
 	$(PY) -m ruff check .

@@ -30,17 +30,50 @@ pytest.register_assert_rewrite("tests.mlflow_fixtures")
 SLOW_MARKERS = ("e2e", "keras")
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--shard", default=None, metavar="I/N",
+        help="collect only the I-th of N shares of the test modules (make check runs 2 at once)",
+    )  # fmt: skip
+
+
+def parse_shard(shard: str) -> tuple[int, int]:
+    """(I, N) of ``--shard I/N``; a UsageError (one line, exit 4) for anything else."""
+    match = re.fullmatch(r"([1-9][0-9]*)/([1-9][0-9]*)", shard)
+    if match is None or int(match[1]) > int(match[2]):
+        raise pytest.UsageError(f"--shard {shard!r}: expected I/N with 1 <= I <= N, e.g. 1/2")
+    return int(match[1]), int(match[2])
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Checked here, before collection, where pytest reports a UsageError as such.
+    if config.getoption("shard") is not None:
+        parse_shard(config.getoption("shard"))
+
+
+def in_shard(module: Path, shard: str | None) -> bool:
+    """Whether test module ``module`` is in ``shard`` ("I/N": every N-th module of the sorted
+    list, from the I-th). Decided before import, so each share imports only its own modules."""
+    if shard is None:
+        return True
+    index, count = parse_shard(shard)
+    modules = sorted(p.name for p in module.parent.glob("test_*.py"))
+    return module.name not in modules or modules.index(module.name) % count == index - 1
+
+
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
     """Under ``-m "not e2e and not keras"`` (``make check``), do not even import such modules.
 
     Collecting them would import TensorFlow (about 20 s here), MLflow and KFP only to deselect
     every test: that was most of the 52-68 s that collection alone took.
     """
+    if not collection_path.name.startswith("test_") or collection_path.suffix != ".py":
+        return None
+    if not in_shard(collection_path, config.getoption("shard")):
+        return True
     expression = config.getoption("markexpr") or ""
     excluded = [name for name in SLOW_MARKERS if f"not {name}" in expression]
-    if not excluded or not collection_path.name.startswith("test_"):
-        return None
-    if collection_path.suffix != ".py":
+    if not excluded:
         return None
     pattern = rf"^pytestmark = \[?\s*pytest\.mark\.({'|'.join(excluded)})\b"
     text = collection_path.read_text(encoding="utf-8")

@@ -119,6 +119,9 @@ def test_generated_secret_is_private_and_kept(tmp_path: Path) -> None:
     assert server.secret(given, "MLFLOW_AUTH_ADMIN_PASSWORD", path) == "given-password-123"
 
 
+# e2e: it builds MLflow's own auth store (the server's import and schema: 4-9 s), too slow for
+# `make check`.
+@pytest.mark.e2e
 def test_a_restart_never_hands_out_an_admin_password_the_server_ignores(tmp_path: Path) -> None:
     # MLflow sets the admin's password on the first start only. A restart without
     # MLFLOW_AUTH_ADMIN_PASSWORD once generated a new one into admin-password: a 401 for all.

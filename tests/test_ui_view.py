@@ -7,7 +7,6 @@ runs table shows, and three runs take a second.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import mlflow
 import pytest
@@ -17,9 +16,14 @@ from deploy.ui_view import SHARED_VIEW_TAG, compare_link, main
 BASE = "http://127.0.0.1:5000"
 
 
-@pytest.fixture
-def client(tmp_path: Path) -> mlflow.MlflowClient:
-    """A fresh store with three runs of 'cifar10-cnn' that differ in optimizer and learning rate."""
+@pytest.fixture(scope="module")
+def client(tmp_path_factory: pytest.TempPathFactory) -> mlflow.MlflowClient:
+    """A store with three runs of 'cifar10-cnn' that differ in optimizer and learning rate.
+
+    One for the module (a new SQLite store costs ~2 s): the links only add the one shared-view
+    tag that these runs always get.
+    """
+    tmp_path = tmp_path_factory.mktemp("ui-view")
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     experiment = client.create_experiment("cifar10-cnn", (tmp_path / "artifacts").as_uri())
     for optimizer, rate, accuracy in (("adam", "0.001", 0.31), ("sgd", "0.01", 0.25),
