@@ -7,6 +7,7 @@ component a subprocess of this interpreter, no Docker, no Kubernetes).
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import hashlib
 import json
@@ -584,6 +585,10 @@ def local_session(
     from kfp import local
 
     with pytest.MonkeyPatch.context() as patch:
+        # kfp.local swaps builtins.print for an indenting one per task and puts back what it
+        # found; tasks of a ParallelFor run in threads, so the last to finish can put back an
+        # indenting print for good (every later print in this process began with 4 spaces).
+        patch.setattr(builtins, "print", builtins.print)
         for name, value in QUIET_ENV.items():
             patch.setenv(name, value)
         # Component code runs in a fresh interpreter elsewhere: `cifar10_kfp` comes from here.

@@ -6,6 +6,7 @@ archive (each class its own colour), 1 epoch, three trials two at a time, one ML
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import json
 import signal
@@ -330,8 +331,11 @@ def local_sweep(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         "mlflow_sweep": "lr-test",
     }
     pipeline = build_sweep_pipeline(Settings(gpu=False), parallelism=PARALLELISM)
+    print_before = builtins.print
     with local_session(root, tracking_uri):
         run = pipeline(**arguments)
+    # Later tests print too: kfp.local's parallel tasks must not leave their indenting print.
+    assert builtins.print is print_before
     return {"outputs": run.outputs, "tracking_uri": tracking_uri}
 
 
