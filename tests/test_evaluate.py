@@ -6,6 +6,7 @@ End-to-end tests run ``python -m stages.evaluate`` in a subprocess against a rea
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -22,6 +23,7 @@ from pipeline.core.checksums import file_md5
 from pipeline.evaluate.report import Section, render_html, render_markdown
 from pipeline.evaluate.scoring import (
     evaluate_predictions,
+    flip_tta_accuracy,
     metrics_dict,
     mlflow_metrics,
     most_confident_mistakes,
@@ -97,6 +99,46 @@ def test_metrics_dict_is_a_few_headline_figures_accuracy_first() -> None:
     # dvc exp show keeps this order and gets one column per key: no per-class explosion.
     assert list(metrics) == ["accuracy", "loss", "macro_f1", "test_images"]
     json.dumps(metrics)  # plain JSON types only
+
+
+class CornerReader:
+    """A model that answers from the top-left pixel alone: its red value is the class it
+    predicts, its green value the confidence, so a mirror image (top-right pixel) answers
+    differently and what flip test-time augmentation averages can be worked out."""
+
+    def predict(self, x: np.ndarray, batch_size: int, verbose: int) -> np.ndarray:
+        corner = x[:, 0, 0, :].astype(np.float32)
+        confidence = corner[:, 1] / 100
+        probabilities = np.repeat(((1 - confidence) / 2)[:, None], 3, axis=1)
+        probabilities[np.arange(len(x)), corner[:, 0].astype(int)] = confidence
+        return probabilities
+
+
+def test_flip_tta_averages_each_image_with_its_left_right_mirror() -> None:
+    x = np.zeros((3, 32, 32, 3), dtype=np.uint8)
+    # (class, confidence) read at the left and at the right corner of each image's top row.
+    for image, (left, right) in enumerate(
+        [((0, 60), (1, 90)), ((2, 90), (1, 60)), ((1, 50), (1, 50))]
+    ):
+        x[image, 0, 0, :2], x[image, 0, 31, :2] = left, right
+    # A top-bottom flip would read the bottom-left corner instead: class 0, sure of it.
+    x[:, 31, 0, :2] = (0, 99)
+    y_true = np.array([1, 1, 1])
+    model = CornerReader()
+    plain = model.predict(x, 0, 0)
+    assert np.mean(plain.argmax(axis=1) == y_true) == pytest.approx(1 / 3)
+    # Image 0: 0.6 for class 0 against 0.9 for class 1 in the mirror -> class 1; image 1 the
+    # other way round -> class 2; image 2 agrees with itself.
+    assert flip_tta_accuracy(model, x, y_true, plain) == pytest.approx(2 / 3)
+
+
+def test_flip_tta_accuracy_is_a_headline_figure_after_accuracy() -> None:
+    evaluation = dataclasses.replace(
+        evaluate_predictions(Y_TRUE, PROBS, NAMES), accuracy_flip_tta=0.8333333
+    )
+    assert list(metrics_dict(evaluation))[:2] == ["accuracy", "accuracy_flip_tta"]
+    assert metrics_dict(evaluation)["accuracy_flip_tta"] == pytest.approx(0.833333)
+    assert mlflow_metrics(evaluation)["test/accuracy_flip_tta"] == pytest.approx(0.8333333)
 
 
 def test_per_class_frame_has_one_row_per_class() -> None:
@@ -254,6 +296,27 @@ def test_rerun_overwrites_registry_json_without_a_second_version(
         len(mlflow.MlflowClient(registry_uri=uri).search_model_versions("name = 'cifar10-cnn'"))
         == 1
     )
+
+
+@pytest.mark.e2e
+def test_flip_tta_is_scored_logged_and_reported_beside_plain_accuracy(
+    evaluated: tuple[Path, str, dict], tmp_path: Path
+) -> None:
+    _, uri, run_info = evaluated
+    root = _copy(evaluated, tmp_path)
+    result = mf.run_evaluate(
+        root, uri, "--set", "register.min_accuracy=0.2", "--set", "evaluate.flip_tta=true"
+    )
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads((root / "reports/metrics.json").read_text())
+    assert list(metrics)[:2] == ["accuracy", "accuracy_flip_tta"]
+    assert 0.0 <= metrics["accuracy_flip_tta"] <= 1.0
+    run = mlflow.MlflowClient(uri).get_run(run_info["run_id"])
+    assert run.data.metrics["test/accuracy_flip_tta"] == pytest.approx(
+        metrics["accuracy_flip_tta"], abs=1e-6
+    )
+    markdown = (root / "reports/report.md").read_text()
+    assert f"accuracy, flip TTA | {metrics['accuracy_flip_tta']:.4f}" in markdown
 
 
 def _copy(project: tuple[Path, str, dict], tmp_path: Path) -> Path:

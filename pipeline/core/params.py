@@ -238,6 +238,14 @@ class MlflowParams(Section):
         return value
 
 
+class EvaluateParams(Section):
+    """``evaluate``: how the test split is scored."""
+
+    # Also score the mean of each image's and its mirror image's probabilities (flip test-time
+    # augmentation): logged apart as test/accuracy_flip_tta; the served model predicts one view.
+    flip_tta: bool
+
+
 class RegisterParams(Section):
     min_accuracy: float = Field(ge=0.0, le=1.0)
     min_improvement: float = Field(ge=0.0, le=1.0)
@@ -252,6 +260,7 @@ class Params(Section):
     model: ModelParams
     train: TrainParams
     mlflow: MlflowParams
+    evaluate: EvaluateParams
     # "register" would shadow BaseModel.register, hence the alias.
     registration: RegisterParams = Field(alias="register")
 

@@ -8,6 +8,7 @@ Everything is logged to the training run, which keeps its FINISHED status.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import time
 import zipfile
@@ -43,6 +44,7 @@ from pipeline.evaluate.scoring import (
     Evaluation,
     check_classes,
     evaluate_predictions,
+    flip_tta_accuracy,
     load_test_split,
     load_trained_model,
     metrics_dict,
@@ -92,10 +94,15 @@ def run_evaluation(params: Params, prepared_dir: Path, models_dir: Path, reports
     # Again: a file replaced while it loaded would be scored as the run's model all the same.
     check_model_of_run(model_path, run_info)
 
-    evaluation = evaluate_predictions(y, predict_probabilities(model, x), classes)
+    probabilities = predict_probabilities(model, x)
+    evaluation = evaluate_predictions(y, probabilities, classes)
     log.info(
         "test accuracy %.4f, loss %.4f on %d images", evaluation.accuracy, evaluation.loss, len(y)
     )
+    if params.evaluate.flip_tta:
+        tta = flip_tta_accuracy(model, x, y, probabilities)
+        evaluation = dataclasses.replace(evaluation, accuracy_flip_tta=tta)
+        log.info("test accuracy with flip test-time augmentation %.4f", tta)
     with _output_failures(reports_dir):
         _write_evaluation(evaluation, history, x, out)
     test_dataset = split_dataset("test", test, params.data.url)

@@ -111,6 +111,11 @@ def build_sections(
     summary = {
         "test images": str(len(evaluation.y_true)),
         "accuracy": f"{evaluation.accuracy:.4f}",
+        **(
+            {"accuracy, flip TTA": f"{evaluation.accuracy_flip_tta:.4f}"}
+            if evaluation.accuracy_flip_tta is not None
+            else {}
+        ),
         "loss": f"{evaluation.loss:.4f}",
         **{f"macro {key}": f"{value:.4f}" for key, value in evaluation.macro.items()},
         **provenance,

@@ -36,6 +36,8 @@ class Evaluation:
     per_class: pd.DataFrame  # index: class name; columns: precision, recall, f1, support
     macro: dict[str, float]  # precision, recall, f1
     confusion: pd.DataFrame  # counts; index: actual class, columns: predicted class
+    # With evaluate.flip_tta: accuracy of the mean of each image's and its mirror's predictions.
+    accuracy_flip_tta: float | None = None
 
 
 def load_test_split(prepared_dir: Path) -> tuple[prepared.Split, list[str]]:
@@ -76,6 +78,15 @@ def predict_probabilities(model: Any, x: np.ndarray) -> np.ndarray:
     """Softmax probabilities (N, classes) for raw uint8 images, as float32."""
     probabilities = model.predict(x, batch_size=PREDICT_BATCH_SIZE, verbose=0)
     return np.asarray(probabilities, dtype=np.float32)
+
+
+def flip_tta_accuracy(
+    model: Any, x: np.ndarray, y_true: np.ndarray, probabilities: np.ndarray
+) -> float:
+    """Accuracy of flip test-time augmentation: each image's ``probabilities`` averaged with
+    the model's on the image mirrored left-right (CIFAR-10's classes are mirror-symmetric)."""
+    mirrored = predict_probabilities(model, np.ascontiguousarray(x[:, :, ::-1, :]))
+    return float(np.mean((probabilities + mirrored).argmax(axis=1) == y_true))
 
 
 def evaluate_predictions(
@@ -122,8 +133,10 @@ def metrics_dict(evaluation: Evaluation) -> dict[str, Any]:
     Accuracy first (``dvc exp show`` keeps the order); the per-class figures would add 40
     columns, so they go to ``per_class.csv`` (a DVC plot) instead.
     """
+    flip_tta = evaluation.accuracy_flip_tta
     return {
         "accuracy": _round(evaluation.accuracy),
+        **({"accuracy_flip_tta": _round(flip_tta)} if flip_tta is not None else {}),
         "loss": _round(evaluation.loss),
         "macro_f1": _round(evaluation.macro["f1"]),
         "test_images": len(evaluation.y_true),
@@ -148,6 +161,8 @@ def mlflow_metrics(evaluation: Evaluation) -> dict[str, float]:
         metric_names.test("loss"): evaluation.loss,
     }
     metrics |= {metric_names.test(f"macro_{key}"): value for key, value in evaluation.macro.items()}
+    if evaluation.accuracy_flip_tta is not None:
+        metrics[metric_names.test("accuracy_flip_tta")] = evaluation.accuracy_flip_tta
     return {key: metric_names.float32_value(value) for key, value in metrics.items()}
 
 
