@@ -10,6 +10,7 @@ Also here: subprocess helpers to run a stage or a server and stop it by its proc
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -238,3 +239,28 @@ def http_json(url: str, payload: Any = None, timeout_s: float = 30) -> Any:
     request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=timeout_s) as response:
         return json.loads(response.read())
+
+
+def http_call(
+    url: str,
+    data: bytes | None = None,
+    user: str | None = None,
+    password: str = "",
+    timeout: float = 120,
+) -> tuple[int, Any]:
+    """(HTTP status, decoded JSON or raw bytes) of GET ``url`` (POST when ``data``), with basic
+    auth when ``user`` is given: what a client of a tracking server sees, errors included."""
+    headers = {"Content-Type": "application/json"} if data is not None else {}
+    request = urllib.request.Request(url, data=data, headers=headers)
+    if user is not None:
+        token = base64.b64encode(f"{user}:{password}".encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            status, body = response.status, response.read()
+    except urllib.error.HTTPError as error:
+        status, body = error.code, error.read()
+    try:
+        return status, json.loads(body)
+    except ValueError:
+        return status, body

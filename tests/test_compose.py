@@ -14,7 +14,6 @@ also on failure. Measured on 2 cores: see docs/team-server.md.
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import re
@@ -34,6 +33,7 @@ import pytest
 from tests.cifar_archive import build_archive
 from tests.conftest import QUIET_ENV, REPO_ROOT, free_port, run_stage, train_args
 from tests.docker_fixtures import COMPOSE_V1, DOCKER_CLI, Docker, log, python_base_image, uv_image
+from tests.mlflow_fixtures import http_call
 
 pytestmark = [
     pytest.mark.e2e,
@@ -126,19 +126,7 @@ def write_env_file(path: Path, settings: dict[str, str]) -> Path:
 
 def http(stack: Stack, path: str, user: str | None = None, password: str = "") -> tuple[int, Any]:
     """(status, decoded JSON or bytes) of GET ``path`` on the server, with basic auth if a user."""
-    request = urllib.request.Request(f"{stack.url}{path}")
-    if user is not None:
-        token = base64.b64encode(f"{user}:{password}".encode()).decode()
-        request.add_header("Authorization", f"Basic {token}")
-    try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            status, body = response.status, response.read()
-    except urllib.error.HTTPError as error:
-        status, body = error.code, error.read()
-    try:
-        return status, json.loads(body)
-    except ValueError:
-        return status, body
+    return http_call(f"{stack.url}{path}", user=user, password=password, timeout=60)
 
 
 def as_admin(stack: Stack, path: str) -> Any:

@@ -8,7 +8,6 @@ read back over the REST API with urllib, a client that shares no code with the p
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import json
 import os
@@ -98,20 +97,9 @@ def api(
     """(HTTP status, decoded JSON or raw bytes) of GET ``endpoint?query`` (or POST ``payload``)."""
     data = None if payload is None else json.dumps(payload).encode()
     url = f"{server.url}{endpoint}" + (f"?{urllib.parse.urlencode(query)}" if query else "")
-    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
-    if user is not None:
-        password = password if password is not None else USERS.get(user, server.admin_password)
-        token = base64.b64encode(f"{user}:{password}".encode()).decode()
-        request.add_header("Authorization", f"Basic {token}")
-    try:
-        with urllib.request.urlopen(request, timeout=120) as response:
-            status, body = response.status, response.read()
-    except urllib.error.HTTPError as error:
-        status, body = error.code, error.read()
-    try:
-        return status, json.loads(body)
-    except ValueError:
-        return status, body
+    if user is not None and password is None:
+        password = USERS.get(user, server.admin_password)
+    return mf.http_call(url, data, user, password or "")
 
 
 def admin_api(server: Server, endpoint: str, payload: dict | None = None, **query: str) -> Any:
