@@ -2,8 +2,9 @@
 
 The train stage's library path without its MLflow run: params (params.yaml, a profile, --set),
 seeding and determinism, the precision policy, the input pipeline and ``fit``. With
-``--eval-test`` the test split is scored after every epoch by a callback that runs after the
-epoch's timing is taken, so scoring is not part of the training time. Each epoch's row is
+``--eval-test`` the test split is scored after every epoch (and with flip test-time augmentation
+too when the params set ``evaluate.flip_tta``) by a callback that runs after the epoch's timing
+is taken, so scoring is not part of the training time. Each epoch's row is
 written to ``--out`` as it finishes.
 
     python -m benchmarks.fit_run --prepared-dir D --out fit.json [--profile fast] [--set k=v]
@@ -43,8 +44,10 @@ def main(argv: list[str] | None = None) -> None:
         params = load_params(args.params, overrides)
 
     import keras
+    import numpy as np
 
     from pipeline.artifacts import prepared
+    from pipeline.evaluate.scoring import flip_tta_accuracy, predict_probabilities
     from pipeline.train import backend
     from pipeline.train.checkpoints import TrainingCheckpoint
     from pipeline.train.fit import fit, load_prepared, precision_policy
@@ -61,7 +64,7 @@ def main(argv: list[str] | None = None) -> None:
         "profile": args.profile or "reference-config",
         "epochs_planned": planned,
         "overrides": overrides,
-        "params": params.model_dump(include={"model", "train"}),
+        "params": params.model_dump(include={"model", "train", "evaluate"}),
         "policy": policy,
         "n_train": len(data.train_x),
         "epochs": [],
@@ -77,9 +80,13 @@ def main(argv: list[str] | None = None) -> None:
             # on a shared machine, where wall time also counts the other programs' load.
             row["process_cpu_s"] = time.process_time()
             if args.eval_test:
-                inputs = backend.fit_inputs(test_x, test_y, 1024, shuffle=False, seed=0)
-                inputs.pop("shuffle")  # evaluate() takes no shuffle argument
-                _, row["test_accuracy"] = self.model.evaluate(**inputs, verbose=0)
+                # Scored as the evaluate stage scores: its functions, its evaluate.flip_tta.
+                probabilities = predict_probabilities(self.model, test_x)
+                row["test_accuracy"] = float(np.mean(probabilities.argmax(axis=1) == test_y))
+                if params.evaluate.flip_tta:
+                    row["test_accuracy_flip_tta"] = flip_tta_accuracy(
+                        self.model, test_x, test_y, probabilities
+                    )
             rows.append(row)
             result["startup_s"] = fit_started - STARTED
             write_json(args.out, result)

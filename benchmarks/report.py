@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import REPO_ROOT, machine_info, read_json
-from benchmarks.time_to_accuracy import REFERENCE, summarise
+from benchmarks.time_to_accuracy import REFERENCE, seed_groups, summarise
 from benchmarks.train_throughput import (
     add_ratios,
     steady_images_per_s,
@@ -240,9 +240,33 @@ def tta_section(data: dict | None, base: Path) -> tuple[list[str], dict]:
             for mark in (row.get("reached_marks") or {}).values()
         ] or ["-", "-"]
         lines.append(f"| {name} | {' | '.join(marks)} | {_f(row.get('process_cpu_s'), 0)} |")
-    lines += ["", "Test accuracy per epoch:", ""]
+    groups = seed_groups(summary)
+    if groups:
+        lines += [
+            "",
+            "Means over seeds (± the standard deviation, then the lowest and highest seed); "
+            '"within budget" is the best score by reference-config\'s total training time in '
+            "this run:",
+            "",
+            "| profile | seeds | scored with | best | within budget | training s (mean) | "
+            "reached 90% | reached 94% |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for profile, group in groups.items():
+            n, reached = len(group["seeds"]), group["marks_reached"]
+            within = group.get("within_budget")
+            lines.append(
+                f"| {profile} | {', '.join(str(seed) for seed in group['seeds'])} | "
+                f"{group['scored_with']} | {_mean_spread(group['best'])} | "
+                f"{_mean_spread(within) if within else '-'} | "
+                f"{group['train_seconds']['mean']:,.0f} | {reached['0.90']} of {n} | "
+                f"{reached['0.94']} of {n} |"
+            )
+    lines += ["", "Test accuracy per epoch (with flip TTA: one view per image in brackets):", ""]
     for name, row in summary.items():
         curve = ", ".join(f"{value:.3f}" for value in row["test_accuracy_per_epoch"])
+        if row.get("scored_with") == "flip TTA":
+            curve += " (" + ", ".join(f"{v:.3f}" for v in row["one_view_per_epoch"]) + ")"
         lines.append(f"- {name}: {curve}")
     lines += ["", "Profiles:", ""]
     for name, row in summary.items():
@@ -496,7 +520,12 @@ def targets_section(
         rows.append(
             ("reference configuration test accuracy >= 0.79 (50 epochs)", NOT_MEASURED, "-")
         )
-    rows += fast_resnet_rows(tta.get("fast-resnet"), reference)
+    group = seed_groups(tta).get("fast-resnet")
+    rows += (
+        fast_resnet_seed_rows(group, reference)
+        if group
+        else fast_resnet_rows(tta.get("fast-resnet"), reference)
+    )
     augment = tta.get("augment")
     if not augment:
         rows.append(("`augment` profile: aim 0.85", NOT_MEASURED, "-"))
@@ -560,11 +589,53 @@ def targets_section(
     return [*lines, ""]
 
 
+FAST_RESNET_GOAL = "`fast-resnet` reaches 0.90 in <= reference-config's 50-epoch time (same run)"
+FAST_RESNET_LONGER = "`fast-resnet` (or a longer profile) reaches 0.94"
+FAST_RESNET_GPU = (
+    "GPU (one H200): `fast-resnet` reaches 0.94 in < 10 s of training",
+    NOT_MEASURED,
+    "-",
+)
+
+
+def _mean_spread(spread: dict) -> str:
+    """``mean ± sd (min-max)`` of a :func:`benchmarks.time_to_accuracy.seed_groups` figure."""
+    return f"{spread['mean']:.4f} ± {spread['stdev']:.4f} ({spread['min']:.4f}-{spread['max']:.4f})"
+
+
+def fast_resnet_seed_rows(group: dict, reference: dict | None) -> list[tuple[str, str, str]]:
+    """The fast net's CPU targets from several seeds: claims are means, with their spread."""
+    n = len(group["seeds"])
+    reached = group["marks_reached"]
+    full_reference = bool(reference and reference["complete"] and reference["epochs_run"] >= 50)
+    within = group.get("within_budget")
+    if within and full_reference:
+        measured = (
+            f"{n} seeds, scored with {group['scored_with']}: best within reference-config's "
+            f"50-epoch time ({group['budget_s']:.0f} s) {_mean_spread(within)}; 0.90 reached by "
+            f"{reached['0.90']} of {n}; fast-resnet trained {group['train_seconds']['mean']:.0f} s"
+            " on average"
+        )
+        status = (
+            _status(within["mean"] >= 0.90)
+            if group["complete"]
+            else "not established (interrupted)"
+        )
+    else:
+        measured = f"{n} seeds: best {_mean_spread(group['best'])}"
+        status = "not established (reference-config's 50 epochs not in this run)"
+    best = group["best"]
+    longer = (
+        f"{n} seeds: best {_mean_spread(best)}; 0.94 reached by {reached['0.94']} of {n}",
+        _status(True) if best["mean"] >= 0.94 else "not established (no longer profile run)",
+    )
+    return [(FAST_RESNET_GOAL, measured, status), (FAST_RESNET_LONGER, *longer), FAST_RESNET_GPU]
+
+
 def fast_resnet_rows(fast: dict | None, reference: dict | None) -> list[tuple[str, str, str]]:
-    """The fast residual net's CPU targets: 90% within the reference's 50 epochs, and 94%."""
-    goal = "`fast-resnet` reaches 0.90 in <= reference-config's 50-epoch time (same run)"
-    longer = "`fast-resnet` (or a longer profile) reaches 0.94"
-    gpu = ("GPU (one H200): `fast-resnet` reaches 0.94 in < 10 s of training", NOT_MEASURED, "-")
+    """The fast residual net's CPU targets from one seed: 90% within the reference's 50 epochs,
+    and 94%."""
+    goal, longer, gpu = FAST_RESNET_GOAL, FAST_RESNET_LONGER, FAST_RESNET_GPU
     if not fast:
         return [(goal, NOT_MEASURED, "-"), (longer, NOT_MEASURED, "-"), gpu]
     marks = fast.get("reached_marks") or {}

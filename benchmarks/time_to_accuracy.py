@@ -13,6 +13,8 @@ so an interrupted benchmark still reports what it measured.
 from __future__ import annotations
 
 import argparse
+import itertools
+import statistics
 from pathlib import Path
 
 from benchmarks.common import check, machine_info, module, read_json, run_measured, write_json
@@ -22,6 +24,19 @@ TARGET = 0.755
 REFERENCE = "reference-config"
 # The fast residual net's targets (profiles/fast-resnet.yaml): each configuration's time to them.
 ACCURACY_MARKS = (0.90, 0.94)
+
+
+def score(row: dict) -> float:
+    """An epoch's test accuracy as its configuration is scored: with flip test-time
+    augmentation when its params set ``evaluate.flip_tta``, else one view per image."""
+    return row.get("test_accuracy_flip_tta", row["test_accuracy"])
+
+
+def parse_config(spec: str) -> tuple[str, str | None, str | None]:
+    """``NAME[:EPOCHS][@SEED]`` -> (profile name, epoch cap, seed)."""
+    spec, _, seed = spec.partition("@")
+    name, _, cap = spec.partition(":")
+    return name, cap or None, seed or None
 
 
 def summarise(result: dict, base: Path) -> dict:
@@ -36,12 +51,16 @@ def summarise(result: dict, base: Path) -> dict:
         marks: dict[str, dict | None] = {f"{mark:.2f}": None for mark in ACCURACY_MARKS}
         for row in rows:
             seconds += row["seconds"]
-            if reached is None and row["test_accuracy"] >= result["target"]:
+            if reached is None and score(row) >= result["target"]:
                 reached = {"epoch": row["epoch"], "seconds": seconds}
             for mark in ACCURACY_MARKS:
-                if marks[f"{mark:.2f}"] is None and row["test_accuracy"] >= mark:
+                if marks[f"{mark:.2f}"] is None and score(row) >= mark:
                     marks[f"{mark:.2f}"] = {"epoch": row["epoch"], "seconds": seconds}
+        flip_tta = bool(rows) and "test_accuracy_flip_tta" in rows[-1]
         summary[name] = {
+            "profile": entry.get("profile", name),
+            "seed": fit["params"]["train"]["seed"],
+            "scored_with": "flip TTA" if flip_tta else "one view",
             "policy": fit["policy"],
             "overrides": fit["overrides"],
             "epochs_run": len(rows),
@@ -50,9 +69,12 @@ def summarise(result: dict, base: Path) -> dict:
             "complete": bool(fit.get("complete")),
             "train_seconds": seconds,
             "startup_s": fit.get("startup_s"),
-            "final_test_accuracy": rows[-1]["test_accuracy"] if rows else None,
-            "best_test_accuracy": max((row["test_accuracy"] for row in rows), default=None),
-            "test_accuracy_per_epoch": [row["test_accuracy"] for row in rows],
+            "final_test_accuracy": score(rows[-1]) if rows else None,
+            "best_test_accuracy": max((score(row) for row in rows), default=None),
+            "test_accuracy_per_epoch": [score(row) for row in rows],
+            # One view per image, whatever the scoring: what the served model answers.
+            "one_view_per_epoch": [row["test_accuracy"] for row in rows],
+            "cumulative_seconds": list(itertools.accumulate(row["seconds"] for row in rows)),
             "seconds_per_epoch": [row["seconds"] for row in rows],
             "reached": reached,
             "reached_marks": marks,
@@ -68,14 +90,66 @@ def summarise(result: dict, base: Path) -> dict:
     return summary
 
 
+def within_budget(row: dict, budget_s: float) -> float | None:
+    """The best score a summary row reached by ``budget_s`` seconds of training (None if its
+    first epoch took longer)."""
+    pairs = zip(row["test_accuracy_per_epoch"], row["cumulative_seconds"], strict=True)
+    scores = [value for value, seconds in pairs if seconds <= budget_s]
+    return max(scores, default=None)
+
+
+def seed_groups(summary: dict) -> dict[str, dict]:
+    """Per profile run with more than one seed: the mean, spread and values of its best score,
+    of its score within the reference's whole training time (when that is in the summary), and
+    how many seeds reached each accuracy mark."""
+    groups: dict[str, list[dict]] = {}
+    for row in summary.values():
+        groups.setdefault(row["profile"], []).append(row)
+    reference = summary.get(REFERENCE)
+    budget = reference["train_seconds"] if reference and reference["complete"] else None
+    out: dict[str, dict] = {}
+    for profile, rows in groups.items():
+        if len(rows) < 2:
+            continue
+        best = [row["best_test_accuracy"] for row in rows if row["best_test_accuracy"] is not None]
+        group = {
+            "seeds": [row["seed"] for row in rows],
+            "complete": all(row["complete"] for row in rows),
+            "scored_with": rows[0]["scored_with"],
+            "best": _spread(best),
+            "train_seconds": _spread([row["train_seconds"] for row in rows]),
+            "marks_reached": {
+                mark: sum(1 for row in rows if row["reached_marks"].get(mark))
+                for mark in rows[0]["reached_marks"]
+            },
+        }
+        if budget is not None:
+            within = [within_budget(row, budget) for row in rows]
+            group["budget_s"] = budget
+            group["within_budget"] = _spread([value or 0.0 for value in within])
+        out[profile] = group
+    return out
+
+
+def _spread(values: list[float]) -> dict:
+    return {
+        "mean": statistics.fmean(values) if values else None,
+        "stdev": statistics.stdev(values) if len(values) > 1 else None,
+        "min": min(values, default=None),
+        "max": max(values, default=None),
+        "values": values,
+    }
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--prepared-dir", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument(
         "--configs", nargs="+", default=[REFERENCE, "fast", "augment", "fast-resnet"],
-        metavar="NAME[:EPOCHS]",
-        help="configurations, each optionally capped to EPOCHS (a time budget)",
+        metavar="NAME[:EPOCHS][@SEED]",
+        help="configurations, each optionally capped to EPOCHS (a time budget) and run with "
+        "train.seed=SEED (NAME@42 NAME@43 NAME@44: a mean over seeds)",
     )  # fmt: skip
     parser.add_argument("--target", type=float, default=TARGET)
     parser.add_argument(
@@ -88,19 +162,24 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     result: dict = {"machine": machine_info(), "target": args.target, "configs": {}}
     for config in args.configs:
-        name, _, cap = config.partition(":")
-        fit_file = f"{args.out.stem}-{name}.json"
+        name, cap, seed = parse_config(config)
+        key = f"{name}@{seed}" if seed else name
+        fit_file = f"{args.out.stem}-{key}.json"
         command = module(
             "benchmarks.fit_run", "--prepared-dir", args.prepared_dir,
             "--out", args.out.with_name(fit_file), "--eval-test",
         )  # fmt: skip
         if name != REFERENCE:
             command += ["--profile", name]
+        if seed:
+            command += ["--set", f"train.seed={seed}"]
         if cap or args.max_epochs:
             command += ["--max-epochs", cap or str(args.max_epochs)]
         if name in args.stop_at_target:
             command += ["--stop-at", str(args.target)]
-        result["configs"][name] = {"file": fit_file, "command": command[1:], "cap": cap or None}
+        result["configs"][key] = {
+            "file": fit_file, "command": command[1:], "cap": cap, "profile": name,
+        }  # fmt: skip
         write_json(args.out, result)
         check(run_measured(command), f"training {name}")
         result["summary"] = summarise(result, args.out.parent)
