@@ -176,6 +176,8 @@ class TrainParams(Section):
     device: Literal["auto", "cpu", "gpu"]
     # Training steps per compiled call: more cuts per-step dispatch overhead on a fast GPU.
     steps_per_execution: int = Field(ge=1, le=10000)
+    # JAX: fill the last short batch with zero-weight images, so a step compiles for one shape.
+    pad_last_batch: bool
     # none: one device; data_parallel: each global batch of batch_size split over ``devices``.
     distribution: Literal["none", "data_parallel"]
     # How many of the visible devices (the GPUs, else the CPU devices) data_parallel uses; 0: all.

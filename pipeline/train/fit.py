@@ -107,18 +107,22 @@ def new_model(
         options |= {"momentum": train_params.momentum, "nesterov": train_params.nesterov}
     if train_params.weight_decay:
         options["weight_decay"] = train_params.weight_decay
+    # Padding images (train.pad_last_batch) carry weight 0: the loss averages over the weights
+    # and accuracy is weighted. Without sample weights both are the plain mean, to the bit.
+    weighted = train_params.pad_last_batch
+    reduction = {"reduction": "mean_with_sample_weight"} if weighted else {}
     model = build_model(model_params, seed=train_params.seed)
     model.compile(
         optimizer=optimizers[train_params.optimizer](
             learning_rate=learning_rate(train_params, steps_per_epoch), **options
         ),
         loss=(
-            SmoothedSparseCrossentropy(train_params.label_smoothing)
+            SmoothedSparseCrossentropy(train_params.label_smoothing, **reduction)
             if train_params.label_smoothing
             # Same math as the reference's categorical cross-entropy, without one-hot copies.
-            else keras.losses.SparseCategoricalCrossentropy()
+            else keras.losses.SparseCategoricalCrossentropy(**reduction)
         ),
-        metrics=["accuracy"],
+        **{"weighted_metrics" if weighted else "metrics": ["accuracy"]},
         steps_per_execution=backend.steps_per_execution(train_params.steps_per_execution),
     )
     return model
@@ -238,7 +242,15 @@ def fit(
         log_epoch(rows[-1])
         checkpoint.save(model, len(rows), run_id, rows, best, is_best)
 
+    backend.compile_augmentation(model)
     log.info("%s", describe_setup(model))
+    batch_size = train_params.batch_size
+    pad_train, pad_val = (
+        backend.pads_last_batch(model, len(split), batch_size, train_params.pad_last_batch)
+        for split in (data.train_x, data.val_x)
+    )
+    if pad_train or pad_val:
+        log.info("last batches padded to %d images (weight 0): one compiled shape", batch_size)
     initial_epoch = len(history)
     if initial_epoch:
         log.info("resuming after epoch %d of %d", initial_epoch, train_params.epochs)
@@ -246,12 +258,13 @@ def fit(
         **backend.fit_inputs(
             data.train_x,
             data.train_y,
-            train_params.batch_size,
+            batch_size,
             shuffle=True,
             # A resumed run must not replay the first epoch's shuffle order.
             seed=train_params.seed + initial_epoch,
+            pad=pad_train,
         ),
-        validation_data=_validation_set(data, train_params.batch_size),
+        validation_data=_validation_set(data, batch_size, pad_val),
         epochs=train_params.epochs,
         initial_epoch=initial_epoch,
         callbacks=[StopOnNaN(), EpochRecorder(len(data.train_x), history, on_epoch), *callbacks],
@@ -265,6 +278,6 @@ def fit(
     return model, history
 
 
-def _validation_set(data: PreparedData, batch_size: int) -> object:
-    inputs = backend.fit_inputs(data.val_x, data.val_y, batch_size, shuffle=False, seed=0)
+def _validation_set(data: PreparedData, batch_size: int, pad: bool) -> object:
+    inputs = backend.fit_inputs(data.val_x, data.val_y, batch_size, shuffle=False, seed=0, pad=pad)
     return inputs["x"] if "y" not in inputs else (inputs["x"], inputs["y"])
