@@ -85,7 +85,8 @@ def summarise(result: dict, base: Path) -> dict:
         }
     reference = summary.get(REFERENCE, {}).get("reached")
     for entry in summary.values():
-        if reference and entry["reached"]:
+        # A ratio is measured side by side: never across sessions (loads and CPUs differ).
+        if reference and entry["reached"] and not entry["other_session"]:
             entry["time_ratio_to_reference"] = entry["reached"]["seconds"] / reference["seconds"]
     return summary
 
