@@ -1,8 +1,9 @@
 """Everything that differs between Keras backends, and nowhere else.
 
 Device choice, seeding and op determinism, the distribution strategy, the input pipeline (tf.data
-on TensorFlow, plain arrays elsewhere, batches of one shape when JAX pads the last one) and the
-installed packages that a logged model needs. The model and training loop stay backend-neutral.
+on TensorFlow, seeded batches of one shape on JAX, plain arrays elsewhere), what XLA may compile,
+and the installed packages that a logged model needs. The model and training loop stay
+backend-neutral.
 """
 
 from __future__ import annotations
