@@ -165,7 +165,8 @@ def main(argv: list[str] | None = None) -> None:
     for config in args.configs:
         name, cap, seed = parse_config(config)
         key = f"{name}@{seed}" if seed else name
-        fit_file = f"{args.out.stem}-{key}.json"
+        # Plain file names (no @): fast-resnet@42 -> ...-fast-resnet-seed42.json
+        fit_file = f"{args.out.stem}-{key.replace('@', '-seed')}.json"
         command = module(
             "benchmarks.fit_run", "--prepared-dir", args.prepared_dir,
             "--out", args.out.with_name(fit_file), "--eval-test",
