@@ -34,8 +34,13 @@ def score(row: dict) -> float:
 
 def parse_config(spec: str) -> tuple[str, str | None, str | None]:
     """``NAME[:EPOCHS][@SEED]`` -> (profile name, epoch cap, seed)."""
-    spec, _, seed = spec.partition("@")
-    name, _, cap = spec.partition(":")
+    rest, _, seed = spec.partition("@")
+    name, _, cap = rest.partition(":")
+    for label, value in (("EPOCHS", cap), ("SEED", seed)):
+        if value and not value.isdigit():
+            raise SystemExit(
+                f"error: --configs {spec}: {label} must be a whole number, not {value!r}"
+            )
     return name, cap or None, seed or None
 
 
@@ -162,8 +167,8 @@ def main(argv: list[str] | None = None) -> None:
     )  # fmt: skip
     args = parser.parse_args(argv)
     result: dict = {"machine": machine_info(), "target": args.target, "configs": {}}
-    for config in args.configs:
-        name, cap, seed = parse_config(config)
+    # All checked before the first (long) training: a typo in the last one stops nothing half-way.
+    for name, cap, seed in [parse_config(config) for config in args.configs]:
         key = f"{name}@{seed}" if seed else name
         # Plain file names (no @): fast-resnet@42 -> ...-fast-resnet-seed42.json
         fit_file = f"{args.out.stem}-{key.replace('@', '-seed')}.json"

@@ -166,3 +166,14 @@ def test_a_bench_run_writes_the_committed_figures_only_when_asked() -> None:
     assert output_paths(update=True, results=None, report=None) == (RESULTS_DIR, COMMITTED_REPORT)
     ignored = subprocess.run(["git", "check-ignore", "-q", str(report)], cwd=REPO_ROOT, check=False)
     assert ignored.returncode == 0, "the scratch report must be git-ignored"
+
+
+def test_time_to_accuracy_configs_are_checked_before_any_training(tmp_path: Path) -> None:
+    from benchmarks.time_to_accuracy import main, parse_config
+
+    assert parse_config("fast-resnet:12@43") == ("fast-resnet", "12", "43")
+    assert parse_config("fast") == ("fast", None, None)
+    with pytest.raises(SystemExit, match="SEED must be a whole number, not 'abc'"):
+        main(["--prepared-dir", str(tmp_path), "--out", str(tmp_path / "t.json"),
+              "--configs", "fast", "fast-resnet@abc"])  # fmt: skip
+    assert not (tmp_path / "t.json").exists()  # nothing started, nothing written
