@@ -252,6 +252,8 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--workers must be at least 1")
     with np.load(args.prepared_dir / "test.npz") as data:
         images = np.ascontiguousarray(data["x"][:2048], dtype=np.uint8)
+    # A toy test split may hold fewer images than the largest request: repeat them.
+    images = np.resize(images, (max(len(images), max(BATCHES)), *images.shape[1:]))
     with tempfile.TemporaryDirectory(prefix="serving-bench-") as scratch:
         args.scratch = Path(scratch)
         tracking_uri = args.tracking_uri or f"sqlite:///{args.scratch / 'mlflow.db'}"
@@ -279,3 +281,60 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def report_lines(data: dict | None) -> list[str]:
+    """The "Serving" section of docs/benchmarks.md (benchmarks/report.py), from serving.json."""
+    lines = ["## Serving: the champion's server against its own predict", ""]
+    if not data or "summary" not in data:
+        return [*lines, "Not measured.", ""]
+    summary, predict = data["summary"], data["predict"]
+    reference = predict["256"]["images_per_s"]
+    settings = data["settings"]
+    lines += [
+        "`python -m benchmarks.serving` (`make bench`): `python -m deploy.serve` (the `make "
+        "serve` command: the champion on MLflow's scoring server, `--env-manager local`) on "
+        "127.0.0.1, against `mlflow.pyfunc.load_model(champion).predict` in the benchmark's "
+        f"process, same run, same test images. A cell runs {settings['seconds']:g} s or "
+        f"{settings['max_requests']} requests a client, at least {settings['min_requests']}; "
+        "clients are threads of the benchmark, on the same cores as the server. Every answer "
+        "was a 200 with one row per image.",
+        "",
+        "Model's own predict: "
+        + ", ".join(
+            f"{batch} image{'s' * (batch != '1')} {row['images_per_s']:,.0f} images/s "
+            f"({row['median_ms']:.1f} ms)"
+            for batch, row in predict.items()
+        )
+        + ".",
+        "",
+        "| workers | input | images/request | clients | images/s | x predict (256) | p50 ms | "
+        "p95 ms | body kB |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for workers, cells in data["servers"].items():
+        for key, cell in cells.items():
+            form, batch, clients = key.split("/")
+            lines.append(
+                f"| {workers} | {form} | {batch} | {clients} | {cell['images_per_s']:,.0f} | "
+                f"{cell['images_per_s'] / reference:.2f} | {cell['p50_ms']:,.0f} | "
+                f"{cell['p95_ms']:,.0f} | {cell['request_bytes'] / 1000:,.0f} |"
+            )
+    met = {True: "**met**", False: "**missed**"}
+    p95 = summary["p95_ms_1_image_1_client"]
+    lines += [
+        "",
+        f"Targets (issue 35), at the best worker count ({summary['best_workers']}):",
+        "",
+        "| target | measured | |",
+        "|---|---|---|",
+        f"| 256 images/request, base64 PNG: >= {TARGET_PNG_RATIO:.0%} of predict | "
+        f"{summary['png_ratio_256']:.2f}x | {met[summary['met']['png_ratio_256']]} |",
+        f"| 256 images/request, uint8 JSON: >= {TARGET_UINT8_RATIO:.1f}x predict | "
+        f"{summary['uint8_ratio_256']:.2f}x | {met[summary['met']['uint8_ratio_256']]} |",
+        f"| 1 image/request, 1 client: p95 < {TARGET_P95_MS:.0f} ms (base64 PNG) | "
+        f"{p95['png-base64']:.0f} ms (uint8 JSON {p95['uint8-json']:.0f} ms) | "
+        f"{met[summary['met']['p95_1_image']]} |",
+        "",
+    ]
+    return lines
