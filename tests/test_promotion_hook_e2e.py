@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from deploy.promotion_hook import (
     DELIVERY_ID_HEADER,
@@ -153,3 +154,20 @@ def test_a_promotion_runs_the_action_once_and_forgeries_run_nothing(stack: dict)
     assert all(SECRET not in text for text in logs)
     hook_log = (stack["root"] / "hook.log").read_text()
     assert "refused (401): bad signature" in hook_log and "replay" in hook_log
+
+
+def test_the_manifest_follows_the_champion_on_the_server(stack: dict) -> None:
+    # After the promotion test: version 2 is champion on this server.
+    from tests.test_k8s_manifest import validate
+
+    result = subprocess.run(
+        [sys.executable, "-m", "deploy.k8s_manifest"],
+        cwd=REPO_ROOT, env=stack["env"] | {"MLFLOW_TRACKING_URI": stack["urls"]["mlflow"]},
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    deployment, service = yaml.safe_load_all(result.stdout)
+    typed = validate(deployment)
+    assert typed.spec.template.spec.containers[0].image == "cifar10-serve:v2"
+    assert typed.metadata.labels["mlflow.model-version"] == "2"
+    validate(service)
