@@ -20,7 +20,7 @@ PYTHON ?= $(shell for p in $(PYTHON_CANDIDATES); do \
 	$$p -c 'import sys; assert (3, 11) <= sys.version_info[:2] <= (3, 13); print(sys._base_executable)' \
 	2>/dev/null && break; done)
 
-DOCKERFILES := docker/Dockerfile docker/Dockerfile.gpu tests/compose/postgres.Dockerfile tests/compose/s3.Dockerfile
+DOCKERFILES := docker/Dockerfile docker/Dockerfile.gpu docker/serve.Dockerfile tests/compose/postgres.Dockerfile tests/compose/s3.Dockerfile
 # make check: the tests needing no TensorFlow, training, server or image.
 FAST := -m "not e2e and not keras" -p no:cacheprovider -q
 # make test runs these in a second pytest session beside the rest: the Docker modules (image
