@@ -336,5 +336,18 @@ def report_lines(data: dict | None) -> list[str]:
         f"{p95['png-base64']:.0f} ms (uint8 JSON {p95['uint8-json']:.0f} ms) | "
         f"{met[summary['met']['p95_1_image']]} |",
         "",
+        "1 image/request, 1 client, p95 at each worker count: "
+        + "; ".join(
+            f"{workers} worker{'s' * (workers != '1')}: "
+            + ", ".join(f"{form} {cells[f'{form}/1/1']['p95_ms']:.0f} ms" for form in FORMS)
+            for workers, cells in data["servers"].items()
+        )
+        + ".",
+        "",
+        "Load average of the machine when the run started: "
+        + ", ".join(f"{value:.1f}" for value in data["machine"].get("load_average", []))
+        + f" ({data['machine']['cpu']['usable_cores']} usable cores): on a shared machine the "
+        "ratios move less than the absolute figures, and the latencies most.",
+        "",
     ]
     return lines
