@@ -87,7 +87,7 @@ def predict_rates(model_uri: str, images: np.ndarray, repeats: int) -> dict:
 
 def bodies(images: np.ndarray, batch: int, count: int) -> dict[str, list[bytes]]:
     """``count`` different request bodies of ``batch`` images each, in both forms."""
-    from pipeline.tracking.serving_client import encode_images
+    from deploy.serving_client import encode_images
 
     out: dict[str, list[bytes]] = {form: [] for form in FORMS}
     for index in range(count):

@@ -377,7 +377,7 @@ def test_serving_image_answers_like_the_local_model(
     import numpy as np
     import pandas as pd
 
-    from pipeline.tracking.serving_client import encode_images
+    from deploy.serving_client import encode_images
     from tests import mlflow_fixtures as mf
     from tests.conftest import free_port
 

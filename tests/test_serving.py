@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.tracking.serving_client import encode_images
+from deploy.serving_client import encode_images
 from pipeline.tracking.serving_model import MAX_IMAGES_ENV, ServingConfigError
 from tests import mlflow_fixtures as mf
 from tests.conftest import QUIET_ENV, VENV_BIN, free_port

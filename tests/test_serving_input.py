@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.tracking.serving_client import encode_images
+from deploy.serving_client import encode_images
 from pipeline.tracking.serving_model import (
     EXPECTED,
     EXPECTED_ENCODED,
