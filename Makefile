@@ -20,7 +20,7 @@ PYTHON ?= $(shell for p in $(PYTHON_CANDIDATES); do \
 	$$p -c 'import sys; assert (3, 11) <= sys.version_info[:2] <= (3, 13); print(sys._base_executable)' \
 	2>/dev/null && break; done)
 
-DOCKERFILES := docker/Dockerfile docker/Dockerfile.gpu tests/compose/postgres.Dockerfile tests/compose/s3.Dockerfile
+DOCKERFILES := docker/Dockerfile docker/Dockerfile.gpu docker/serve.Dockerfile tests/compose/postgres.Dockerfile tests/compose/s3.Dockerfile
 # make check: the tests needing no TensorFlow, training, server or image.
 FAST := -m "not e2e and not keras" -p no:cacheprovider -q
 # make test runs these in a second pytest session beside the rest: the Docker modules (image
@@ -30,7 +30,7 @@ FAST := -m "not e2e and not keras" -p no:cacheprovider -q
 SIDE_TESTS := tests/test_images.py tests/test_compose.py tests/test_server.py \
 	tests/test_sweep_dvc.py tests/test_kubeflow_sweep.py tests/test_benchmarks.py
 
-.PHONY: setup check-python run exps check test lint format ui plots server bench clean help kfp sweep
+.PHONY: setup check-python run exps check test lint format ui plots server serve bench clean help kfp sweep
 
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -149,5 +149,11 @@ ui: setup  ## MLflow UI on http://127.0.0.1:5000 over the repo's own store; prin
 
 # Settings come from the environment or the command line (make server HOST=0.0.0.0 PORT=8080):
 # MLFLOW_BACKEND_STORE_URI (required, PostgreSQL), PGPASSWORD, ... listed in deploy/server.py.
+# The champion on MLflow's scoring server with the measured worker count (deploy/serve.py);
+# SERVE_ARGS go to it (--port 8080 --host 0.0.0.0 --workers N --model-uri models:/...).
+# CIFAR10_SERVE_MAX_IMAGES (images a request, default 1024) is checked before it starts.
+serve: setup  ## serve the champion (models:/cifar10-cnn@champion) on 127.0.0.1:5001
+	$(PY) -m deploy.serve $(SERVE_ARGS)
+
 server: setup  ## team MLflow server: PostgreSQL store, proxied artifacts, basic auth (README)
 	$(PY) -m deploy.server

@@ -21,7 +21,7 @@ from pathlib import Path
 from benchmarks.common import REPO_ROOT, RESULTS_DIR, check, module, run_measured
 from benchmarks.data import DEFAULT_ARCHIVE, prepared_dir
 
-BENCHMARKS = ("throughput", "precision", "tta", "overhead")
+BENCHMARKS = ("throughput", "precision", "tta", "overhead", "serving")
 COMMITTED_REPORT = REPO_ROOT / "docs" / "benchmarks.md"
 # Git-ignored: where a run that is not meant to update the committed figures writes.
 SCRATCH = REPO_ROOT / "benchmarks" / ".scratch"
@@ -50,6 +50,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--overhead-train-size", type=int, default=2000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--requests", type=int, default=50)
+    parser.add_argument(
+        "--serve-workers", type=int, nargs="+", default=[1, 2], help="serving: worker counts"
+    )
+    parser.add_argument("--serve-seconds", type=float, default=6.0, help="serving: per cell")
+    parser.add_argument(
+        "--serve-requests", type=int, default=200, help="serving: most requests a client and cell"
+    )
     parser.add_argument("--only", nargs="+", choices=BENCHMARKS, default=list(BENCHMARKS))
     parser.add_argument(
         "--update",
@@ -86,6 +93,11 @@ def main(argv: list[str] | None = None) -> None:
             "benchmarks.overhead", "--archive", archive, "--out", results / "overhead.json",
             "--train-size", args.overhead_train_size, "--repeats", args.repeats,
             "--requests", args.requests,
+        ),
+        "serving": module(
+            "benchmarks.serving", "--prepared-dir", prepared, "--out", results / "serving.json",
+            "--workers", *args.serve_workers, "--seconds", args.serve_seconds,
+            "--max-requests", args.serve_requests,
         ),
     }  # fmt: skip
     for name in args.only:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import REPO_ROOT, machine_info, read_json
+from benchmarks.serving import report_lines as serving_lines
 from benchmarks.time_to_accuracy import REFERENCE, seed_groups, summarise
 from benchmarks.train_throughput import (
     add_ratios,
@@ -730,6 +731,7 @@ def build(results: Path) -> str:
         *precision_lines,
         *tta_lines,
         *overhead_lines,
+        *serving_lines(_load(results, "serving")),
         *gpu_section(gpu_runs(results)),
     ]
     notes = results / "NOTES.md"

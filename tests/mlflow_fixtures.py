@@ -177,12 +177,15 @@ def evaluate_promoting(root: Path, tracking_uri: str) -> None:
     assert result.returncode == 0, result.stderr
 
 
-def start_server(args: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen:
+def start_server(
+    args: list[str], env: dict[str, str], log_path: Path, cwd: Path | None = None
+) -> subprocess.Popen:
     """Start ``args`` in its own process group, output to ``log_path``; stop it with stop_server."""
     with open(log_path, "wb") as log:
         return subprocess.Popen(
             args,
             env=env,
+            cwd=cwd,
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

@@ -60,7 +60,8 @@ def test_profile_names_are_checked() -> None:
 def test_report_says_not_measured_for_missing_results(tmp_path: Path) -> None:
     text = report.build(tmp_path)
     assert "## Targets" in text and "## Machine" in text
-    assert text.count("Not measured.") == 4  # throughput, precision, time to accuracy, overhead
+    # throughput, precision, time to accuracy, overhead, serving
+    assert text.count("Not measured.") == 5
 
 
 def _fit_file(folder: Path, key: str, seed: int, scores: list[float], tta: bool) -> dict:
@@ -121,6 +122,7 @@ def test_every_benchmark_runs_at_toy_size_and_feeds_the_report(tmp_path: Path) -
         # other profiles run the same code (their params are checked above).
         "--tta-configs", "reference-config", "fast-resnet",
         "--overhead-train-size", "100", "--repeats", "1", "--requests", "2",
+        "--serve-workers", "1", "--serve-seconds", "0", "--serve-requests", "1",
         "--results", str(results), "--report", str(doc), "--cache", str(tmp_path / "cache"),
     ]  # fmt: skip
     done = subprocess.run(
@@ -152,11 +154,17 @@ def test_every_benchmark_runs_at_toy_size_and_feeds_the_report(tmp_path: Path) -
     assert overhead["serving"]["batch_256"]["p99_ms"] >= overhead["serving"]["batch_256"]["p50_ms"]
     assert all(overhead["startup"][stage]["help_imports"] == [] for stage in STAGES)
 
+    serving = json.loads((results / "serving.json").read_text())
+    assert set(serving["servers"]) == {"1"} and len(serving["servers"]["1"]) == 12
+    assert all(cell["requests"] >= 1 for cell in serving["servers"]["1"].values())
+    assert serving["summary"]["best_workers"] == 1 and serving["predict"]["256"]["images_per_s"] > 0
+
     text = doc.read_text()
     assert "Not measured." not in text
+    assert "| 256 images/request, base64 PNG: >= 70% of predict |" in text
     assert "| `fast-resnet` reaches 0.90 in <= reference-config's 50-epoch time" in text
     for heading in ("## Targets", "## Train stage against the reference way", "## Time to accuracy",
-                    "## float32 against bfloat16", "## Fixed costs"):  # fmt: skip
+                    "## float32 against bfloat16", "## Fixed costs", "## Serving"):  # fmt: skip
         assert heading in text
 
 

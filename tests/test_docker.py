@@ -214,7 +214,7 @@ def test_dockerignore_lets_in_only_what_the_images_need() -> None:
     assert patterns[0] == "*"
     allowed = {p[1:] for p in patterns if p.startswith("!")}
     needed = {"pipeline", "stages", "cifar10_kfp", "dvc.yaml", "params.yaml", ".dvc/config",
-              "pyproject.toml", "uv.lock", "deploy/server.py"}  # fmt: skip
+              "pyproject.toml", "uv.lock", "deploy/server.py", "deploy/serve.py"}  # fmt: skip
     assert needed <= allowed
     for secret in ("deploy", "deploy/.env", ".server", ".git", ".venv", "data", "models"):
         assert secret not in allowed

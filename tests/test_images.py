@@ -17,8 +17,10 @@ import hashlib
 import json
 import os
 import subprocess
+import sys
 import time
 import urllib.parse
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,7 +31,14 @@ import yaml
 
 from tests.cifar_archive import build_archive
 from tests.conftest import REPO_ROOT
-from tests.docker_fixtures import COMPOSE_V1, Docker, log, python_base_image, uv_image
+from tests.docker_fixtures import (
+    COMPOSE_V1,
+    DOCKER_CLI,
+    Docker,
+    log,
+    python_base_image,
+    uv_image,
+)
 
 pytestmark = [
     pytest.mark.e2e,
@@ -359,3 +368,65 @@ def test_compose_file_is_accepted_by_compose_v1(docker: Docker) -> None:
         timeout=120,
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_serving_image_answers_like_the_local_model(
+    docker: Docker, built: Built, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """The champion's serving image, FROM the image above: labels, non-root, 200 and 400, cap."""
+    import numpy as np
+    import pandas as pd
+
+    from deploy.serving_client import encode_images
+    from tests import mlflow_fixtures as mf
+    from tests.conftest import free_port
+
+    root, uri, _ = mf.trained_project(tmp_path_factory, "serving-image")
+    mf.evaluate_promoting(root, uri)
+    env = docker.env | {"MLFLOW_TRACKING_URI": uri, "PATH": os.environ["PATH"]}
+    made = subprocess.run(
+        [sys.executable, "-m", "deploy.serve_image", "--pipeline-image", built.tag,
+         "--docker", str(DOCKER_CLI), "--tag", "cifar10-serve:test"],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=1200,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr[-3000:]
+    config = json.loads(docker("image", "inspect", "cifar10-serve:test").stdout)[0]["Config"]
+    assert config["Labels"]["org.mlflow.model.version"] == "1"
+    assert config["User"] == f"{APP_UID}:{APP_UID}"
+
+    for bad in ("abc", "-1", "0"):
+        refused = docker("run", "--rm", "-e", f"CIFAR10_SERVE_MAX_IMAGES={bad}",
+                         "cifar10-serve:test", check=False, timeout=300)  # fmt: skip
+        assert refused.returncode == 2
+        assert refused.stderr.strip().splitlines() == [
+            f"error: CIFAR10_SERVE_MAX_IMAGES='{bad}' is not a whole number of images above 0 "
+            "(unset it for the default, 1024)"
+        ]
+
+    port = free_port()
+    name = f"serve-{uuid.uuid4().hex[:8]}"
+    docker("run", "-d", "--name", name, "-p", f"127.0.0.1:{port}:8080", "cifar10-serve:test")
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            try:  # not up yet: connection refused or reset
+                with urllib.request.urlopen(f"{url}/health", timeout=10):
+                    break
+            except OSError:
+                time.sleep(2)
+        with np.load(root / "data/prepared/test.npz") as data:
+            x = data["x"][:16]
+        expected = pd.read_csv(root / "reports/predictions.csv").head(16)["predicted"].tolist()
+        for inputs in (x.tolist(), encode_images(x)):
+            answer = mf.http_json(f"{url}/invocations", {"inputs": inputs})
+            top = [max(row, key=row.get) for row in answer["predictions"]]
+            assert top == expected
+        status, body = mf.http_call(
+            f"{url}/invocations", json.dumps({"inputs": (x[:2] / 255).tolist()}).encode()
+        )
+        assert status == 400 and "uint8 pixels 0-255 expected" in json.dumps(body)
+    finally:
+        logs = docker("logs", name, check=False).stderr
+        docker("rm", "-f", name, check=False)
+    assert "Traceback" not in logs

@@ -19,7 +19,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.tracking.serving_model import MAX_IMAGES_ENV
+from deploy.serving_client import encode_images
+from pipeline.tracking.serving_model import MAX_IMAGES_ENV, ServingConfigError
 from tests import mlflow_fixtures as mf
 from tests.conftest import QUIET_ENV, VENV_BIN, free_port
 
@@ -156,6 +157,56 @@ def test_models_serve_refuses_a_batch_over_the_limit_naming_it(
     assert MAX_IMAGES_ENV in body["message"] and len(body["message"]) < 200
     answer = mf.http_json(f"{servers['serve']}/invocations", {"inputs": images[:MAX_IMAGES]})
     assert len(answer["predictions"]) == MAX_IMAGES
+
+
+def test_models_serve_answers_the_compact_input_as_the_pixels(
+    servers: dict[str, str], test_images: tuple[np.ndarray, pd.DataFrame]
+) -> None:
+    x, stage = test_images
+    url = f"{servers['serve']}/invocations"
+    as_pixels = mf.http_json(url, {"inputs": x[:MAX_IMAGES].tolist()})
+    as_png = mf.http_json(url, {"inputs": encode_images(x[:MAX_IMAGES])})
+    # PNG is lossless: the same pixels reach the model, so the very same probabilities come back.
+    assert as_png == as_pixels
+    rows = [[row[name] for name in mf.CLASSES] for row in as_png["predictions"]]
+    assert_match_stage(np.asarray(rows, dtype=np.float32), stage.head(MAX_IMAGES))
+
+
+@pytest.mark.parametrize(
+    ("make_inputs", "detail"),
+    [
+        (lambda x: ["not base64!"], "image 0 is not valid base64"),
+        (lambda x: encode_images(np.repeat(np.repeat(x[:1], 2, 1), 2, 2)), "is 64x64 RGB"),
+        (lambda x: [*encode_images(x[:1]), "iVBORw0KGgo="], "image 1 is not a readable PNG"),
+        (lambda x: encode_images(np.concatenate([x, x])[: MAX_IMAGES + 1]), "limit of 4"),
+    ],
+)
+def test_models_serve_refuses_bad_compact_input_with_400(
+    servers: dict[str, str],
+    test_images: tuple[np.ndarray, pd.DataFrame],
+    make_inputs: object,
+    detail: str,
+) -> None:
+    inputs = make_inputs(test_images[0])  # type: ignore[operator]
+    with pytest.raises(urllib.error.HTTPError) as error:
+        mf.http_json(f"{servers['serve']}/invocations", {"inputs": inputs})
+    body = json.loads(error.value.read())
+    assert error.value.code == 400
+    assert detail in body["message"] and len(body["message"]) < 200, body["message"][:300]
+
+
+@pytest.mark.parametrize("unusable", ["abc", "-1", "0"])
+def test_an_unusable_image_cap_stops_the_model_from_loading(
+    champion: tuple[Path, str, dict], monkeypatch: pytest.MonkeyPatch, unusable: str
+) -> None:
+    # The scoring server loads the model before it listens: no server runs with this value.
+    mlflow.set_tracking_uri(champion[1])
+    monkeypatch.setenv(MAX_IMAGES_ENV, unusable)
+    # The logged copy of serving_model.py is its own module: its error class is not the one
+    # imported here, so the class is matched by name.
+    with pytest.raises(ValueError, match=f"{MAX_IMAGES_ENV}='{unusable}'") as refused:
+        mlflow.pyfunc.load_model(CHAMPION_URI)
+    assert type(refused.value).__name__ == ServingConfigError.__name__
 
 
 def api(servers: dict[str, str], endpoint: str, payload: object = None, **query: str) -> dict:

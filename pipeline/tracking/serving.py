@@ -25,8 +25,9 @@ def model_id(model_uri: str) -> str:
 DESCRIPTION_TAG = "mlflow.note.content"
 INPUT_FORMAT = (
     "raw images, N x 32 x 32 x 3 uint8 RGB pixels 0-255 as JSON "
-    '(`{"inputs": [[[[r, g, b], ...]]]}`, see `serving_input_example.json`); scaled or '
-    "non-whole values are refused with HTTP 400"
+    '(`{"inputs": [[[[r, g, b], ...]]]}`, see `serving_input_example.json`), or the compact '
+    'form, one base64 32x32 RGB PNG or JPEG per image (`{"inputs": ["iVBORw0...", ...]}`); '
+    "scaled or non-whole values, other sizes and modes are refused with HTTP 400"
 )
 
 
@@ -53,6 +54,7 @@ def log_served_model(model: object, classes: list[str], name: str = "model") -> 
     import mlflow
     import numpy as np
     import pandas as pd
+    import PIL
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema
 
@@ -66,6 +68,8 @@ def log_served_model(model: object, classes: list[str], name: str = "model") -> 
         *backend.requirements(),
         f"numpy=={np.__version__}",
         f"pandas=={pd.__version__}",
+        # Decodes the compact input (base64 PNG/JPEG).
+        f"pillow=={PIL.__version__}",
     ]
     example = np.zeros((1, *model.input_shape[1:]), dtype=np.uint8)  # type: ignore[attr-defined]
     with tempfile.TemporaryDirectory(prefix="served-model-") as folder:
