@@ -30,7 +30,7 @@ DEFAULT_MAX_IMAGES = 1024
 
 
 class ImageClassifier(mlflow.pyfunc.PythonModel):
-    """Wraps the Keras CNN: checks the pixels, predicts, labels the columns with class names."""
+    """Wraps the Keras model: checks the pixels, predicts, labels the columns with class names."""
 
     def load_context(self, context: Any) -> None:
         import keras  # the backend (TensorFlow or JAX) is the serving environment's
