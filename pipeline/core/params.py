@@ -2,6 +2,9 @@
 
 Every hyperparameter of the pipeline is declared here with its type and its range; the values
 live only in params.yaml, which must set every key (a missing key is an error that names it).
+What each key does is said once, in params.yaml's comments, where users read it; comments here
+only say why a type, range or check is what it is. Each architecture's section is declared by
+its own module under pipeline/train/architectures/.
 Types are strict (``true`` is not an epoch count, ``1e20`` is not a seed); the YAML is read by
 pipeline/core/yaml_reader.py (YAML 1.2 as DVC reads it, duplicate keys and alias bombs refused).
 ``--set key=value`` values go through the same reader (:func:`parse_override`) in every command.
@@ -41,7 +44,6 @@ MAX_SEED = 2**32 - 1
 
 class DataParams(Section):
     url: str = Field(min_length=1)
-    # null skips the checksum, with a warning.
     md5: str | None
 
     @field_validator("md5")
@@ -54,7 +56,6 @@ class DataParams(Section):
 
 class PreprocessParams(Section):
     val_size: int = Field(ge=10, le=25000)
-    # null: every training image left after the validation split.
     max_train_images: int | None = Field(ge=10)
     seed: int = Field(ge=0, le=MAX_SEED)
 
@@ -116,28 +117,21 @@ class TrainParams(Section):
     batch_size: int = Field(ge=1, le=65536)
     optimizer: Literal["rmsprop", "adam", "sgd"]
     learning_rate: float = Field(gt=0.0, le=1e4)
-    # SGD only: momentum, and Nesterov's look-ahead form of it.
     momentum: float = Field(ge=0.0, lt=1.0)
     nesterov: bool
-    # Decoupled weight decay (each step shrinks every weight by learning_rate * weight_decay).
     weight_decay: float = Field(ge=0.0, le=1.0)
-    # The true class gets 1 - label_smoothing, the rest spread evenly over all classes.
     label_smoothing: float = Field(ge=0.0, lt=1.0)
     seed: int = Field(ge=0, le=MAX_SEED)
     deterministic: bool
     mixed_precision: Literal["auto", "on", "off"]
     lr_schedule: Literal["constant", "cosine", "one_cycle"]
     restore_best: bool
-    # auto: a GPU when one is visible; gpu: fail unless one is; cpu: hide the GPUs.
     device: Literal["auto", "cpu", "gpu"]
-    # Training steps per compiled call: more cuts per-step dispatch overhead on a fast GPU.
     steps_per_execution: int = Field(ge=1, le=10000)
-    # JAX: fill the last short batch with zero-weight images, so a step compiles for one shape.
     pad_last_batch: bool
-    # none: one device; data_parallel: each global batch of batch_size split over ``devices``.
     distribution: Literal["none", "data_parallel"]
-    # How many of the visible devices (the GPUs, else the CPU devices) data_parallel uses; 0: all.
-    # One int rather than int | "all": a Kubeflow component parameter has one type.
+    # train.devices is one int rather than int | "all": a Kubeflow component parameter has one
+    # type.
     devices: int = Field(ge=0, le=4096)
 
     @model_validator(mode="after")
@@ -177,8 +171,6 @@ MLFLOW_NAME = r"[^/:'\"\\\x00-\x1f]+"
 class MlflowParams(Section):
     experiment_name: str = Field(min_length=1, max_length=500)
     registered_model_name: str = Field(min_length=1, max_length=500)
-    # null: a run of its own. A name: the training run is tagged sweep=<name>, which groups the
-    # trials of a sweep (e.g. a `dvc exp run --queue` grid) for `make sweep` and the UI's filter.
     sweep: str | None = Field(min_length=1, max_length=500)
 
     @field_validator("experiment_name", "registered_model_name", "sweep")
@@ -199,8 +191,6 @@ class MlflowParams(Section):
 class EvaluateParams(Section):
     """``evaluate``: how the test split is scored."""
 
-    # Also score the mean of each image's and its mirror image's probabilities (flip test-time
-    # augmentation): logged apart as test/accuracy_flip_tta; the served model predicts one view.
     flip_tta: bool
 
 
