@@ -175,7 +175,8 @@ def main(argv: list[str] | None = None) -> None:
         try:
             load_profile(name)
         except ParamsError as exc:
-            raise SystemExit(f"error: --configs {name}: {exc}") from None
+            # The loader names its option; here the name came from --configs.
+            raise SystemExit(f"error: {exc}".replace("--profile", "--configs", 1)) from None
     for name, cap, seed in configs:
         key = f"{name}@{seed}" if seed else name
         # Plain file names (no @): fast-resnet@42 -> ...-fast-resnet-seed42.json

@@ -172,3 +172,7 @@ def test_time_to_accuracy_configs_are_checked_before_any_training(tmp_path: Path
         main(["--prepared-dir", str(tmp_path), "--out", str(tmp_path / "t.json"),
               "--configs", "fast", "fast-resnet@abc"])  # fmt: skip
     assert not (tmp_path / "t.json").exists()  # nothing started, nothing written
+    with pytest.raises(SystemExit, match=r"^error: --configs fast-resnett: no such profile in"):
+        main(["--prepared-dir", str(tmp_path), "--out", str(tmp_path / "t.json"),
+              "--configs", "fast", "fast-resnett:3"])  # fmt: skip
+    assert not (tmp_path / "t.json").exists()
