@@ -30,7 +30,7 @@ FAST := -m "not e2e and not keras" -p no:cacheprovider -q
 SIDE_TESTS := tests/test_images.py tests/test_compose.py tests/test_server.py \
 	tests/test_sweep_dvc.py tests/test_kubeflow_sweep.py tests/test_benchmarks.py
 
-.PHONY: setup check-python run exps check test lint format ui plots server serve bench clean help kfp sweep
+.PHONY: setup check-python run exp exps check test lint format ui plots server serve bench clean help kfp sweep
 
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -53,6 +53,11 @@ $(STAMP): pyproject.toml uv.lock Makefile | $(UV) check-python
 
 run: setup  ## run the pipeline: dvc repro (only what changed); GPU=1: on the GPU
 	dvc repro
+
+# A DVC experiment with a profile (profiles/NAME.yaml): the profile and every -S in EXP_ARGS are
+# checked by the schema first, and a typo stops with one error line before DVC starts anything.
+exp: setup  ## dvc exp run with a profile: make exp PROFILE=NAME [EXP_ARGS='-S train.epochs=2 --queue']
+	$(PY) -m stages.exp_run $(if $(PROFILE),--profile "$(PROFILE)") $(EXP_ARGS)
 
 # dvc exp show with the experiment, the three headline metrics and the params that differ
 # between the experiments (not from the commit; data.* left out); EXPS_ARGS go to dvc exp show.

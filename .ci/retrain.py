@@ -1,12 +1,14 @@
 """Retrain in CI (or by hand): pull, ``dvc repro``, push, and write ``reports/ci_report.md``.
 
-    python .ci/retrain.py [--base REF] [--pull-request] [--set KEY=VALUE ...] [--require-gpu]
+    python .ci/retrain.py [--base REF] [--pull-request] [--profile NAME] [--set KEY=VALUE ...]
+                          [--require-gpu]
 
 The GitHub workflow only calls this; all the logic lives here so a person can run the same thing.
 
-Param overrides (``--set``, and ``--pull-request`` which means ``register.allow_champion=false``)
-are validated by the params schema and then written into ``params.yaml`` before ``dvc repro``,
-exactly what ``dvc exp run -S`` does to the workspace, minus the experiment commit. So the
+Param overrides (``--profile NAME``'s values, then ``--set``, and ``--pull-request`` which means
+``register.allow_champion=false``) are validated by the params schema and then written into
+``params.yaml`` before ``dvc repro``, exactly what ``dvc exp run -S`` does to the workspace,
+minus the experiment commit. So the
 ``dvc.lock`` this run produces records the params the results were really made with, and the
 run-cache entries it pushes are keyed on them: the training stage does not read ``register.*``,
 so after the merge, main restores the same trained model from the run-cache and only
@@ -38,7 +40,7 @@ from pipeline.core.errors import PipelineError  # noqa: E402
 from pipeline.core.params import load_params, parse_override, parse_params  # noqa: E402
 from pipeline.core.redact import add_secret, redact, split_userinfo  # noqa: E402
 from pipeline.tracking.runs import credentials_to_environment  # noqa: E402
-from stages.cli import add_override_option  # noqa: E402
+from stages.cli import add_override_option, add_profile_option, profile_overrides  # noqa: E402
 
 PR_OVERRIDE = "register.allow_champion=false"
 # dvc, and the `python -m stages.X` that dvc.yaml runs, must be this interpreter's environment.
@@ -162,7 +164,9 @@ def check_gpu(required: bool) -> str | None:
     """
     if not required:
         return None
-    probe = "from pipeline.train import backend; print(backend.name()); print(*backend.gpu_names())"
+    probe = (
+        "from pipeline.core import keras_backend as kb; print(kb.name()); print(*kb.gpu_names())"
+    )
     result = subprocess.run(
         [sys.executable, "-c", probe], cwd=REPO, env=ENV, capture_output=True, text=True
     )
@@ -366,7 +370,11 @@ def _remote_url(name: str) -> str:
 def retrain(args: argparse.Namespace) -> Path:
     """Do the whole run; return the report's path."""
     params_path = REPO / "params.yaml"
-    overrides = list(args.overrides) + ([PR_OVERRIDE] if args.pull_request else [])
+    overrides = [
+        *profile_overrides(args, params_path),  # a bad profile stops here, in one line
+        *args.overrides,
+        *([PR_OVERRIDE] if args.pull_request else []),
+    ]
     load_params(params_path, overrides)  # bad overrides stop here, before any work
     base_commit = (
         _git("rev-parse", "--short", "--verify", f"{args.base}^{{commit}}") if args.base else None
@@ -467,6 +475,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help=f"a pull-request run: adds --set {PR_OVERRIDE} (last, so it wins)",
     )
+    add_profile_option(parser)
     add_override_option(
         parser, "override a param, written into params.yaml before dvc repro (repeatable)"
     )

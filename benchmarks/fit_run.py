@@ -20,8 +20,8 @@ from tempfile import TemporaryDirectory
 STARTED = time.perf_counter()
 
 from benchmarks.common import REPO_ROOT, write_json  # noqa: E402
-from benchmarks.profiles import profile_overrides  # noqa: E402
 from pipeline.core.params import load_params  # noqa: E402
+from pipeline.core.profiles import load_profile  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -35,7 +35,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--stop-at", type=float, help="stop once test accuracy reaches this")
     parser.add_argument("--max-epochs", type=int, help="cap train.epochs (a time budget)")
     args = parser.parse_args(argv)
-    overrides = (profile_overrides(args.profile) if args.profile else []) + args.overrides
+    profile = load_profile(args.profile, args.params) if args.profile else None
+    overrides = (profile.overrides if profile else []) + args.overrides
     params = load_params(args.params, overrides)
     planned = params.train.epochs
     if args.max_epochs and planned > args.max_epochs:

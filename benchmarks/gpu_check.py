@@ -136,23 +136,24 @@ def measure(args: argparse.Namespace, result: dict[str, Any]) -> None:
     import keras
     import numpy as np
 
+    from pipeline.core import keras_backend
     from pipeline.train import backend
     from pipeline.train.fit import describe_setup, precision_policy
 
     params = reference_params(args)
-    if backend.name() == "jax":  # before select_device, which may fill an empty cache folder
+    if keras_backend.name() == "jax":  # before select_device, which may fill an empty cache folder
         result["compile_cache"] = compile_cache_state(backend.compilation_cache_dir(os.environ))
     gpus = backend.select_device("auto", deterministic=True)
     result["xla_flags"] = os.environ.get("XLA_FLAGS", "")
     if not gpus and not args.allow_cpu:
         raise RuntimeError(
-            f"{backend.name()} sees no GPU (driver, CUDA_VISIBLE_DEVICES, a CUDA build of "
-            f"{backend.name()}?); --allow-cpu runs this on the CPU"
+            f"{keras_backend.name()} sees no GPU (driver, CUDA_VISIBLE_DEVICES, a CUDA build of "
+            f"{keras_backend.name()}?); --allow-cpu runs this on the CPU"
         )
     # The train stage's choice (float16 on a GPU, bfloat16 on a CPU with bf16 math, else float32).
     keras.mixed_precision.set_global_policy(precision_policy(params.train.mixed_precision))
     result.update(
-        backend_version=backend.version(),
+        backend_version=keras_backend.version(),
         keras_version=keras.__version__,
         device=", ".join(gpus) if gpus else "cpu",
         gpus=len(gpus),
@@ -308,7 +309,8 @@ def check_cpu_hides_gpu(backend_name: str, result: dict) -> bool:
     """``train.device=cpu`` in a fresh process: the backend must then see no GPU."""
     code = (
         "import sys; sys.path.insert(0, sys.argv[1]); from pipeline.train import backend; "
-        "print(len(backend.select_device('cpu', True)), len(backend.gpu_names()))"
+        "from pipeline.core import keras_backend; "
+        "print(len(backend.select_device('cpu', True)), len(keras_backend.gpu_names()))"
     )
     env = {**os.environ, "KERAS_BACKEND": backend_name}
     proc = subprocess.run(

@@ -712,8 +712,8 @@ def build(results: Path) -> str:
         "`python -m benchmarks --help` option (e.g. `--only throughput`).",
         "",
         "Profiles (`profiles/*.yaml`) are partial params files applied over `params.yaml`: "
-        "`python -m stages.train $(python -m benchmarks.profiles fast)`, or "
-        "`dvc exp run $(python -m benchmarks.profiles fast --dvc)`.",
+        "`python -m stages.train --profile fast`, or as a DVC experiment "
+        "`python -m stages.exp_run --profile fast` (`make exp PROFILE=fast`).",
         "",
     ]
     body = [

@@ -18,6 +18,8 @@ import statistics
 from pathlib import Path
 
 from benchmarks.common import check, machine_info, module, read_json, run_measured, write_json
+from pipeline.core.errors import ParamsError
+from pipeline.core.profiles import load_profile
 
 # The seed tutorial's 50-epoch test accuracy.
 TARGET = 0.755
@@ -168,7 +170,14 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     result: dict = {"machine": machine_info(), "target": args.target, "configs": {}}
     # All checked before the first (long) training: a typo in the last one stops nothing half-way.
-    for name, cap, seed in [parse_config(config) for config in args.configs]:
+    configs = [parse_config(config) for config in args.configs]
+    for name in {name for name, _, _ in configs} - {REFERENCE}:
+        try:
+            load_profile(name)
+        except ParamsError as exc:
+            # The loader names its option; here the name came from --configs.
+            raise SystemExit(f"error: {exc}".replace("--profile", "--configs", 1)) from None
+    for name, cap, seed in configs:
         key = f"{name}@{seed}" if seed else name
         # Plain file names (no @): fast-resnet@42 -> ...-fast-resnet-seed42.json
         fit_file = f"{args.out.stem}-{key.replace('@', '-seed')}.json"

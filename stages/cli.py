@@ -1,9 +1,11 @@
-"""The command line every stage shares: ``python -m stages.NAME [--params F] [--set k=v] [paths]``.
+"""The command line every stage shares: ``python -m stages.NAME [--params F] [--profile NAME]
+[--set k=v] [paths]``.
 
 Each stage module has the same shape: ``run(params, **paths)`` does the work (Kubeflow components
 and tests call it directly) and ``main()`` hands it to :func:`stage_main`. The path options are
 declared once here; their defaults are the paths in dvc.yaml, so ``dvc repro`` passes none while
-MLproject and Kubeflow pass their own. ``--set`` overrides go through the same schema as
+MLproject and Kubeflow pass their own. ``--profile NAME`` applies profiles/NAME.yaml
+(pipeline/core/profiles.py) and ``--set`` overrides after it; both go through the same schema as
 params.yaml. MLproject passes only what the user gave, through ``--set-given`` (an empty value is
 a parameter left out) and ``--set-all`` (several overrides in one string): params.yaml keeps
 every other value.
@@ -30,6 +32,7 @@ from pipeline.core import paths
 from pipeline.core.checksums import file_md5
 from pipeline.core.errors import ParamsError, PipelineError, UsageError
 from pipeline.core.params import Params, flatten_params, load_params
+from pipeline.core.profiles import known_profiles, load_profile
 from pipeline.core.redact import redact
 
 T = TypeVar("T")
@@ -62,6 +65,7 @@ def build_parser(
     parser.add_argument(
         "--params", type=Path, default=Path("params.yaml"), help="params file to read"
     )
+    add_profile_option(parser)
     add_override_option(
         parser,
         "override one param, e.g. --set train.epochs=2 (repeatable, validated like the file)",
@@ -104,6 +108,28 @@ def add_override_option(
     )
 
 
+def add_profile_option(parser: argparse.ArgumentParser) -> None:
+    """``--profile NAME``: a partial params file of profiles/ applied before any ``--set``.
+
+    Declared here for every command line that takes params overrides (the stages,
+    stages/exp_run.py, .ci/retrain.py); read with :func:`profile_overrides`.
+    """
+    parser.add_argument(
+        "--profile",
+        metavar="NAME",
+        help=f"apply profiles/NAME.yaml over the params file, before --set (known: "
+        f"{', '.join(known_profiles())})",
+    )
+
+
+def profile_overrides(args: argparse.Namespace, params_file: Path) -> list[str]:
+    """The ``key=value`` overrides of ``--profile`` (none without it), validated by the schema
+    over ``params_file``: ParamsError (exit 2) for an unknown name or a bad profile."""
+    if not args.profile:
+        return []
+    return load_profile(args.profile, params_file).overrides
+
+
 def check_path_kinds(paths: dict[str, Path]) -> None:
     """Refuse a folder where a file is expected and a file where a folder is, in one line."""
     for option, path in paths.items():
@@ -137,9 +163,10 @@ def stage_main(
 
     def work() -> Any:
         check_path_kinds(path_args)
-        overrides = command_line_overrides(args)
         # Before the params are read: a dep that changes after this point is caught at the end.
         ground = StageGround.capture(name, args.params) if os.environ.get("DVC_STAGE") else None
+        # The profile first, so --set wins over it; both checked before anything runs.
+        overrides = [*profile_overrides(args, args.params), *command_line_overrides(args)]
         params = load_params(args.params, overrides)
         result = run(params, **path_args)
         if ground is not None:

@@ -1,4 +1,4 @@
-"""Stage train: the reference CNN from params.yaml, trained and tracked as one MLflow run.
+"""Stage train: the model that model.arch names, trained and tracked as one MLflow run.
 
 Resumes an interrupted training from its checkpoint; writes models/model.keras, models/run.json
 and the training reports. The archive is only read for its md5 lineage tag.

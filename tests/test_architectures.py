@@ -8,22 +8,26 @@ serves the logged model through its MLflow pyfunc, the code ``mlflow models serv
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
 
-from benchmarks.profiles import profile_overrides
 from cifar10_kfp.pipeline import schema_keys
 from cifar10_kfp.submit import run_arguments
 from pipeline.core.errors import ParamsError
 from pipeline.core.params import architecture_names, load_params
 from pipeline.core.paths import REPO_ROOT
+from pipeline.core.profiles import load_profile
 from tests.conftest import repo_params, run_stage, store_env, train_args
 
 KFP_PACKAGE = REPO_ROOT / "cifar10_kfp" / "cifar10_pipeline.yaml"
+ARCHITECTURES_DIR = REPO_ROOT / "pipeline" / "train" / "architectures"
 # Each architecture shrunk to train one step on tiny data in seconds; an architecture missing
 # here trains at its params.yaml size (still one step).
 TINY = {
@@ -36,15 +40,38 @@ def test_reference_is_the_default_and_every_section_is_an_architecture() -> None
     params = repo_params()
     assert params.model.arch == "reference"
     assert params.model.selected is params.model.reference
-    assert architecture_names() == ["reference", "fast_resnet"]
-    chosen = repo_params("model.arch=fast_resnet")
-    assert chosen.model.selected is chosen.model.fast_resnet
+    # The registry is the folder: one architecture per module, each with a params.yaml section.
+    modules = sorted(p.stem for p in ARCHITECTURES_DIR.glob("[!_]*.py"))
+    assert sorted(architecture_names()) == modules
+    assert set(params.model.model_dump()) == {"arch", *modules}
+    for arch in architecture_names():
+        chosen = repo_params(f"model.arch={arch}")
+        assert chosen.model.selected is getattr(chosen.model, arch)
+        assert type(chosen.model.selected).__module__ == f"pipeline.train.architectures.{arch}"
+
+
+def test_a_module_without_params_or_builder_is_refused_by_name(tmp_path: Path) -> None:
+    # A new module that breaks the registry's contract fails at import, naming its file and
+    # what it lacks, instead of vanishing from model.arch.
+    package = tmp_path / "probe_architectures"
+    package.mkdir()
+    registry = (ARCHITECTURES_DIR / "__init__.py").read_text()
+    (package / "__init__.py").write_text(registry)
+    (package / "reference.py").write_text((ARCHITECTURES_DIR / "reference.py").read_text())
+    (package / "half_done.py").write_text("def build(params, seed=None):\n    return None\n")
+    code = "import probe_architectures"
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
+        env={**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{REPO_ROOT}"},
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "half_done.py: an architecture module defines `class Params(Section)`" in result.stderr
 
 
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("model.arch=resnet50", "model.arch: must be one of reference, fast_resnet (got 're"),
+        ("model.arch=resnet50", f"model.arch: must be one of {', '.join(architecture_names())} (g"),
         ("model.fast_resnet.widths=[]", "model.fast_resnet.widths: must have at least 1 item"),
         ("model.fast_resnet.translate_pixels=9", "model.fast_resnet.translate_pixels: must be"),
         ("model.fast_resnet.activation=tanh", "model.fast_resnet.activation: must be 'relu' or"),
@@ -85,7 +112,7 @@ def test_nesterov_needs_sgd_with_momentum() -> None:
 
 
 def test_fast_resnet_profile_picks_the_net_and_its_recipe() -> None:
-    params = repo_params(*profile_overrides("fast-resnet"))
+    params = repo_params(*load_profile("fast-resnet").overrides)
     assert params.model.arch == "fast_resnet"
     assert params.model.fast_resnet == repo_params().model.fast_resnet  # params.yaml's section
     assert params.train.optimizer == "sgd" and params.train.nesterov
@@ -116,8 +143,12 @@ def test_every_registered_architecture_has_the_pipeline_contract() -> None:
 
     assert list(ARCHITECTURES) == architecture_names()
     images = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
+    model_names = set()
     for arch in ARCHITECTURES:
-        model = build_model(repo_params(f"model.arch={arch}", *TINY[arch]).model, seed=1)
+        model = build_model(repo_params(f"model.arch={arch}", *TINY.get(arch, [])).model, seed=1)
+        # Its own name: the train stage's model_summary.txt tells the architectures apart by it.
+        assert model.name not in model_names, arch
+        model_names.add(model.name)
         assert model.inputs[0].dtype == "uint8", arch
         probabilities = np.asarray(model(images, training=False))
         assert probabilities.shape == (4, 10) and probabilities.dtype == np.float32, arch
@@ -160,7 +191,7 @@ def test_recipe_params_reach_the_optimizer_and_the_loss() -> None:
     # The reference trains exactly as before: plain loss, no momentum or weight decay added.
     assert type(default.loss) is keras.losses.SparseCategoricalCrossentropy
     assert default.optimizer.weight_decay is None
-    chosen = repo_params(*profile_overrides("fast-resnet"), *TINY["fast_resnet"])
+    chosen = repo_params(*load_profile("fast-resnet").overrides, *TINY["fast_resnet"])
     model = new_model(chosen.model, chosen.train)
     assert type(model.optimizer) is keras.optimizers.SGD
     assert model.optimizer.nesterov and model.optimizer.momentum == chosen.train.momentum
@@ -193,7 +224,7 @@ def test_fast_resnet_is_deterministic_and_resumes_from_its_checkpoint(tmp_path: 
 
     data = load_prepared(write_prepared(tmp_path / "data", {"train": 100, "val": 20}))
     chosen = repo_params(
-        *profile_overrides("fast-resnet"), *TINY["fast_resnet"],
+        *load_profile("fast-resnet").overrides, *TINY["fast_resnet"],
         "train.epochs=2", "train.batch_size=50",
     )  # fmt: skip
 
@@ -253,9 +284,13 @@ def test_each_architecture_trains_through_the_stage_and_serves(
         "arch",
         arch,
     }
+    # The summary is of the model this architecture builds (each has its own name, checked in
+    # test_every_registered_architecture_has_the_pipeline_contract).
     summary = (tmp_path / "reports" / "model_summary.txt").read_text()
-    names = {"reference": "cifar10_cnn", "fast_resnet": "cifar10_fast_resnet"}
-    assert names.get(arch, "") in summary
+    from pipeline.train.model import build_model
+
+    built = build_model(repo_params(*sets).model)
+    assert f'Model: "{built.name}"' in summary
     # Served as `mlflow models serve` serves it: raw uint8 images in, a probability per class out.
     served = mlflow.pyfunc.load_model(run_info["model_uri"])
     with np.load(prepared_dir / "test.npz") as test:

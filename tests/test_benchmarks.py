@@ -15,8 +15,8 @@ import pytest
 
 from benchmarks import report
 from benchmarks.overhead import HEAVY_MODULES, heavy_imports
-from benchmarks.profiles import PROFILES_DIR, profile_overrides
 from pipeline.core.params import architecture_names, load_params
+from pipeline.core.profiles import known_profiles, load_profile
 from tests.cifar_archive import build_archive
 from tests.conftest import QUIET_ENV, REPO_ROOT
 
@@ -39,9 +39,9 @@ def test_probe_sees_tensorflow_when_a_stage_loads_it(tmp_path: Path) -> None:
     assert code == 1 and "tensorflow" in loaded and set(loaded) <= set(HEAVY_MODULES)
 
 
-@pytest.mark.parametrize("name", sorted(p.stem for p in PROFILES_DIR.glob("*.yaml")))
+@pytest.mark.parametrize("name", known_profiles())
 def test_profiles_are_valid_params_and_keep_the_architectures(name: str) -> None:
-    params = load_params(REPO_ROOT / "params.yaml", profile_overrides(name))
+    params = load_params(REPO_ROOT / "params.yaml", load_profile(name).overrides)
     reference = load_params(REPO_ROOT / "params.yaml")
     # A profile picks an architecture (model.arch) and how it trains; each architecture stays
     # as params.yaml defines it, but for switching its augmentation on.
@@ -50,11 +50,6 @@ def test_profiles_are_valid_params_and_keep_the_architectures(name: str) -> None
             reference.model, arch
         ).model_dump(exclude={"augment"})
     assert params.train != reference.train
-
-
-def test_profile_names_are_checked() -> None:
-    with pytest.raises(SystemExit, match="no profile 'nope'"):
-        profile_overrides("nope")
 
 
 def test_report_says_not_measured_for_missing_results(tmp_path: Path) -> None:
@@ -188,3 +183,7 @@ def test_time_to_accuracy_configs_are_checked_before_any_training(tmp_path: Path
         main(["--prepared-dir", str(tmp_path), "--out", str(tmp_path / "t.json"),
               "--configs", "fast", "fast-resnet@abc"])  # fmt: skip
     assert not (tmp_path / "t.json").exists()  # nothing started, nothing written
+    with pytest.raises(SystemExit, match=r"^error: --configs fast-resnett: no such profile in"):
+        main(["--prepared-dir", str(tmp_path), "--out", str(tmp_path / "t.json"),
+              "--configs", "fast", "fast-resnett:3"])  # fmt: skip
+    assert not (tmp_path / "t.json").exists()

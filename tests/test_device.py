@@ -15,11 +15,8 @@ import mlflow
 import pytest
 from packaging.requirements import Requirement
 
-from pipeline.train.backend import (
-    backend_requirements,
-    compilation_cache_dir,
-    use_compilation_cache,
-)
+from pipeline.core.keras_backend import backend_requirements
+from pipeline.train.backend import compilation_cache_dir, use_compilation_cache
 from pipeline.train.precision import cpu_bf16_flags, resolve_precision_policy
 from tests.conftest import REPO_ROOT, run_stage, store_env, train_args
 

@@ -12,6 +12,8 @@ import yaml
 from tests.conftest import REPO_ROOT
 
 PACKAGES = ("pipeline", "stages")
+# How a package imports all of its modules without naming them.
+DISCOVERY = "pkgutil.iter_modules(__path__)"
 
 
 def module_file(name: str) -> Path | None:
@@ -41,6 +43,9 @@ def imported_names(path: Path, module: str) -> set[str]:
             names.add(base)
             # `from pipeline.core import paths` imports the module pipeline.core.paths.
             names.update(f"{base}.{alias.name}" for alias in node.names)
+    if path.name == "__init__.py" and DISCOVERY in path.read_text(encoding="utf-8"):
+        # A registry that imports every module of its folder (pipeline/train/architectures).
+        names.update(f"{module}.{child.stem}" for child in path.parent.glob("[!_]*.py"))
     # Importing a.b.c runs a/__init__.py and a/b/__init__.py too.
     return {".".join(name.split(".")[:i]) for name in names for i in range(1, name.count(".") + 2)}
 
@@ -78,6 +83,15 @@ def test_import_walk_sees_lazy_and_from_imports() -> None:
     found = project_imports("stages.train")
     assert {"stages/train.py", "pipeline/core/paths.py", "pipeline/train/train.py"} <= found
     assert "pipeline/train/model.py" in found  # imported by pipeline/train/train.py
+
+
+def test_import_walk_sees_the_modules_a_registry_discovers() -> None:
+    # The schema imports the architectures' registry, which imports each module of its folder
+    # by discovery (no import statement names them): every stage runs them.
+    found = project_imports("stages.download")
+    assert {"pipeline/core/params.py", "pipeline/train/architectures/__init__.py"} <= found
+    modules = (REPO_ROOT / "pipeline/train/architectures").glob("[!_]*.py")
+    assert {path.relative_to(REPO_ROOT).as_posix() for path in modules} <= found
 
 
 DVC_STAGES = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())["stages"]

@@ -2,9 +2,11 @@
 
 Every hyperparameter of the pipeline is declared here with its type and its range; the values
 live only in params.yaml, which must set every key (a missing key is an error that names it).
-Types are strict (``true`` is not an epoch count, ``1e20`` is not a seed) and the YAML is read
-with ruamel.yaml, the way DVC reads and writes it: YAML 1.2 scalars (``yes`` is a string),
-duplicate keys refused, and anchors/aliases checked before they are expanded (no alias bombs).
+What each key does is said once, in params.yaml's comments, where users read it; comments here
+only say why a type, range or check is what it is. Each architecture's section is declared by
+its own module under pipeline/train/architectures/.
+Types are strict (``true`` is not an epoch count, ``1e20`` is not a seed); the YAML is read by
+pipeline/core/yaml_reader.py (YAML 1.2 as DVC reads it, duplicate keys and alias bombs refused).
 ``--set key=value`` values go through the same reader (:func:`parse_override`) in every command.
 Errors come out as one line that names the key, what is wrong and the value given, e.g.
 ``params.yaml: preprocess.val_size: must be between 10 and 25000 (got 0)``.
@@ -19,38 +21,29 @@ from typing import Annotated, Any, Literal, get_args, get_origin
 
 from pydantic import (
     BaseModel,
-    ConfigDict,
     Field,
     ValidationError,
+    create_model,
     field_validator,
     model_validator,
 )
 from pydantic.fields import FieldInfo
-from ruamel.yaml import YAML
-from ruamel.yaml.composer import Composer, MaxDepthExceededError
-from ruamel.yaml.constructor import DuplicateKeyError, SafeConstructor
-from ruamel.yaml.error import MarkedYAMLError, YAMLError
-from ruamel.yaml.nodes import MappingNode, Node, SequenceNode
 
 from pipeline.core.errors import ParamsError
-from pipeline.core.shapes import IMAGE_SIZE
+from pipeline.core.section import Section
+from pipeline.core.yaml_reader import YamlProblem, load_yaml, one_line
+
+# The architectures' own sections (each module there holds its Params and its builder; none
+# imports Keras at import time). The one import of the schema from pipeline/train: the model
+# section is theirs to declare.
+from pipeline.train.architectures import ARCHITECTURES
 
 # numpy and TensorFlow seeds are unsigned 32-bit.
 MAX_SEED = 2**32 - 1
 
 
-class Section(BaseModel):
-    """Base of every params section: unknown keys are errors, and so are values of another type.
-
-    Strict: a bool is not an int (``epochs: true`` would train 1 epoch), a float is not an int.
-    """
-
-    model_config = ConfigDict(extra="forbid", strict=True, populate_by_name=True)
-
-
 class DataParams(Section):
     url: str = Field(min_length=1)
-    # null skips the checksum, with a warning.
     md5: str | None
 
     @field_validator("md5")
@@ -63,71 +56,25 @@ class DataParams(Section):
 
 class PreprocessParams(Section):
     val_size: int = Field(ge=10, le=25000)
-    # null: every training image left after the validation split.
     max_train_images: int | None = Field(ge=10)
     seed: int = Field(ge=0, le=MAX_SEED)
 
 
-class ReferenceParams(Section):
-    """``model.reference``: the reference CNN (pipeline/train/architectures/reference.py)."""
+class _ModelSection(Section):
+    """``model``: which architecture (``arch``), and one params section per architecture.
 
-    # Each block is conv(same) -> conv(valid) -> max-pool, with this many filters.
-    conv_filters: list[Annotated[int, Field(ge=1, le=4096)]] = Field(min_length=1, max_length=3)
-    kernel_size: int = Field(ge=1, le=5)
-    dense_units: int = Field(ge=1, le=8192)
-    dropout_conv: float = Field(ge=0.0, lt=1.0)
-    dropout_dense: float = Field(ge=0.0, lt=1.0)
-    augment: bool
-
-    @model_validator(mode="after")
-    def _image_survives_the_blocks(self) -> ReferenceParams:
-        # Checked here, before TensorFlow loads: Keras would fail deep in model building.
-        side = IMAGE_SIZE
-        for block in range(1, len(self.conv_filters) + 1):
-            after_conv = side - (self.kernel_size - 1)  # the "valid" conv trims kernel_size - 1
-            if after_conv < 2:
-                raise ValueError(
-                    f"kernel_size {self.kernel_size} with {len(self.conv_filters)} conv blocks"
-                    f" shrinks the {IMAGE_SIZE}x{IMAGE_SIZE} image to nothing (block {block}"
-                    f" gets {side}x{side}, too small to convolve and pool); use a smaller"
-                    " model.reference.kernel_size or fewer model.reference.conv_filters"
-                )
-            side = after_conv // 2
-        return self
-
-
-class FastResnetParams(Section):
-    """``model.fast_resnet``: a fast residual net (pipeline/train/architectures/fast_resnet.py)."""
-
-    stem_width: int = Field(ge=1, le=1024)
-    # One block per width, each halving the image: 32 -> 16 -> 8 -> 4 with three.
-    widths: list[Annotated[int, Field(ge=1, le=4096)]] = Field(min_length=1, max_length=5)
-    # conv -> pool -> BatchNorm -> act, then conv -> BatchNorm -> act for each conv after the first.
-    convs_per_block: int = Field(ge=1, le=4)
-    # The convs after the first as a residual branch, added back to the first one's output.
-    residual: bool
-    activation: Literal["relu", "gelu"]
-    # Keras's meaning: the share of the old running statistics kept at each step.
-    batchnorm_momentum: float = Field(ge=0.0, lt=1.0)
-    logit_scale: float = Field(gt=0.0, le=10.0)
-    augment: bool  # random horizontal flip + translation, training only
-    translate_pixels: int = Field(ge=0, le=8)
-
-
-class ModelParams(Section):
-    """``model``: which architecture (``arch``), and one params section per architecture."""
+    The sections are added by :func:`_model_params`, one per module of
+    pipeline/train/architectures/ (its ``Params``), so the schema never lists them by hand.
+    """
 
     arch: str
-    reference: ReferenceParams
-    fast_resnet: FastResnetParams
 
     @model_validator(mode="before")
     @classmethod
     def _not_the_old_layout(cls, raw: Any) -> Any:
         # Before model.arch, the reference's keys sat directly under model: say where they went.
-        moved = [
-            key for key in ReferenceParams.model_fields if isinstance(raw, dict) and key in raw
-        ]
+        old_keys = ARCHITECTURES["reference"].params.model_fields
+        moved = [key for key in old_keys if isinstance(raw, dict) and key in raw]
         if moved:
             raise ValueError(
                 f"{', '.join(moved)} moved under model.reference (model.arch picks the"
@@ -138,7 +85,6 @@ class ModelParams(Section):
     @field_validator("arch")
     @classmethod
     def _arch_is_registered(cls, value: str) -> str:
-        # Every other field is an architecture's section, so its name is a valid arch.
         names = architecture_names()
         if value not in names:
             raise ValueError(f"must be one of {', '.join(names)}")
@@ -150,9 +96,20 @@ class ModelParams(Section):
         return getattr(self, self.arch)
 
 
+def _model_params() -> type[_ModelSection]:
+    """The ``model`` section: ``arch`` plus a required field per registered architecture."""
+    sections: dict[str, Any] = {
+        name: (architecture.params, ...) for name, architecture in ARCHITECTURES.items()
+    }
+    return create_model("ModelParams", __base__=_ModelSection, **sections)
+
+
+ModelParams = _model_params()
+
+
 def architecture_names() -> list[str]:
-    """The architectures ``model.arch`` may name: the sections of ModelParams."""
-    return [name for name in ModelParams.model_fields if name != "arch"]
+    """The architectures ``model.arch`` may name: the modules of pipeline/train/architectures/."""
+    return list(ARCHITECTURES)
 
 
 class TrainParams(Section):
@@ -160,28 +117,21 @@ class TrainParams(Section):
     batch_size: int = Field(ge=1, le=65536)
     optimizer: Literal["rmsprop", "adam", "sgd"]
     learning_rate: float = Field(gt=0.0, le=1e4)
-    # SGD only: momentum, and Nesterov's look-ahead form of it.
     momentum: float = Field(ge=0.0, lt=1.0)
     nesterov: bool
-    # Decoupled weight decay (each step shrinks every weight by learning_rate * weight_decay).
     weight_decay: float = Field(ge=0.0, le=1.0)
-    # The true class gets 1 - label_smoothing, the rest spread evenly over all classes.
     label_smoothing: float = Field(ge=0.0, lt=1.0)
     seed: int = Field(ge=0, le=MAX_SEED)
     deterministic: bool
     mixed_precision: Literal["auto", "on", "off"]
     lr_schedule: Literal["constant", "cosine", "one_cycle"]
     restore_best: bool
-    # auto: a GPU when one is visible; gpu: fail unless one is; cpu: hide the GPUs.
     device: Literal["auto", "cpu", "gpu"]
-    # Training steps per compiled call: more cuts per-step dispatch overhead on a fast GPU.
     steps_per_execution: int = Field(ge=1, le=10000)
-    # JAX: fill the last short batch with zero-weight images, so a step compiles for one shape.
     pad_last_batch: bool
-    # none: one device; data_parallel: each global batch of batch_size split over ``devices``.
     distribution: Literal["none", "data_parallel"]
-    # How many of the visible devices (the GPUs, else the CPU devices) data_parallel uses; 0: all.
-    # One int rather than int | "all": a Kubeflow component parameter has one type.
+    # train.devices is one int rather than int | "all": a Kubeflow component parameter has one
+    # type.
     devices: int = Field(ge=0, le=4096)
 
     @model_validator(mode="after")
@@ -221,8 +171,6 @@ MLFLOW_NAME = r"[^/:'\"\\\x00-\x1f]+"
 class MlflowParams(Section):
     experiment_name: str = Field(min_length=1, max_length=500)
     registered_model_name: str = Field(min_length=1, max_length=500)
-    # null: a run of its own. A name: the training run is tagged sweep=<name>, which groups the
-    # trials of a sweep (e.g. a `dvc exp run --queue` grid) for `make sweep` and the UI's filter.
     sweep: str | None = Field(min_length=1, max_length=500)
 
     @field_validator("experiment_name", "registered_model_name", "sweep")
@@ -243,8 +191,6 @@ class MlflowParams(Section):
 class EvaluateParams(Section):
     """``evaluate``: how the test split is scored."""
 
-    # Also score the mean of each image's and its mirror image's probabilities (flip test-time
-    # augmentation): logged apart as test/accuracy_flip_tta; the served model predicts one view.
     flip_tta: bool
 
 
@@ -265,174 +211,6 @@ class Params(Section):
     evaluate: EvaluateParams
     # "register" would shadow BaseModel.register, hence the alias.
     registration: RegisterParams = Field(alias="register")
-
-
-# Far above any real params file (about 80 values, 4 levels), far below what hurts to build,
-# validate or print: an alias bomb is refused before anything expands it.
-MAX_VALUES = 10_000
-MAX_DEPTH = 20
-_MERGE_TAG = "tag:yaml.org,2002:merge"
-
-
-class _YamlProblem(Exception):
-    """Why a YAML text was refused, in one line without the file's name (the caller adds it).
-
-    ``line``: where, when known; a one-line ``--set`` value leaves it out (``reason`` alone).
-    ``syntax``: the text is not YAML at all (a ``--set`` value then stays the text as given).
-    """
-
-    def __init__(self, reason: str, line: int | None = None, *, syntax: bool = False) -> None:
-        where = f"line {line}: " if line else ""
-        super().__init__(f"not valid YAML: {where}{reason}" if syntax else f"{where}{reason}")
-        self.reason = reason
-        self.syntax = syntax
-
-
-class _Composer(Composer):
-    """ruamel's composer, plus a look at the whole node graph before anything is constructed.
-
-    Composing is linear in the text (an alias is one more reference to its anchor's node);
-    constructing, validating or printing the data walks every alias again, so the checks of
-    :func:`_check_graph` happen here, between the two.
-    """
-
-    def __init__(self, loader: Any = None) -> None:
-        super().__init__(loader=loader)
-        # ruamel only warns (on stderr) about an anchor defined twice; _check_graph refuses it.
-        self.warn_double_anchors = False
-
-    def compose_document(self) -> Any:
-        node = super().compose_document()
-        # A `%YAML 1.1` directive would switch ruamel to YAML 1.1 scalars (`yes` a boolean).
-        version = self.loader.resolver.processing_version
-        if version != (1, 2):
-            raise _YamlProblem(
-                f"declares %YAML {'.'.join(map(str, version))}; params are read as YAML 1.2:"
-                " remove the directive"
-            )
-        _check_graph(node)
-        return node
-
-
-class _Constructor(SafeConstructor):
-    """ruamel's safe constructor (plain dicts, lists, scalars); a duplicate key in one line."""
-
-    def check_mapping_key(
-        self, node: MappingNode, key_node: Node, mapping: Any, key: Any, value: Any
-    ) -> bool:
-        try:
-            return super().check_mapping_key(node, key_node, mapping, key, value)
-        except DuplicateKeyError:
-            # ruamel's message is a dozen lines and does not say where the first one is.
-            first = next(
-                (
-                    other.start_mark.line + 1
-                    for other, _ in node.value
-                    if other is not key_node and self.construct_object(other, deep=True) == key
-                ),
-                None,
-            )
-            lines = f"lines {first} and " if first else "line "
-            raise _YamlProblem(
-                f"duplicate key {key!r} ({lines}{key_node.start_mark.line + 1})"
-            ) from None
-
-
-def _check_graph(root: Node) -> None:
-    """Refuse what would expand badly: over MAX_VALUES values or MAX_DEPTH levels once every
-    alias is followed, an alias inside its own anchor, an anchor defined twice, a merge key.
-
-    One pass over the composed nodes, each visited once (sizes are summed, not expanded), and
-    iterative: a chain of a thousand anchors must not hit Python's recursion limit.
-    """
-    size: dict[int, int] = {}
-    depth: dict[int, int] = {}
-    anchors: dict[str, Node] = {}
-    on_path: set[int] = set()
-    stack: list[tuple[Node, bool]] = [(root, False)]
-    while stack:
-        node, children_done = stack.pop()
-        line = node.start_mark.line + 1
-        children = _children(node)
-        if children_done:
-            on_path.discard(id(node))
-            size[id(node)] = 1 + sum(size[id(child)] for child in children)
-            depth[id(node)] = 1 + max((depth[id(child)] for child in children), default=0)
-            if size[id(node)] > MAX_VALUES:
-                raise _YamlProblem(
-                    f"aliases would expand to more than {MAX_VALUES} values; refused unexpanded"
-                    " (a YAML alias bomb?)"
-                    if node.anchor or any(child.anchor for child in children)
-                    else f"more than {MAX_VALUES} values",
-                    line,
-                )
-            if depth[id(node)] > MAX_DEPTH:
-                raise _YamlProblem(f"nested more than {MAX_DEPTH} levels deep", line)
-            continue
-        if id(node) in size:
-            continue  # another alias of a node already measured
-        if id(node) in on_path:
-            raise _YamlProblem(f"alias *{node.anchor} refers to its own anchor", line)
-        if node.anchor is not None:
-            first = anchors.setdefault(node.anchor, node)
-            if first is not node:
-                raise _YamlProblem(
-                    f"anchor &{node.anchor} defined again"
-                    f" (first on line {first.start_mark.line + 1})",
-                    line,
-                )
-        if isinstance(node, MappingNode):
-            for key_node, _ in node.value:
-                if key_node.tag == _MERGE_TAG:
-                    # YAML 1.1 only; ruamel would also skip the duplicate-key check around it.
-                    raise _YamlProblem(
-                        "merge keys (<<) are not read; write the keys out",
-                        key_node.start_mark.line + 1,
-                    )
-        on_path.add(id(node))
-        stack.append((node, True))
-        # Reversed: popped in document order, so "first" anchors and errors read top-down.
-        stack.extend((child, False) for child in reversed(children) if id(child) not in size)
-
-
-def _children(node: Node) -> list[Node]:
-    if isinstance(node, MappingNode):
-        return [part for pair in node.value for part in pair]
-    if isinstance(node, SequenceNode):
-        return list(node.value)
-    return []
-
-
-def _yaml_load(text: str) -> Any:
-    """``text`` as plain dicts, lists and scalars, read as YAML 1.2 the way DVC reads it.
-
-    Raises _YamlProblem with a one-line reason.
-    """
-    # A new reader each time: ruamel's YAML objects keep per-document state.
-    reader = YAML(typ="safe", pure=True)
-    reader.Composer = _Composer
-    reader.Constructor = _Constructor
-    # ruamel's own guard, in its (recursive) composer; _check_graph counts alias chains too.
-    reader.max_depth = MAX_DEPTH
-    try:
-        return reader.load(text)
-    except _YamlProblem:
-        raise
-    except MaxDepthExceededError as exc:
-        raise _YamlProblem(f"nested more than {MAX_DEPTH} levels deep", _line(exc)) from None
-    except MarkedYAMLError as exc:
-        # ruamel's str() is several lines and quotes the source text; keep its two facts.
-        reason = _one_line(exc.problem or exc.context or type(exc).__name__)
-        if exc.problem and exc.context and exc.context_mark:
-            reason += f" ({exc.context} from line {exc.context_mark.line + 1})"
-        raise _YamlProblem(reason, _line(exc), syntax=True) from None
-    except YAMLError as exc:  # the reader's: a character YAML does not allow
-        raise _YamlProblem(_one_line(str(exc)), syntax=True) from None
-
-
-def _line(exc: MarkedYAMLError) -> int | None:
-    mark = exc.problem_mark or exc.context_mark
-    return mark.line + 1 if mark else None
 
 
 def load_params(
@@ -465,8 +243,8 @@ def parse_params(
     For a writer that must check what it is about to write (.ci/retrain.py).
     """
     try:
-        raw = _yaml_load(text)
-    except _YamlProblem as exc:
+        raw = load_yaml(text)
+    except YamlProblem as exc:
         raise ParamsError(f"{label}: {exc}") from None
     if raw is None:
         raise ParamsError(
@@ -486,8 +264,8 @@ def parse_yaml(text: str, label: str) -> Any:
     For the other YAML inputs of the same commands (a Kubeflow sweep's trials file).
     """
     try:
-        return _yaml_load(text)
-    except _YamlProblem as exc:
+        return load_yaml(text)
+    except YamlProblem as exc:
         raise ParamsError(f"{label}: {exc}") from None
 
 
@@ -524,8 +302,8 @@ def parse_override(override: str) -> tuple[str, Any]:
     if not text:
         return key, None
     try:
-        return key, _yaml_load(text)
-    except _YamlProblem as exc:
+        return key, load_yaml(text)
+    except YamlProblem as exc:
         if exc.syntax:
             return key, text
         raise ParamsError(f"--set {key}: {exc.reason}") from None
@@ -615,8 +393,4 @@ def _show(value: Any) -> str:
         return str(value).lower()
     if isinstance(value, str):
         return repr(value)
-    return _one_line(str(value))
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
+    return one_line(str(value))

@@ -420,7 +420,7 @@ def version_description(
     baseline = tags.get("dvc.baseline_rev")
     lines = [
         headline(float(tags[ACCURACY_TAG]), decision),
-        f"**What**: CIFAR-10 CNN from MLflow run `{tags[RUN_ID_TAG]}`{source}, git commit "
+        f"**What**: CIFAR-10 classifier from MLflow run `{tags[RUN_ID_TAG]}`{source}, git commit "
         f"`{tags['git.commit']}` {dirty}".rstrip()
         + ".",
         f"**Data**: {details + '; ' if details else ''}raw archive md5 `{tags['data.raw_md5']}`, "

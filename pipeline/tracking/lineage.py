@@ -102,7 +102,7 @@ def lineage_tags(
     # Imported here: the registry reads CODE_AND_DATA_TAGS without loading a Keras backend.
     import keras
 
-    from pipeline.train import backend
+    from pipeline.core import keras_backend as backend
 
     return {
         **git_tags(repo),

@@ -58,7 +58,7 @@ def log_served_model(model: object, classes: list[str], name: str = "model") -> 
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema
 
-    from pipeline.train import backend
+    from pipeline.core import keras_backend as backend
 
     signature = ModelSignature(outputs=Schema([ColSpec("float", label) for label in classes]))
     requirements = [

@@ -46,7 +46,7 @@ MAX_ENCODED_CHARS = 64 * 1024
 
 
 class ImageClassifier(mlflow.pyfunc.PythonModel):
-    """Wraps the Keras CNN: checks the images, predicts, labels the columns with class names."""
+    """Wraps the Keras model: checks the images, predicts, labels the columns with class names."""
 
     def load_context(self, context: Any) -> None:
         # First: a bad cap stops the load before the Keras model costs seconds to read.

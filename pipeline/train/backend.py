@@ -2,8 +2,9 @@
 
 Device choice, seeding and op determinism, the distribution strategy, the input pipeline (tf.data
 on TensorFlow, seeded batches of one shape on JAX, plain arrays elsewhere), what XLA may compile,
-and the installed packages that a logged model needs. The model and training loop stay
-backend-neutral.
+and XLA compilation. The model and training loop stay backend-neutral; what the rest of the
+library may know of the backend (name, version, device, requirements) is
+pipeline/core/keras_backend.py.
 """
 
 from __future__ import annotations
@@ -11,8 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Callable, Iterator, Mapping
-from importlib import metadata
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,11 @@ import keras
 import numpy as np
 
 from pipeline.core.errors import PipelineError
+
+# Name, version, device description and requirements: tracking needs them too, so they live
+# below both (pipeline/core/keras_backend.py); the data-parallel devices are planned here.
+from pipeline.core.keras_backend import REPLICAS as _replicas
+from pipeline.core.keras_backend import gpu_names, name
 
 # What train.device=gpu prints when no GPU is visible: the usual causes, and the way out.
 NO_GPU_FIX = (
@@ -29,22 +34,6 @@ NO_GPU_FIX = (
 )
 DETERMINISTIC_XLA_FLAG = "--xla_gpu_deterministic_ops=true"
 log = logging.getLogger("pipeline")
-
-
-def name() -> str:
-    """The active Keras backend: "tensorflow" or "jax"."""
-    return keras.backend.backend()
-
-
-def version() -> str:
-    """Version of the backend library itself."""
-    if name() == "tensorflow":
-        import tensorflow as tf
-
-        return tf.__version__
-    import jax
-
-    return jax.__version__
 
 
 def select_device(device: str, deterministic: bool) -> list[str]:
@@ -142,25 +131,6 @@ def configure_determinism(seed: int, deterministic: bool) -> None:
         tf.config.experimental.enable_op_determinism()
 
 
-def gpu_names() -> list[str]:
-    """Card names of the GPUs the backend can use (empty on a CPU-only machine)."""
-    if name() == "tensorflow":
-        import tensorflow as tf
-
-        # Visible ones: train.device=cpu hides the GPUs without removing them physically.
-        gpus = tf.config.get_visible_devices("GPU")
-        details = [tf.config.experimental.get_device_details(gpu) for gpu in gpus]
-        return [info.get("device_name", gpu.name) for gpu, info in zip(gpus, details, strict=True)]
-    import jax
-
-    return [device.device_kind for device in jax.devices() if device.platform == "gpu"]
-
-
-# The devices that train.distribution=data_parallel splits each batch over, as
-# (backend handle, label) pairs; empty for one device. Set by plan_distribution.
-_replicas: list[tuple[Any, str]] = []
-
-
 def plan_distribution(distribution: str, devices: int) -> list[str]:
     """Apply ``train.distribution`` and ``train.devices``; return the labels of the devices used.
 
@@ -196,17 +166,6 @@ def _visible_devices() -> list[tuple[Any, str]]:
 
     # jax.devices() lists the default platform's: the GPUs when JAX has any, else the CPUs.
     return [(device, f"{device.platform}:{device.id}") for device in jax.devices()]
-
-
-def device_description() -> str:
-    """The device for the start line and the lineage tags: "cpu", "gpu x1 (...)", or the
-    data-parallel devices, e.g. "data_parallel x2 (gpu:0, gpu:1; NVIDIA H200)"."""
-    gpus = gpu_names()
-    if _replicas:
-        labels = ", ".join(label for _, label in _replicas)
-        cards = f"; {', '.join(sorted(set(gpus)))}" if gpus else ""
-        return f"data_parallel x{len(_replicas)} ({labels}{cards})"
-    return f"gpu x{len(gpus)} ({', '.join(gpus)})" if gpus else "cpu"
 
 
 def model_devices(model: keras.Model) -> list[str]:
@@ -391,46 +350,3 @@ def fit_inputs(
     dataset = indices.batch(batch_size).map(load).prefetch(tf.data.AUTOTUNE)
     # shuffle=False tells Keras not to shuffle again: the dataset already did, with our seed.
     return {"x": dataset, "shuffle": False}
-
-
-def requirements() -> list[str]:
-    """Pip requirements, exact versions, of the backend packages installed here.
-
-    A model trained with tensorflow-cpu names tensorflow-cpu, one trained with the CUDA build names
-    tensorflow[and-cuda], and a JAX model names jax, jaxlib and, on a GPU install, the CUDA plugin:
-    so an environment rebuilt from a logged model installs what trained it.
-    """
-    return backend_requirements(name(), _installed_version)
-
-
-def backend_requirements(backend: str, installed: Callable[[str], str | None]) -> list[str]:
-    """The requirements of ``backend`` given ``installed(distribution) -> version | None``."""
-    if backend == "tensorflow":
-        for dist, requirement in (
-            ("tensorflow-cpu", "tensorflow-cpu"),
-            ("tensorflow", "tensorflow[and-cuda]"),
-        ):
-            version = installed(dist)
-            if version:
-                if requirement.endswith("[and-cuda]") and not installed("nvidia-cudnn-cu12"):
-                    requirement = "tensorflow"  # a plain tensorflow, without the CUDA wheels
-                return [f"{requirement}=={version}"]
-        raise PipelineError(
-            "the tensorflow backend is active but no tensorflow package is installed"
-        )
-    pins = [f"{dist}=={installed(dist)}" for dist in ("jax", "jaxlib") if installed(dist)]
-    plugin = installed("jax-cuda12-plugin")
-    if plugin:
-        # with-cuda brings the CUDA libraries as wheels, the way jax[cuda12] installs them.
-        pins.append(f"jax-cuda12-plugin[with-cuda]=={plugin}")
-        pjrt = installed("jax-cuda12-pjrt")
-        if pjrt:
-            pins.append(f"jax-cuda12-pjrt=={pjrt}")
-    return pins
-
-
-def _installed_version(dist: str) -> str | None:
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return None

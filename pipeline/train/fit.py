@@ -1,4 +1,4 @@
-"""Fit the CNN: compile from params, per-epoch bookkeeping, NaN guard, resume from a checkpoint.
+"""Fit the model: compile from params, per-epoch bookkeeping, NaN guard, resume from a checkpoint.
 
 Backend-neutral Keras; anything backend-specific comes from ``pipeline.train.backend``.
 """
@@ -18,6 +18,7 @@ import numpy as np
 
 from pipeline.artifacts import prepared
 from pipeline.artifacts.history import EpochRow
+from pipeline.core import keras_backend
 from pipeline.core.errors import PipelineError
 from pipeline.core.params import ModelParams, TrainParams
 from pipeline.train import backend
@@ -73,7 +74,7 @@ ONE_CYCLE_WARMUP = 0.2
 def precision_policy(setting: str) -> str:
     """:func:`resolve_precision_policy` for this machine."""
     return resolve_precision_policy(
-        setting, bool(backend.gpu_names()), cpu_bf16_flags(), backend.name()
+        setting, bool(keras_backend.gpu_names()), cpu_bf16_flags(), keras_backend.name()
     )
 
 
@@ -159,8 +160,9 @@ def describe_setup(model: keras.Model) -> str:
     # Where the variables really live, when that is more than one device: proof of the split.
     on = f", variables on {' + '.join(placed)}" if len(placed) > 1 else ""
     return (
-        f"training on {backend.device_description()}{on}, backend {backend.name()} "
-        f"{backend.version()}, precision policy {keras.mixed_precision.global_policy().name}, "
+        f"training on {keras_backend.device_description()}{on}, "
+        f"backend {keras_backend.name()} {keras_backend.version()}, "
+        f"precision policy {keras.mixed_precision.global_policy().name}, "
         f"XLA/JIT {'on' if backend.jit_enabled(model) else 'off'}, "
         f"steps_per_execution {model.steps_per_execution}"
     )

@@ -1,8 +1,8 @@
 """Build the model that ``model.arch`` names, from its own params section ``model.<arch>``.
 
-The one place the pipeline chooses a model: the builders are registered in
-``pipeline.train.architectures``; everything else (training, checkpoints, MLflow, serving,
-Kubeflow, benchmarks) only ever sees the Keras model this returns.
+The one place the pipeline chooses a model: the builders are discovered in
+``pipeline.train.architectures`` (one module each); everything else (training, checkpoints,
+MLflow, serving, Kubeflow, benchmarks) only ever sees the Keras model this returns.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pipeline.train.architectures import ARCHITECTURES
 def build_model(params: ModelParams, seed: int | None = None) -> keras.Model:
     """Build the (uncompiled) ``params.arch`` model from ``params.<arch>``; ``seed`` fixes its
     random layers (dropout, augmentation)."""
-    return ARCHITECTURES[params.arch](params.selected, seed)
+    return ARCHITECTURES[params.arch].build(params.selected, seed)
 
 
 def model_summary(model: keras.Model) -> str:

@@ -14,7 +14,7 @@ import keras
 
 from pipeline.artifacts.history import EpochRow, write_history
 from pipeline.artifacts.run_info import RunInfo, write_run_info
-from pipeline.core import paths
+from pipeline.core import keras_backend, paths
 from pipeline.core.atomic import check_writable, save_keras_atomically, write_json, write_text
 from pipeline.core.checksums import file_md5, files_md5
 from pipeline.core.errors import PipelineError
@@ -100,7 +100,7 @@ def run_training(
     key = checkpoint_key(params.model_dump(include={"model", "train"}), data_md5)
     policy = precision_policy(params.train.mixed_precision)
     # A checkpoint resumes only on the backend and precision that wrote it.
-    runtime = {"keras.backend": backend.name(), "train.precision_policy": policy}
+    runtime = {"keras.backend": keras_backend.name(), "train.precision_policy": policy}
     checkpoint = TrainingCheckpoint(
         checkpoints_dir / key, stage_code_md5s(REPO_ROOT, "train"), runtime
     )

@@ -17,11 +17,15 @@ schedule, big batches) is in ``train.*`` and profiles/fast-resnet.yaml.
 
 from __future__ import annotations
 
-import keras
-from keras import layers
+from typing import TYPE_CHECKING, Annotated, Literal
 
-from pipeline.core.params import FastResnetParams
+from pydantic import Field
+
+from pipeline.core.section import Section
 from pipeline.core.shapes import IMAGE_SHAPE, IMAGE_SIZE, NUM_CLASSES
+
+if TYPE_CHECKING:
+    import keras
 
 # CIFAR-10's per-channel training-set mean and standard deviation (pixels scaled to 0-1):
 # constants, so the model standardises its raw input without statistics from the data split.
@@ -29,8 +33,27 @@ CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 
 
-def build(params: FastResnetParams, seed: int | None = None) -> keras.Model:
+class Params(Section):
+    """``model.fast_resnet``: this net's section of params.yaml (which says what each key does)."""
+
+    stem_width: int = Field(ge=1, le=1024)
+    widths: list[Annotated[int, Field(ge=1, le=4096)]] = Field(min_length=1, max_length=5)
+    convs_per_block: int = Field(ge=1, le=4)
+    residual: bool
+    activation: Literal["relu", "gelu"]
+    batchnorm_momentum: float = Field(ge=0.0, lt=1.0)
+    logit_scale: float = Field(gt=0.0, le=10.0)
+    augment: bool
+    translate_pixels: int = Field(ge=0, le=8)
+
+
+def build(params: Params, seed: int | None = None) -> keras.Model:
     """Build the (uncompiled) net described by ``params``; ``seed`` fixes the augmentation."""
+    # Here, not at the top: the schema imports this module, and a params error answers without
+    # loading TensorFlow.
+    import keras
+    from keras import layers
+
     inputs = keras.Input(shape=IMAGE_SHAPE, dtype="uint8", name="image")
     x = layers.Rescaling(1.0 / 255, name="rescale")(inputs)
     if params.augment:
@@ -69,12 +92,16 @@ def build(params: FastResnetParams, seed: int | None = None) -> keras.Model:
     return keras.Model(inputs, outputs, name="cifar10_fast_resnet")
 
 
-def _conv_bn_act(x: keras.KerasTensor, width: int, params: FastResnetParams, name: str):
+def _conv_bn_act(x: keras.KerasTensor, width: int, params: Params, name: str) -> keras.KerasTensor:
+    from keras import layers
+
     x = layers.Conv2D(width, 3, padding="same", use_bias=False, name=f"{name}_conv")(x)
     return _bn_act(x, params, name)
 
 
-def _bn_act(x: keras.KerasTensor, params: FastResnetParams, name: str) -> keras.KerasTensor:
+def _bn_act(x: keras.KerasTensor, params: Params, name: str) -> keras.KerasTensor:
+    from keras import layers
+
     x = layers.BatchNormalization(
         momentum=params.batchnorm_momentum, scale=False, name=f"{name}_bn"
     )(x)

@@ -10,15 +10,51 @@ preprocessing outside it.
 
 from __future__ import annotations
 
-import keras
-from keras import layers
+from typing import TYPE_CHECKING, Annotated
 
-from pipeline.core.params import ReferenceParams
-from pipeline.core.shapes import IMAGE_SHAPE, NUM_CLASSES
+from pydantic import Field, model_validator
+
+from pipeline.core.section import Section
+from pipeline.core.shapes import IMAGE_SHAPE, IMAGE_SIZE, NUM_CLASSES
+
+if TYPE_CHECKING:
+    import keras
 
 
-def build(params: ReferenceParams, seed: int | None = None) -> keras.Model:
+class Params(Section):
+    """``model.reference``: this CNN's section of params.yaml (which says what each key does)."""
+
+    conv_filters: list[Annotated[int, Field(ge=1, le=4096)]] = Field(min_length=1, max_length=3)
+    kernel_size: int = Field(ge=1, le=5)
+    dense_units: int = Field(ge=1, le=8192)
+    dropout_conv: float = Field(ge=0.0, lt=1.0)
+    dropout_dense: float = Field(ge=0.0, lt=1.0)
+    augment: bool
+
+    @model_validator(mode="after")
+    def _image_survives_the_blocks(self) -> Params:
+        # Checked here, before TensorFlow loads: Keras would fail deep in model building.
+        side = IMAGE_SIZE
+        for block in range(1, len(self.conv_filters) + 1):
+            after_conv = side - (self.kernel_size - 1)  # the "valid" conv trims kernel_size - 1
+            if after_conv < 2:
+                raise ValueError(
+                    f"kernel_size {self.kernel_size} with {len(self.conv_filters)} conv blocks"
+                    f" shrinks the {IMAGE_SIZE}x{IMAGE_SIZE} image to nothing (block {block}"
+                    f" gets {side}x{side}, too small to convolve and pool); use a smaller"
+                    " model.reference.kernel_size or fewer model.reference.conv_filters"
+                )
+            side = after_conv // 2
+        return self
+
+
+def build(params: Params, seed: int | None = None) -> keras.Model:
     """Build the (uncompiled) CNN described by ``params``; ``seed`` fixes init and dropout."""
+    # Here, not at the top: the schema imports this module, and a params error answers without
+    # loading TensorFlow.
+    import keras
+    from keras import layers
+
     inputs = keras.Input(shape=IMAGE_SHAPE, dtype="uint8", name="image")
     x = layers.Rescaling(1.0 / 255, name="rescale")(inputs)
     if params.augment:
