@@ -254,6 +254,22 @@ class RegisterParams(Section):
     allow_champion: bool
 
 
+class PredictParams(Section):
+    """``predict``: batch prediction (``python -m stages.predict``) and its drift check."""
+
+    experiment_name: str = Field(min_length=1, max_length=500)
+    batch_size: int = Field(ge=1, le=65536)
+    least_confident: int = Field(ge=0, le=120)
+    # Population Stability Index above which a distribution of the batch counts as drifted.
+    drift_psi: float = Field(gt=0.0, le=10.0)
+    drift_min_images: int = Field(ge=1, le=1_000_000)
+
+    @field_validator("experiment_name")
+    @classmethod
+    def _name_mlflow_accepts(cls, value: str) -> str:
+        return MlflowParams._name_mlflow_accepts(value)  # the same rules as every MLflow name
+
+
 class Params(Section):
     """All of params.yaml."""
 
@@ -265,6 +281,7 @@ class Params(Section):
     evaluate: EvaluateParams
     # "register" would shadow BaseModel.register, hence the alias.
     registration: RegisterParams = Field(alias="register")
+    predict: PredictParams
 
 
 # Far above any real params file (about 80 values, 4 levels), far below what hurts to build,
