@@ -21,7 +21,7 @@ from pathlib import Path
 from benchmarks.common import REPO_ROOT, RESULTS_DIR, check, module, run_measured
 from benchmarks.data import DEFAULT_ARCHIVE, prepared_dir
 
-BENCHMARKS = ("throughput", "precision", "tta", "overhead")
+BENCHMARKS = ("throughput", "precision", "tta", "overhead", "predict")
 COMMITTED_REPORT = REPO_ROOT / "docs" / "benchmarks.md"
 # Git-ignored: where a run that is not meant to update the committed figures writes.
 SCRATCH = REPO_ROOT / "benchmarks" / ".scratch"
@@ -50,6 +50,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--overhead-train-size", type=int, default=2000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--requests", type=int, default=50)
+    parser.add_argument("--predict-images", type=int, default=10_000, help="PNGs to predict")
     parser.add_argument("--only", nargs="+", choices=BENCHMARKS, default=list(BENCHMARKS))
     parser.add_argument(
         "--update",
@@ -86,6 +87,10 @@ def main(argv: list[str] | None = None) -> None:
             "benchmarks.overhead", "--archive", archive, "--out", results / "overhead.json",
             "--train-size", args.overhead_train_size, "--repeats", args.repeats,
             "--requests", args.requests,
+        ),
+        "predict": module(
+            "benchmarks.predict_throughput", "--archive", archive,
+            "--out", results / "predict.json", "--images", args.predict_images,
         ),
     }  # fmt: skip
     for name in args.only:

@@ -330,6 +330,25 @@ def overhead_section(data: dict | None) -> tuple[list[str], dict]:
     return [*lines, ""], data
 
 
+def predict_section(data: dict | None) -> list[str]:
+    """Batch prediction: wall time of ``python -m stages.predict`` on N PNG files."""
+    lines = ["## Batch prediction (`python -m stages.predict`)", ""]
+    if not data:
+        return [*lines, f"{NOT_MEASURED.capitalize()}.", ""]
+    return [
+        *lines,
+        f"{data['images']:,} PNG files of the test split through the champion (params.yaml's "
+        f"architecture), the whole command in a fresh interpreter on {data['cpu_cores']} CPU "
+        "cores: start-up, model loading, decoding, prediction, CSV, figures, MLflow run.",
+        "",
+        "| images | wall s | CPU s | images/s | peak RSS MB |",
+        "|---|---|---|---|---|",
+        f"| {data['images']:,} | {data['wall_s']:.1f} | {data['cpu_s']:.1f} | "
+        f"{data['images_per_s']:,.0f} | {data['peak_rss_mb']:,.0f} |",
+        "",
+    ]
+
+
 def gpu_runs(results: Path) -> list[dict]:
     """Every timed run of the GPU check (``gpu-*/*.jsonl`` from benchmarks/device_run.sh)."""
     runs = []
@@ -730,6 +749,7 @@ def build(results: Path) -> str:
         *precision_lines,
         *tta_lines,
         *overhead_lines,
+        *predict_section(_load(results, "predict")),
         *gpu_section(gpu_runs(results)),
     ]
     notes = results / "NOTES.md"

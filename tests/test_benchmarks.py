@@ -118,6 +118,7 @@ def test_every_benchmark_runs_at_toy_size_and_feeds_the_report(tmp_path: Path) -
         "--size", "200", "--val-size", "50", "--epochs", "2", "--rounds", "1",
         "--precision-epochs", "1", "--seeds", "42", "--tta-max-epochs", "1",
         "--overhead-train-size", "100", "--repeats", "1", "--requests", "2",
+        "--predict-images", "60",
         "--results", str(results), "--report", str(doc), "--cache", str(tmp_path / "cache"),
     ]  # fmt: skip
     done = subprocess.run(
@@ -149,11 +150,15 @@ def test_every_benchmark_runs_at_toy_size_and_feeds_the_report(tmp_path: Path) -
     assert overhead["serving"]["batch_256"]["p99_ms"] >= overhead["serving"]["batch_256"]["p50_ms"]
     assert all(overhead["startup"][stage]["help_imports"] == [] for stage in STAGES)
 
+    predict = json.loads((results / "predict.json").read_text())
+    assert predict["images"] == 60 and predict["wall_s"] > 0
+
     text = doc.read_text()
     assert "Not measured." not in text
     assert "| `fast-resnet` reaches 0.90 in <= reference-config's 50-epoch time" in text
     for heading in ("## Targets", "## Train stage against the reference way", "## Time to accuracy",
-                    "## float32 against bfloat16", "## Fixed costs"):  # fmt: skip
+                    "## float32 against bfloat16", "## Fixed costs",
+                    "## Batch prediction"):  # fmt: skip
         assert heading in text
 
 
