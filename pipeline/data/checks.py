@@ -19,7 +19,9 @@ a breach stops the stage with one line before anything is written.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -98,3 +100,33 @@ def check_data(report: dict[str, Any], limits: DataChecksParams) -> None:
             "data checks failed: " + "; ".join(found) + " (raise the thresholds in params.yaml "
             "only if the data is right)"
         )
+
+
+# The training run's tag that carries the report in one line, for the evaluate report.
+SUMMARY_TAG = "data.checks"
+
+
+def describe(report: dict[str, Any]) -> str:
+    """The report in one line: "0 duplicates in train; 0 val and 0 test images also in ..."."""
+    constant = sum(report[f"constant_{split}"] for split in ("train", "val", "test"))
+    return (
+        f"{report['duplicates_train']} duplicates in train; {report['overlap_val_train']} val and "
+        f"{report['overlap_test_train']} test images also in train; {constant} blank images; "
+        f"{report['labels_out_of_range']} labels out of range"
+    )
+
+
+def log_data_checks(path: Path) -> None:
+    """Log the data report at ``path`` to the active MLflow run: the file, each count as a
+    ``data/<name>`` metric and the one-line summary tag. Nothing when there is no report (a
+    prepared set from before the checks existed)."""
+    import mlflow
+
+    if not path.is_file():
+        return
+    report = json.loads(path.read_text(encoding="utf-8"))
+    mlflow.log_artifact(str(path))
+    mlflow.log_metrics(
+        {f"data/{key}": float(value) for key, value in report.items() if key != "images"}
+    )
+    mlflow.set_tag(SUMMARY_TAG, describe(report))

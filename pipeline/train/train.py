@@ -21,6 +21,7 @@ from pipeline.core.errors import PipelineError
 from pipeline.core.params import Params, architecture_names, flatten_params
 from pipeline.core.paths import REPO_ROOT
 from pipeline.core.redact import relative_to_root
+from pipeline.data.checks import log_data_checks
 from pipeline.predict.drift import log_reference
 from pipeline.tracking import metric_names
 from pipeline.tracking.datasets import SplitDataset, log_datasets, split_dataset
@@ -145,6 +146,7 @@ def run_training(
                 "val": split_dataset("val", data.val, params.data.url),
             }
             log_datasets(run.info.run_id, list(datasets.values()))
+            log_data_checks(outputs.reports_dir / paths.DATA_CHECKS_FILE)
             if resume is not None and resume.run_id != run.info.run_id:
                 # A new run continues the checkpoint: it gets the epochs done before, too.
                 for row in resume.history:
