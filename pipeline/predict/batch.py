@@ -83,8 +83,8 @@ def run_prediction(
     """Predict every image under ``input_path``; write and log the outputs; return the summary."""
     from pipeline.tracking.runs import prepare_tracking
 
-    if input_path.is_dir() and not image_files(input_path):
-        # Before anything slow: an empty folder is a usage error, answered at once.
+    if not input_path.exists() or (input_path.is_dir() and not image_files(input_path)):
+        # Before anything slow: a missing path or an empty folder is a usage error, at once.
         read_batch(input_path, [])
     check_writable(output_dir)
     prepare_tracking()
