@@ -60,7 +60,8 @@ def test_profile_names_are_checked() -> None:
 def test_report_says_not_measured_for_missing_results(tmp_path: Path) -> None:
     text = report.build(tmp_path)
     assert "## Targets" in text and "## Machine" in text
-    assert text.count("Not measured.") == 4  # throughput, precision, time to accuracy, overhead
+    # throughput, precision, time to accuracy, overhead, batch prediction
+    assert text.count("Not measured.") == 5
 
 
 def _fit_file(folder: Path, key: str, seed: int, scores: list[float], tta: bool) -> dict:
