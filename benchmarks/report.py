@@ -346,7 +346,15 @@ def predict_section(data: dict | None) -> list[str]:
         f"| {data['images']:,} | {data['wall_s']:.1f} | {data['cpu_s']:.1f} | "
         f"{data['images_per_s']:,.0f} | {data['peak_rss_mb']:,.0f} |",
         "",
+        f"Load average when it ran: {_load_average(data['machine'])}. Other processes' load "
+        "stretches the wall time; the CPU seconds (user + system, all threads) it hardly moves.",
+        "",
     ]
+
+
+def _load_average(machine: dict[str, Any]) -> str:
+    load = machine.get("load_average")
+    return f"{load[0]:.1f} (1 min)" if load else "not recorded"
 
 
 def gpu_runs(results: Path) -> list[dict]:
