@@ -33,6 +33,16 @@ def test_help_and_params_errors_answer_without_tensorflow(stage: str) -> None:
 
 
 @pytest.mark.e2e
+def test_predict_help_and_params_errors_answer_without_tensorflow(tmp_path: Path) -> None:
+    code, loaded = heavy_imports("predict", "--help")
+    assert code == 0 and loaded == [], f"--help loaded {loaded}"
+    code, loaded = heavy_imports("predict", str(tmp_path), "--set", "predict.batch_size=0")
+    assert code == 2 and loaded == [], f"a params error loaded {loaded}"
+    code, loaded = heavy_imports("predict", str(tmp_path))  # an empty folder
+    assert code == 2 and loaded == [], f"an empty folder loaded {loaded}"
+
+
+@pytest.mark.e2e
 def test_probe_sees_tensorflow_when_a_stage_loads_it(tmp_path: Path) -> None:
     # The probe above must be able to fail: a real training run does load TensorFlow.
     code, loaded = heavy_imports("train", "--prepared-dir", str(tmp_path / "missing"))
