@@ -3,7 +3,7 @@
 Decodes the CIFAR-10 binary archive, carves a stratified validation split from the training
 batches, and writes train/val/test.npz, the class names, a data summary, a preview grid and a
 data report (duplicates, train/test overlap, blank images), stopping with one line before writing
-anything when the report breaches a data_checks threshold.
+anything when the report breaches a `checks` threshold of params.yaml.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ def run(
     """Turn ``archive`` into the prepared splits in ``prepared_dir`` and data reports."""
     from pipeline.data.preprocess import run_preprocess
 
-    run_preprocess(archive, prepared_dir, reports_dir, params.preprocess, params.data_checks)
+    run_preprocess(archive, prepared_dir, reports_dir, params.preprocess, params.checks)
 
 
 def main(argv: list[str] | None = None) -> None:

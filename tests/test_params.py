@@ -56,7 +56,7 @@ def test_values_live_in_params_yaml_only() -> None:
     assert leaves == set(fields)
     raw = yaml.safe_load(REPO_PARAMS)
     sections = ["data", "preprocess", "model", "train", "mlflow", "evaluate", "register"]
-    assert set(raw) == {*sections, "predict", "data_checks"}
+    assert set(raw) == {*sections, "predict", "checks"}
 
 
 def test_a_key_missing_from_the_file_is_an_error_naming_it(tmp_path: Path) -> None:

@@ -630,7 +630,7 @@ def test_a_breached_threshold_stops_the_stage_with_one_line_and_writes_nothing(
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert errors == [result.stderr.strip().splitlines()[-1]] and len(errors) == 1
     assert "data checks failed: " in errors[0]
-    expected = "overlap_test_train 1 of 50 test images (2.00%) > data_checks.max_overlap_share"
+    expected = "overlap_test_train 1 of 50 test images (2.00%) > checks.max_overlap_share"
     assert expected in errors[0]
     assert "constant_test 1 of 50" in errors[0]
     assert files_under(tmp_path / "prepared", tmp_path / "reports") == []

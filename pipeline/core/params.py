@@ -255,7 +255,7 @@ class RegisterParams(Section):
 
 
 class DataChecksParams(Section):
-    """``data_checks``: the largest share of a split the preprocess stage's data report may find
+    """``checks``: the largest share of a split the preprocess stage's data report may find
     (pipeline/data/checks.py); above it the stage stops before writing anything."""
 
     max_duplicate_share: float = Field(ge=0.0, le=1.0)
@@ -291,7 +291,7 @@ class Params(Section):
     # "register" would shadow BaseModel.register, hence the alias.
     registration: RegisterParams = Field(alias="register")
     predict: PredictParams
-    data_checks: DataChecksParams
+    checks: DataChecksParams
 
 
 # Far above any real params file (about 80 values, 4 levels), far below what hurts to build,

@@ -12,7 +12,7 @@ and ``make exps`` show it). For the prepared splits it counts:
 
 Identity is by content hash (SHA-1 of the 3,072 pixel bytes): exact copies only. Near-duplicates
 (CIFAR-10's test set holds some re-crops of training images) are not found this way.
-Each count is compared, as a share of its split, with a ``data_checks`` threshold of params.yaml;
+Each count is compared, as a share of its split, with a ``checks`` threshold of params.yaml;
 a breach stops the stage with one line before anything is written.
 """
 
@@ -85,7 +85,7 @@ def breaches(report: dict[str, Any], limits: DataChecksParams) -> list[str]:
         if share > limit:
             found.append(
                 f"{key} {report[key]} of {images[split]} {split} images ({share:.2%}) > "
-                f"data_checks.{name} {limit:.2%}"
+                f"checks.{name} {limit:.2%}"
             )
     if report["labels_out_of_range"]:
         found.append(f"labels_out_of_range {report['labels_out_of_range']}")
