@@ -21,7 +21,7 @@ from pathlib import Path
 from benchmarks.common import REPO_ROOT, RESULTS_DIR, check, module, run_measured
 from benchmarks.data import DEFAULT_ARCHIVE, prepared_dir
 
-BENCHMARKS = ("throughput", "precision", "tta", "overhead", "serving")
+BENCHMARKS = ("throughput", "precision", "tta", "overhead", "serving", "predict")
 COMMITTED_REPORT = REPO_ROOT / "docs" / "benchmarks.md"
 # Git-ignored: where a run that is not meant to update the committed figures writes.
 SCRATCH = REPO_ROOT / "benchmarks" / ".scratch"
@@ -57,6 +57,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--serve-requests", type=int, default=200, help="serving: most requests a client and cell"
     )
+    parser.add_argument("--predict-images", type=int, default=10_000, help="PNGs to predict")
     parser.add_argument("--only", nargs="+", choices=BENCHMARKS, default=list(BENCHMARKS))
     parser.add_argument(
         "--update",
@@ -98,6 +99,9 @@ def main(argv: list[str] | None = None) -> None:
             "benchmarks.serving", "--prepared-dir", prepared, "--out", results / "serving.json",
             "--workers", *args.serve_workers, "--seconds", args.serve_seconds,
             "--max-requests", args.serve_requests,
+        "predict": module(
+            "benchmarks.predict_throughput", "--archive", archive,
+            "--out", results / "predict.json", "--images", args.predict_images,
         ),
     }  # fmt: skip
     for name in args.only:

@@ -331,6 +331,33 @@ def overhead_section(data: dict | None) -> tuple[list[str], dict]:
     return [*lines, ""], data
 
 
+def predict_section(data: dict | None) -> list[str]:
+    """Batch prediction: wall time of ``python -m stages.predict`` on N PNG files."""
+    lines = ["## Batch prediction (`python -m stages.predict`)", ""]
+    if not data:
+        return [*lines, f"{NOT_MEASURED.capitalize()}.", ""]
+    return [
+        *lines,
+        f"{data['images']:,} PNG files of the test split through the champion (params.yaml's "
+        f"architecture), the whole command in a fresh interpreter on {data['cpu_cores']} CPU "
+        "cores: start-up, model loading, decoding, prediction, CSV, figures, MLflow run.",
+        "",
+        "| images | wall s | CPU s | images/s | peak RSS MB |",
+        "|---|---|---|---|---|",
+        f"| {data['images']:,} | {data['wall_s']:.1f} | {data['cpu_s']:.1f} | "
+        f"{data['images_per_s']:,.0f} | {data['peak_rss_mb']:,.0f} |",
+        "",
+        f"Load average when it ran: {_load_average(data['machine'])}. Other processes' load "
+        "stretches the wall time; the CPU seconds (user + system, all threads) it hardly moves.",
+        "",
+    ]
+
+
+def _load_average(machine: dict[str, Any]) -> str:
+    load = machine.get("load_average")
+    return f"{load[0]:.1f} (1 min)" if load else "not recorded"
+
+
 def gpu_runs(results: Path) -> list[dict]:
     """Every timed run of the GPU check (``gpu-*/*.jsonl`` from benchmarks/device_run.sh)."""
     runs = []
@@ -732,6 +759,7 @@ def build(results: Path) -> str:
         *tta_lines,
         *overhead_lines,
         *serving_lines(_load(results, "serving")),
+        *predict_section(_load(results, "predict")),
         *gpu_section(gpu_runs(results)),
     ]
     notes = results / "NOTES.md"

@@ -1,7 +1,9 @@
 """Stage preprocess: the downloaded archive -> prepared train/val/test arrays and data reports.
 
 Decodes the CIFAR-10 binary archive, carves a stratified validation split from the training
-batches, and writes train/val/test.npz, the class names, a data summary and a preview grid.
+batches, and writes train/val/test.npz, the class names, a data summary, a preview grid and a
+data report (duplicates, train/test overlap, blank images), stopping with one line before writing
+anything when the report breaches a `checks` threshold of params.yaml.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ def run(
     """Turn ``archive`` into the prepared splits in ``prepared_dir`` and data reports."""
     from pipeline.data.preprocess import run_preprocess
 
-    run_preprocess(archive, prepared_dir, reports_dir, params.preprocess)
+    run_preprocess(archive, prepared_dir, reports_dir, params.preprocess, params.checks)
 
 
 def main(argv: list[str] | None = None) -> None:

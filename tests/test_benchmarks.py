@@ -33,6 +33,16 @@ def test_help_and_params_errors_answer_without_tensorflow(stage: str) -> None:
 
 
 @pytest.mark.e2e
+def test_predict_help_and_params_errors_answer_without_tensorflow(tmp_path: Path) -> None:
+    code, loaded = heavy_imports("predict", "--help")
+    assert code == 0 and loaded == [], f"--help loaded {loaded}"
+    code, loaded = heavy_imports("predict", str(tmp_path), "--set", "predict.batch_size=0")
+    assert code == 2 and loaded == [], f"a params error loaded {loaded}"
+    code, loaded = heavy_imports("predict", str(tmp_path))  # an empty folder
+    assert code == 2 and loaded == [], f"an empty folder loaded {loaded}"
+
+
+@pytest.mark.e2e
 def test_probe_sees_tensorflow_when_a_stage_loads_it(tmp_path: Path) -> None:
     # The probe above must be able to fail: a real training run does load TensorFlow.
     code, loaded = heavy_imports("train", "--prepared-dir", str(tmp_path / "missing"))
@@ -55,8 +65,8 @@ def test_profiles_are_valid_params_and_keep_the_architectures(name: str) -> None
 def test_report_says_not_measured_for_missing_results(tmp_path: Path) -> None:
     text = report.build(tmp_path)
     assert "## Targets" in text and "## Machine" in text
-    # throughput, precision, time to accuracy, overhead, serving
-    assert text.count("Not measured.") == 5
+    # throughput, precision, time to accuracy, overhead, serving, batch prediction
+    assert text.count("Not measured.") == 6
 
 
 def _fit_file(folder: Path, key: str, seed: int, scores: list[float], tta: bool) -> dict:
@@ -118,6 +128,7 @@ def test_every_benchmark_runs_at_toy_size_and_feeds_the_report(tmp_path: Path) -
         "--tta-configs", "reference-config", "fast-resnet",
         "--overhead-train-size", "100", "--repeats", "1", "--requests", "2",
         "--serve-workers", "1", "--serve-seconds", "0", "--serve-requests", "1",
+        "--predict-images", "60",
         "--results", str(results), "--report", str(doc), "--cache", str(tmp_path / "cache"),
     ]  # fmt: skip
     done = subprocess.run(
@@ -153,13 +164,16 @@ def test_every_benchmark_runs_at_toy_size_and_feeds_the_report(tmp_path: Path) -
     assert set(serving["servers"]) == {"1"} and len(serving["servers"]["1"]) == 12
     assert all(cell["requests"] >= 1 for cell in serving["servers"]["1"].values())
     assert serving["summary"]["best_workers"] == 1 and serving["predict"]["256"]["images_per_s"] > 0
+    predict = json.loads((results / "predict.json").read_text())
+    assert predict["images"] == 60 and predict["wall_s"] > 0
 
     text = doc.read_text()
     assert "Not measured." not in text
     assert "| 256 images/request, base64 PNG: >= 70% of predict |" in text
     assert "| `fast-resnet` reaches 0.90 in <= reference-config's 50-epoch time" in text
     for heading in ("## Targets", "## Train stage against the reference way", "## Time to accuracy",
-                    "## float32 against bfloat16", "## Fixed costs", "## Serving"):  # fmt: skip
+                    "## float32 against bfloat16", "## Fixed costs", "## Serving",
+                    "## Batch prediction"):  # fmt: skip
         assert heading in text
 
 

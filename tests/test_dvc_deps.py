@@ -139,8 +139,8 @@ def test_stage_lists_no_code_it_does_not_run(stage: str) -> None:
 def test_the_check_fails_on_an_unused_and_on_a_missing_dep() -> None:
     # The check itself, on the train stage's real closure: an extra folder and a dropped one.
     imported = project_imports("stages.train")
-    deps = [*DVC_STAGES["train"]["deps"], "pipeline/data"]
-    assert unused_deps(deps, imported) == ["pipeline/data"]
+    deps = [*DVC_STAGES["train"]["deps"], "pipeline/compare"]
+    assert unused_deps(deps, imported) == ["pipeline/compare"]
     deps = [dep for dep in DVC_STAGES["train"]["deps"] if dep != "pipeline/train"]
     assert "pipeline/train/model.py" in uncovered_modules(deps, imported)
 

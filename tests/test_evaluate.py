@@ -200,8 +200,18 @@ def test_html_is_self_contained_and_markdown_links_images(tmp_path: Path) -> Non
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, dict]:
-    """A project folder after the train stage, with its run in a temp store."""
-    return mf.trained_project(tmp_path_factory, "project")
+    """A project folder after the train stage, with its run in a temp store; the run carries
+    the data report's summary tag as the train stage logs it (pipeline/data/checks.py)."""
+    import mlflow
+
+    from pipeline.data.checks import SUMMARY_TAG, data_report, describe
+
+    root, uri, run_info = mf.trained_project(tmp_path_factory, "project")
+    x, y = mf.synthetic_images(50, 5)
+    splits = {"train": (x, y), "val": (x[:10], y[:10]), "test": (x[:5], y[:5])}
+    summary = describe(data_report(splits, mf.CLASSES))
+    mlflow.MlflowClient(uri).set_tag(run_info["run_id"], SUMMARY_TAG, summary)
+    return root, uri, run_info
 
 
 @pytest.fixture(scope="module")
@@ -246,6 +256,9 @@ def test_report_holds_every_section(evaluated: tuple[Path, str, dict]) -> None:
     ):
         assert f"## {title}" in markdown and f"<h2>{title}</h2>" in page
     assert "Decision: promoted" in markdown and "Decision: promoted" in page
+    # The data report of the training run: 10 val and 5 test images are copies of train ones.
+    (row,) = [line for line in markdown.splitlines() if "| data checks" in line]
+    assert "0 duplicates in train; 10 val and 5 test images also in train" in row
     assert page.count('src="data:image/png;base64,') == 3
     assert 'src="http' not in page and "href=" not in page
 

@@ -55,7 +55,8 @@ def test_values_live_in_params_yaml_only() -> None:
     }
     assert leaves == set(fields)
     raw = yaml.safe_load(REPO_PARAMS)
-    assert set(raw) == {"data", "preprocess", "model", "train", "mlflow", "evaluate", "register"}
+    sections = ["data", "preprocess", "model", "train", "mlflow", "evaluate", "register"]
+    assert set(raw) == {*sections, "predict", "checks"}
 
 
 def test_a_key_missing_from_the_file_is_an_error_naming_it(tmp_path: Path) -> None:
@@ -183,7 +184,7 @@ def test_flattened_params_carry_stage_prefixes() -> None:
 
 
 @pytest.mark.e2e
-@pytest.mark.parametrize("stage", ["download", "preprocess", "train", "evaluate"])
+@pytest.mark.parametrize("stage", ["download", "preprocess", "train", "evaluate", "predict"])
 def test_every_stage_has_help(stage: str) -> None:
     result = run_stage(stage, "--help", timeout=120)
     assert result.returncode == 0

@@ -27,6 +27,7 @@ def test_every_named_output_is_declared_by_its_stage() -> None:
             paths.PREPARED_DIR / paths.CLASSES_FILE,
             reports / paths.DATA_SUMMARY_FILE,
             reports / paths.DATA_PREVIEW_FILE,
+            reports / paths.DATA_CHECKS_FILE,
         },
         "train": {
             models / paths.MODEL_FILE,

@@ -19,7 +19,7 @@ import pytest
 from PIL import Image
 
 from pipeline.core.errors import PipelineError
-from pipeline.core.params import PreprocessParams
+from pipeline.core.params import DataChecksParams, PreprocessParams
 from pipeline.data import preview
 from pipeline.data.cifar import RECORD_BYTES, read_cifar_archive
 from pipeline.data.preprocess import run_preprocess
@@ -30,6 +30,7 @@ from tests.cifar_archive import (
     TinyCifar,
     archive_members,
     build_archive,
+    encode_records,
     random_images,
     write_tar_gz,
 )
@@ -38,7 +39,7 @@ from tests.conftest import run_stage
 PER_BATCH, N_TEST = 60, 50  # 300 training images, 30 per class; 50 test images, 5 per class
 OUTPUTS = {
     "prepared": ["train.npz", "val.npz", "test.npz", "classes.json"],
-    "reports": ["data_summary.json", "data_preview.png"],
+    "reports": ["data_summary.json", "data_preview.png", "data_checks.json"],
 }
 
 
@@ -564,4 +565,72 @@ def test_stage_cli_bad_param(tiny: tuple[Path, TinyCifar], tmp_path: Path) -> No
     )
     assert result.returncode == 2
     assert "preprocess.val_size: must be between 10 and 25000 (got 0)" in result.stderr
+    assert files_under(tmp_path / "prepared", tmp_path / "reports") == []
+
+
+# --- the data report (pipeline/data/checks.py) ----------------------------------------------------
+
+
+def _archive_with_planted_faults(path: Path) -> TinyCifar:
+    """A tiny archive whose training batches hold 2 copies of image 0, a copy of test image 0
+    and a blank image; the test batch a blank image too."""
+    known, files = archive_members(PER_BATCH, N_TEST)
+    train_x, test_x = known.train_x.copy(), known.test_x.copy()
+    train_x[[7, 100]] = train_x[0]  # image 0 and two copies: 2 duplicates
+    train_x[150] = test_x[0]  # a test image also in the training batches
+    train_x[200] = 0  # a black image
+    test_x[10] = [200, 10, 10]  # a single-colour test image
+    for i in range(5):
+        rows = slice(i * PER_BATCH, (i + 1) * PER_BATCH)
+        files[f"data_batch_{i + 1}.bin"] = encode_records(train_x[rows], known.train_y[rows])
+    files["test_batch.bin"] = encode_records(test_x, known.test_y)
+    write_members(path, files)
+    return TinyCifar(train_x, known.train_y, test_x, known.test_y)
+
+
+def lenient() -> DataChecksParams:
+    return DataChecksParams(max_duplicate_share=1.0, max_overlap_share=1.0, max_constant_share=1.0)
+
+
+def test_data_report_finds_planted_duplicates_overlap_and_blank_images(tmp_path: Path) -> None:
+    archive = tmp_path / "a.tar.gz"
+    _archive_with_planted_faults(archive)
+    reports = tmp_path / "reports"
+    # A planted training image may land in the validation split: counts are summed over both.
+    run_preprocess(archive, tmp_path / "prepared", reports, params(val_size=10), lenient())
+
+    report = json.loads((reports / "data_checks.json").read_text())
+    assert report["images"] == {"train": 290, "val": 10, "test": N_TEST}
+    assert report["constant_train"] + report["constant_val"] == 1
+    assert report["constant_test"] == 1
+    assert report["duplicates_train"] + report["overlap_val_train"] == 2
+    assert report["overlap_test_train"] == 1
+    assert report["labels_out_of_range"] == 0
+
+
+def test_clean_data_reports_nothing(tiny: tuple[Path, TinyCifar], tmp_path: Path) -> None:
+    archive, _ = tiny
+    run_preprocess(archive, tmp_path / "prepared", tmp_path / "reports", params(), lenient())
+    report = json.loads((tmp_path / "reports" / "data_checks.json").read_text())
+    counts = {key: value for key, value in report.items() if key != "images"}
+    assert set(counts.values()) == {0}
+
+
+@pytest.mark.e2e
+def test_a_breached_threshold_stops_the_stage_with_one_line_and_writes_nothing(
+    tmp_path: Path,
+) -> None:
+    archive = tmp_path / "a.tar.gz"
+    _archive_with_planted_faults(archive)
+    # One planted test image in 50 (2%) is over the default 1%: the repo's params.yaml stops it.
+    paths = stage_paths(tmp_path, archive)
+    result = run_stage("preprocess", *paths, "--set", "preprocess.val_size=50", timeout=120)
+
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [result.stderr.strip().splitlines()[-1]] and len(errors) == 1
+    assert "data checks failed: " in errors[0]
+    expected = "overlap_test_train 1 of 50 test images (2.00%) > checks.max_overlap_share"
+    assert expected in errors[0]
+    assert "constant_test 1 of 50" in errors[0]
     assert files_under(tmp_path / "prepared", tmp_path / "reports") == []

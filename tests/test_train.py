@@ -16,7 +16,9 @@ import numpy as np
 import pytest
 
 from pipeline.core.checksums import file_md5
+from pipeline.data.checks import data_report
 from pipeline.train.precision import cpu_bf16_flags
+from tests.cifar_archive import CLASSES
 from tests.conftest import (
     QUIET_ENV,
     REPO_ROOT,
@@ -84,6 +86,13 @@ DVC_EXP_ENV = {
 
 
 def test_train_stage_leaves_one_complete_mlflow_run(workdir: Path, prepared_dir: Path) -> None:
+    # The data report preprocess leaves beside the reports (pipeline/data/checks.py).
+    splits = {}
+    for split in ("train", "val", "test"):
+        with np.load(prepared_dir / f"{split}.npz") as arrays:
+            splits[split] = (arrays["x"], arrays["y"])
+    (workdir / "reports").mkdir()
+    (workdir / "reports" / "data_checks.json").write_text(json.dumps(data_report(splits, CLASSES)))
     result = run_stage("train", *train_args(workdir, prepared_dir, "train.epochs=2"),
                        env=store_env(workdir) | DVC_EXP_ENV)  # fmt: skip
     assert result.returncode == 0, result.stderr
@@ -160,6 +169,12 @@ def test_train_stage_leaves_one_complete_mlflow_run(workdir: Path, prepared_dir:
     assert {("final/epoch", "cifar10-val"), ("final/train_seconds", "cifar10-train")} <= linked
     artifacts = [a.path for a in client.list_artifacts(run.info.run_id)]
     assert "model_summary.txt" in artifacts
+    # What predict's drift check compares with, and the data report, both with the run.
+    assert {"drift_reference.json", "data_checks.json"} <= set(artifacts)
+    reference = mlflow.artifacts.load_dict(f"{run.info.artifact_uri}/drift_reference.json")
+    assert reference["images"] == 50 and sum(reference["classes"]) == pytest.approx(1.0)
+    assert run.data.metrics["data/duplicates_train"] == 0
+    assert run.data.tags["data.checks"].startswith("0 duplicates in train;")
 
     model = keras.saving.load_model(workdir / "models" / "model.keras")
     assert model.count_params() == configured_param_count()

@@ -200,6 +200,31 @@ class RegisterParams(Section):
     allow_champion: bool
 
 
+class DataChecksParams(Section):
+    """``checks``: the largest share of a split the preprocess stage's data report may find
+    (pipeline/data/checks.py); above it the stage stops before writing anything."""
+
+    max_duplicate_share: float = Field(ge=0.0, le=1.0)
+    max_overlap_share: float = Field(ge=0.0, le=1.0)
+    max_constant_share: float = Field(ge=0.0, le=1.0)
+
+
+class PredictParams(Section):
+    """``predict``: batch prediction (``python -m stages.predict``) and its drift check."""
+
+    experiment_name: str = Field(min_length=1, max_length=500)
+    batch_size: int = Field(ge=1, le=65536)
+    least_confident: int = Field(ge=0, le=120)
+    # Population Stability Index above which a distribution of the batch counts as drifted.
+    drift_psi: float = Field(gt=0.0, le=10.0)
+    drift_min_images: int = Field(ge=1, le=1_000_000)
+
+    @field_validator("experiment_name")
+    @classmethod
+    def _name_mlflow_accepts(cls, value: str) -> str:
+        return MlflowParams._name_mlflow_accepts(value)  # the same rules as every MLflow name
+
+
 class Params(Section):
     """All of params.yaml."""
 
@@ -211,6 +236,8 @@ class Params(Section):
     evaluate: EvaluateParams
     # "register" would shadow BaseModel.register, hence the alias.
     registration: RegisterParams = Field(alias="register")
+    predict: PredictParams
+    checks: DataChecksParams
 
 
 def load_params(

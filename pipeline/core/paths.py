@@ -24,6 +24,8 @@ CHECKPOINTS_DIR = Path(".checkpoints")
 CLASSES_FILE = "classes.json"
 DATA_SUMMARY_FILE = "data_summary.json"
 DATA_PREVIEW_FILE = "data_preview.png"
+# The data report (pipeline/data/checks.py owns its format), a DVC metrics file.
+DATA_CHECKS_FILE = "data_checks.json"
 MODEL_FILE = "model.keras"
 RUN_INFO_FILE = "run.json"
 HISTORY_FILE = "history.csv"

@@ -21,7 +21,8 @@ from pipeline.core import paths
 from pipeline.core.atomic import atomic_path
 from pipeline.core.errors import PipelineError
 from pipeline.core.locks import exclusive_lock
-from pipeline.core.params import PreprocessParams
+from pipeline.core.params import DataChecksParams, PreprocessParams
+from pipeline.data.checks import check_data, data_report
 from pipeline.data.cifar import read_cifar_archive
 from pipeline.data.preview import render_preview_grid
 from pipeline.data.splits import prepare_splits
@@ -33,13 +34,18 @@ LOCK_WAIT_S = 120.0
 
 
 def run_preprocess(
-    archive: Path, prepared_dir: Path, reports_dir: Path, params: PreprocessParams
+    archive: Path,
+    prepared_dir: Path,
+    reports_dir: Path,
+    params: PreprocessParams,
+    limits: DataChecksParams | None = None,
 ) -> dict[str, Any]:
     """Read ``archive``, split it and write the prepared arrays and reports; return the summary.
 
     Writes ``prepared_dir/{train,val,test}.npz`` (``x`` uint8 N x 32 x 32 x 3, ``y`` uint8 N),
     ``prepared_dir/classes.json``, ``reports_dir/data_summary.json`` and
-    ``reports_dir/data_preview.png``. Raises PipelineError, writing nothing, on bad input.
+    ``reports_dir/data_preview.png`` and ``reports_dir/data_checks.json``. Raises PipelineError,
+    writing nothing, on bad input or data that breaches ``limits`` (None: report only).
     """
     with exclusive_lock(
         prepared_dir / ".preprocess.lock",
@@ -49,7 +55,7 @@ def run_preprocess(
     ):
         # Holding the lock, every temp file of ours is a killed run's: nobody will rename it.
         _remove_stale_temp_files(prepared_dir, reports_dir)
-        return _preprocess(archive, prepared_dir, reports_dir, params)
+        return _preprocess(archive, prepared_dir, reports_dir, params, limits)
 
 
 def _remove_stale_temp_files(prepared_dir: Path, reports_dir: Path) -> None:
@@ -59,6 +65,7 @@ def _remove_stale_temp_files(prepared_dir: Path, reports_dir: Path) -> None:
         prepared.classes_path(prepared_dir),
         reports_dir / "data_summary.json",
         reports_dir / "data_preview.png",
+        reports_dir / paths.DATA_CHECKS_FILE,
     ]
     for target in targets:
         for stale in target.parent.glob(f".{target.name}.*.tmp"):
@@ -67,7 +74,11 @@ def _remove_stale_temp_files(prepared_dir: Path, reports_dir: Path) -> None:
 
 
 def _preprocess(
-    archive: Path, prepared_dir: Path, reports_dir: Path, params: PreprocessParams
+    archive: Path,
+    prepared_dir: Path,
+    reports_dir: Path,
+    params: PreprocessParams,
+    limits: DataChecksParams | None,
 ) -> dict[str, Any]:
     data = read_cifar_archive(archive)
     train_x, train_y, val_x, val_y = prepare_splits(
@@ -80,8 +91,12 @@ def _preprocess(
     }
     summary = summarise({name: y for name, (_, y) in arrays.items()}, data.classes)
     check_every_class_present(summary, archive)
+    checks = data_report(arrays, data.classes)
+    log.info("data checks: %s", json.dumps(checks))
+    if limits is not None:
+        check_data(checks, limits)  # before any write: a breach leaves nothing downstream
     preview = render_preview_grid(train_x, train_y, data.classes)
-    _write_outputs(prepared_dir, reports_dir, arrays, data.classes, summary, preview)
+    _write_outputs(prepared_dir, reports_dir, arrays, data.classes, summary, preview, checks)
     for name in prepared.SPLITS:
         log.info("%s", describe_split(name, summary[name]))
     return summary
@@ -140,6 +155,7 @@ def _write_outputs(
     classes: Sequence[str],
     summary: dict[str, Any],
     preview: bytes,
+    checks: dict[str, Any],
 ) -> None:
     """Write every output; the renames happen only after all temp files are complete."""
     try:
@@ -153,6 +169,7 @@ def _write_outputs(
             temp_for(prepared.classes_path(prepared_dir)).write_text(prepared.classes_json(classes))
             temp_for(reports_dir / paths.DATA_SUMMARY_FILE).write_text(_json(summary))
             temp_for(reports_dir / paths.DATA_PREVIEW_FILE).write_bytes(preview)
+            temp_for(reports_dir / paths.DATA_CHECKS_FILE).write_text(_json(checks))
     except OSError as exc:
         raise PipelineError(f"cannot write the preprocess outputs: {exc}") from None
 

@@ -27,6 +27,7 @@ from pipeline.core.checksums import file_md5
 from pipeline.core.errors import PipelineError
 from pipeline.core.params import Params
 from pipeline.core.redact import redact
+from pipeline.data.checks import SUMMARY_TAG
 from pipeline.evaluate.registry import (
     failure_record,
     mlflow_errors,
@@ -195,7 +196,9 @@ def _register_and_report(
         with _output_failures(out["registry"].parent):
             write_json(out["registry"], registry)
             provenance = version_lineage(run_info.run_id, run_tags) | {
-                "model_uri": run_info.model_uri
+                "model_uri": run_info.model_uri,
+                # The preprocess stage's data report, as the train stage logged it.
+                "data checks": run_tags.get(SUMMARY_TAG, "not recorded"),
             }
             sections = build_sections(
                 evaluation, most_confused_pairs(evaluation.confusion), registry, provenance, out

@@ -21,6 +21,8 @@ from pipeline.core.errors import PipelineError
 from pipeline.core.params import Params, architecture_names, flatten_params
 from pipeline.core.paths import REPO_ROOT
 from pipeline.core.redact import relative_to_root
+from pipeline.data.checks import log_data_checks
+from pipeline.predict.drift import log_reference
 from pipeline.tracking import metric_names
 from pipeline.tracking.datasets import SplitDataset, log_datasets, split_dataset
 from pipeline.tracking.lineage import dvc_experiment, lineage_tags
@@ -144,6 +146,7 @@ def run_training(
                 "val": split_dataset("val", data.val, params.data.url),
             }
             log_datasets(run.info.run_id, list(datasets.values()))
+            log_data_checks(outputs.reports_dir / paths.DATA_CHECKS_FILE)
             if resume is not None and resume.run_id != run.info.run_id:
                 # A new run continues the checkpoint: it gets the epochs done before, too.
                 for row in resume.history:
@@ -162,6 +165,8 @@ def run_training(
             # Named like the registered model (both cifar10-cnn by default), not MLflow's "model":
             # train does not read mlflow.registered_model_name, so renaming that retrains nothing.
             model_uri = log_served_model(model, data.classes, params.mlflow.experiment_name)
+            # What `predict` compares its batches with to tell drift (pipeline/predict/drift.py).
+            log_reference(data.train.x, model, data.val.x, data.classes)
             final = final_metrics(history, params.train.restore_best)
             _log_final_metrics(final, model_id(model_uri), datasets)
             _write_outputs(outputs, model, history, final | {RUN_ID_KEY: run.info.run_id}, summary)

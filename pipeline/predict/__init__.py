@@ -1,0 +1,1 @@
+"""Batch prediction with a registered model, and drift checks of the batches it sees."""
