@@ -268,6 +268,9 @@ def _auth_store(uri: str):  # -> mlflow.server.auth.sqlalchemy_store.SqlAlchemyS
     return store
 
 
+JOB_EXECUTION = "MLFLOW_SERVER_ENABLE_JOB_EXECUTION"
+
+
 def server_env(config: ServerConfig, env: dict[str, str]) -> dict[str, str]:
     """The environment of ``mlflow server``: stores, auth config and secrets."""
     admin_password_ = admin_password(config, env)
@@ -283,6 +286,9 @@ def server_env(config: ServerConfig, env: dict[str, str]) -> dict[str, str]:
             env, "MLFLOW_FLASK_SERVER_SECRET_KEY", config.server_dir / "flask-secret-key"
         ),
         "MLFLOW_ENABLE_TELEMETRY": env.get("MLFLOW_ENABLE_TELEMETRY", "false"),
+        # MLflow's job runner (GenAI evaluation jobs) starts about seven huey consumers of
+        # ~250 MB each that poll all the time; nothing here submits jobs. Opt in by setting it.
+        JOB_EXECUTION: env.get(JOB_EXECUTION, "false"),
     }
 
 

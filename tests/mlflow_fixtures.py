@@ -180,11 +180,15 @@ def evaluate_promoting(root: Path, tracking_uri: str) -> None:
 def start_server(
     args: list[str], env: dict[str, str], log_path: Path, cwd: Path | None = None
 ) -> subprocess.Popen:
-    """Start ``args`` in its own process group, output to ``log_path``; stop it with stop_server."""
+    """Start ``args`` in its own process group, output to ``log_path``; stop it with stop_server.
+
+    MLflow's job runner stays off, as deploy/server.py starts it: its consumers would cost CPU
+    and ~2 GB of memory per server, and no test submits a job.
+    """
     with open(log_path, "wb") as log:
         return subprocess.Popen(
             args,
-            env=env,
+            env={"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **env},
             cwd=cwd,
             stdout=log,
             stderr=subprocess.STDOUT,
