@@ -78,7 +78,7 @@ def preprocess_step(archive: Any, prepared: Any, data_reports: Any, **given: str
 def train_step(
     prepared: Any,
     archive: Any,
-    model: Any,
+    keras_model: Any,
     train_reports: Any,
     train_metrics: Any,
     device: str,
@@ -86,7 +86,7 @@ def train_step(
     sweep_run: Any = None,
     **given: str,
 ) -> None:
-    """Component train (and a sweep's train_trial): the ``model`` folder (model.keras +
+    """Component train (and a sweep's train_trial): the ``keras_model`` folder (model.keras +
     run.json), the training reports and final metrics, on ``device`` (set by the pipeline).
 
     run.json names the MLflow run, which evaluate reopens: both log to one run. A sweep's
@@ -104,9 +104,9 @@ def train_step(
 
             overrides |= trial_overrides(trial) | {"mlflow.sweep": sweep_run.metadata[SWEEP_KEY]}
             os.environ[PARENT_RUN_ENV] = sweep_run.metadata[PARENT_RUN_KEY]
-            model.metadata[TRIAL_KEY] = trial
+            keras_model.metadata[TRIAL_KEY] = trial
         params, used = stage_params(given, archive, prepared, overrides=overrides)
-        models_dir = Path(model.path)
+        models_dir = Path(keras_model.path)
         # A pod has no disk that outlives it: checkpoints serve only retries inside this task.
         with tempfile.TemporaryDirectory(prefix="checkpoints-") as checkpoints:
             final = train.run(
@@ -119,7 +119,7 @@ def train_step(
             )
         log_metrics(train_metrics, final)
         info = read_run_info(models_dir)
-        model.metadata.update(
+        keras_model.metadata.update(
             {
                 PARAMS_KEY: used,
                 "file": paths.MODEL_FILE,

@@ -356,7 +356,7 @@ def test_compile_refuses_params_yaml_edited_since_the_last_commit(tmp_path: Path
     result = compile_in(checkout)
     assert result.returncode == 0, result.stderr
     parameters = next(yaml.safe_load_all(output.read_text()))["root"]["inputDefinitions"]
-    assert parameters["parameters"]["train_epochs"]["defaultValue"] == 2
+    assert json.loads(parameters["parameters"]["train"]["defaultValue"])["epochs"] == 2
 
 
 @pytest.mark.e2e
@@ -620,7 +620,7 @@ def local_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 
 @pytest.mark.e2e
-def test_local_run_model_artifact_is_the_reference_cnn(local_runs: dict[str, Any]) -> None:
+def test_local_run_model_artifact_is_the_configured_net(local_runs: dict[str, Any]) -> None:
     import keras
 
     model = local_runs["first"]["model"]
