@@ -566,7 +566,7 @@ def test_submit_to_an_unreachable_api_is_one_line() -> None:
 
 @contextlib.contextmanager
 def local_session(
-    root: Path, tracking_uri: str, caching: bool = False
+    root: Path, tracking_uri: str, caching: bool = False, cache_root: Path | None = None
 ) -> Iterator[pytest.MonkeyPatch]:
     """kfp.local with subprocesses of this interpreter; components import the repo's packages."""
     from kfp import local
@@ -586,7 +586,7 @@ def local_session(
             pipeline_root=str(root / "outputs"),
             raise_on_error=True,
             enable_caching=caching,
-            cache_root=str(root / "cache"),
+            cache_root=str(cache_root or root / "cache"),
         )
         yield patch
 
@@ -616,7 +616,13 @@ def local_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     with local_session(root, tracking_uri, caching=True):
         first = pipeline(**arguments)
         second = pipeline(**arguments)
-    return {"first": first.outputs, "second": second.outputs, "tracking_uri": tracking_uri}
+    return {
+        "first": first.outputs,
+        "second": second.outputs,
+        "tracking_uri": tracking_uri,
+        "root": root,
+        "arguments": arguments,
+    }
 
 
 @pytest.mark.e2e
@@ -691,14 +697,21 @@ def test_local_run_registers_a_version_and_evaluate_is_never_cached(
 
 @pytest.mark.e2e
 def test_unreachable_mlflow_fails_train_with_the_dvc_stage_line(
-    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+    tmp_path: Path, local_runs: dict[str, Any], capfd: pytest.CaptureFixture[str]
 ) -> None:
     tracking_uri = f"http://127.0.0.1:{free_port()}"
     pipeline = build_pipeline(Settings(gpu=False))
-    with local_session(tmp_path, tracking_uri), pytest.raises(RuntimeError, match="'train'"):
-        pipeline(**tiny_run_arguments(tmp_path))
+    # Download and preprocess come from local_runs' cache; another seed makes train run.
+    arguments = dict(local_runs["arguments"])
+    arguments["train"] = json.dumps(json.loads(arguments["train"]) | {"seed": 7})
+    cache = local_runs["root"] / "cache"
+    with (
+        local_session(tmp_path, tracking_uri, caching=True, cache_root=cache),
+        pytest.raises(RuntimeError, match="'train'"),
+    ):
+        pipeline(**arguments)
     out = capfd.readouterr().out
-    prepared = next((tmp_path / "outputs").glob("*/preprocess/prepared"))
+    prepared = next((local_runs["root"] / "outputs").glob("*/preprocess/prepared"))
     dvc = run_stage(
         "train", "--prepared-dir", prepared, "--models-dir", tmp_path / "dvc-models",
         "--reports-dir", tmp_path / "dvc-reports", "--checkpoints-dir", tmp_path / "ckpt",
