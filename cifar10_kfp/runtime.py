@@ -97,14 +97,16 @@ def train_step(
     from stages import train
 
     def work() -> None:
-        overrides = {"train.device": device}
+        overrides: dict[str, Any] = {}
         if trial is not None:
             from cifar10_kfp.trials import trial_overrides
             from pipeline.tracking.runs import PARENT_RUN_ENV
 
-            overrides |= trial_overrides(trial) | {"mlflow.sweep": sweep_run.metadata[SWEEP_KEY]}
+            overrides = trial_overrides(trial) | {"mlflow.sweep": sweep_run.metadata[SWEEP_KEY]}
             os.environ[PARENT_RUN_ENV] = sweep_run.metadata[PARENT_RUN_KEY]
             keras_model.metadata[TRIAL_KEY] = trial
+        # Last: the pipeline's device goes with its GPU request, whatever a trial says.
+        overrides["train.device"] = device
         params, used = stage_params(given, archive, prepared, overrides=overrides)
         models_dir = Path(keras_model.path)
         # A pod has no disk that outlives it: checkpoints serve only retries inside this task.

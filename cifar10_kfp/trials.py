@@ -145,7 +145,10 @@ def sweepable_keys(params: Params, dvc_file: Path = REPO_ROOT / "dvc.yaml") -> l
     return [
         key
         for key in _dotted_keys(params.model_dump(by_alias=True))
-        if key not in FIXED_KEYS and any(key == e or key.startswith(f"{e}.") for e in read)
+        # A key inside what train reads, never a whole section (it would hold train.device).
+        if "." in key
+        and key not in FIXED_KEYS
+        and any(key == e or key.startswith(f"{e}.") for e in read)
     ]
 
 

@@ -208,6 +208,10 @@ BAD_TRIALS = {
     ),
     "preprocess key": ("- {preprocess.val_size: 100}\n", "is not a key the train stage reads"),
     "fixed key": ("- {train.device: cpu}\n", "trial 0: train.device is set by the sweep"),
+    "whole section": (
+        "- {train: {device: cpu}}\n",
+        "trial 0: train is not a key the train stage reads",
+    ),
     "wrong type": ("- {train.epochs: two}\n", "trial 0: pipeline parameters: train.epochs:"),
     "out of range": (
         "- {train.seed: 1}\n- {train.learning_rate: -1}\n",
