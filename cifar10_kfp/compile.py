@@ -3,8 +3,8 @@
 Two pipelines: the single run (cifar10_pipeline.yaml) and the sweep (cifar10_sweep_pipeline.yaml,
 cifar10_kfp.sweep); ``--output`` or ``--sweep-output`` writes only the one it names.
 
-Each component's parameters are its dvc.yaml stage's params; their defaults come from the
-committed params.yaml: one that differs from HEAD (``dvc exp run -S`` edits it in place) is
+The pipelines' parameters are params.yaml's sections; their defaults come from the committed
+params.yaml: one that differs from HEAD (``dvc exp run -S`` edits it in place) is
 refused, unless ``--params`` names a file. The images and the MLflow secret come from the
 options, else from KFP_IMAGE, KFP_GPU_IMAGE and KFP_MLFLOW_SECRET, else the placeholders in
 cifar10_kfp/pipeline.py.
@@ -13,10 +13,8 @@ cifar10_kfp/pipeline.py.
 from __future__ import annotations
 
 import argparse
-import ast
 import logging
 import os
-import re
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
@@ -62,26 +60,10 @@ def _write(pipeline: Any, output: Path) -> Path:
     partial = output.with_name(f".{output.stem}.partial.yaml")
     try:
         compiler.Compiler().compile(pipeline, str(partial))
-        partial.write_text(_stable_header(partial.read_text(encoding="utf-8")), encoding="utf-8")
         os.replace(partial, output)
     finally:
         partial.unlink(missing_ok=True)
     return output
-
-
-# A header line of a struct parameter (model_reference: one per architecture), whose default KFP
-# prints in the order of a protobuf map: not the same from one compile to the next.
-_STRUCT_DEFAULT = re.compile(r"^(#\s+\w+: dict \[Default: )(\{.*\})(\])$", re.MULTILINE)
-
-
-def _stable_header(text: str) -> str:
-    """``text`` with each struct parameter's default in the header printed with sorted keys."""
-
-    def sort_keys(match: re.Match[str]) -> str:
-        value = ast.literal_eval(match.group(2))
-        return f"{match.group(1)}{dict(sorted(value.items()))!r}{match.group(3)}"
-
-    return _STRUCT_DEFAULT.sub(sort_keys, text)
 
 
 def committed_params(root: Path = REPO_ROOT) -> Path:

@@ -1,8 +1,9 @@
 """``python -m cifar10_kfp.submit --host URL``: run the compiled pipeline on a KFP cluster.
 
-``--set`` takes params keys (``train.epochs=2``) or pipeline parameter names (``train_epochs=2``);
-they are checked against the compiled pipeline's parameters and the params schema before anything
-is sent, so a typo or a bad value is one line and exit 2, with no run started.
+``--set`` takes params keys (``train.epochs=2``, ``model.reference.dense_units=64``): each changes
+its key in the section the compiled pipeline has as a parameter (params.yaml's sections, as JSON
+text), and the sections are checked against the params schema before anything is sent, so a typo
+or a bad value is one line and exit 2, with no run started. Only the sections changed travel.
 
 ``--sweep`` runs the sweep pipeline instead (cifar10_sweep_pipeline.yaml): its trials come from
 ``--trials FILE`` (a YAML list of params overrides) or ``--grid KEY=V1,V2,...`` (every
@@ -17,6 +18,7 @@ import base64
 import copy
 import difflib
 import functools
+import json
 import logging
 import tempfile
 import urllib.error
@@ -28,17 +30,18 @@ from typing import Any
 import yaml
 
 from cifar10_kfp.compile import OUTPUT, SWEEP_OUTPUT
-from cifar10_kfp.runtime import dotted_name, flat_name, stage_params, to_pipeline_value
+from cifar10_kfp.sections import SECTIONS, from_arguments, to_arguments, validated, with_overrides
 from cifar10_kfp.trials import (
-    FIXED_KEYS,
     TRIALS_PARAMETER,
     check_parallelism,
     check_trials,
+    dotted_values,
     grid_trials,
     read_trials_file,
+    sweepable_keys,
 )
 from pipeline.core.errors import ParamsError, PipelineError
-from pipeline.core.params import flatten_params, parse_override
+from pipeline.core.params import parse_override
 from pipeline.core.redact import add_secret, redact, split_userinfo
 from stages.cli import add_override_option, call_stage
 
@@ -72,106 +75,65 @@ def pipeline_parameters(package: Path) -> dict[str, Any]:
     return {name: spec.get("defaultValue") for name, spec in definitions.items()}
 
 
-def params_parameters(package: Path) -> dict[str, Any]:
-    """The compiled pipeline's parameters that are params keys (all but the sweep's trials)."""
+def package_sections(package: Path) -> dict[str, dict[str, Any]]:
+    """The params sections the compiled pipeline has as parameters, with their defaults."""
     known = pipeline_parameters(package)
-    known.pop(TRIALS_PARAMETER, None)
-    return known
+    if set(SECTIONS) - set(known):
+        raise PipelineError(f"{package}: compiled from another params schema; run `make kfp`")
+    return from_arguments({name: known[name] for name in SECTIONS})
 
 
-def run_arguments(package: Path, overrides: Sequence[str]) -> dict[str, Any]:
-    """The run's arguments: each ``key=value`` override checked by name and by the schema.
+def run_arguments(package: Path, overrides: Sequence[str]) -> dict[str, str]:
+    """The run's arguments: the sections ``key=value`` overrides change, checked by the schema
+    with the rest of the package's values, each as JSON text.
 
-    Raises ParamsError naming an unknown parameter (with the closest known one) or a bad value.
+    Raises ParamsError naming an unknown section, a key the pipeline sets, or a bad value.
     """
-    known = params_parameters(package)
-    arguments: dict[str, Any] = {}
+    sections = package_sections(package)
+    changed: dict[str, Any] = {}
     for override in overrides:
         # The stages' own parser: YAML 1.2, so `1e-3` is a float and `yes` is no boolean.
         key, value = parse_override(override)
-        name = flat_name(key) if "." in key else key
-        struct, _, inner = name.partition(".")
-        if inner and isinstance(known.get(struct), dict):
-            # One key of a nested section (model.reference.dense_units=32): the section's
-            # struct parameter with that key changed.
-            name, value = struct, _with_key(arguments.get(struct, known[struct]), inner, value)
-        if name not in known:
-            close = difflib.get_close_matches(name, list(known), n=1)
+        section = key.partition(".")[0]
+        if section not in SECTIONS:
+            close = difflib.get_close_matches(section, SECTIONS, n=1)
             hint = f"; did you mean {close[0]}?" if close else ""
-            raise ParamsError(f"--set {override}: unknown pipeline parameter {name}{hint}")
-        arguments[name] = value
+            raise ParamsError(
+                f"--set {override}: {section} is not a params.yaml section "
+                f"({', '.join(SECTIONS)}){hint}"
+            )
+        if key in PIPELINE_KEYS:
+            raise ParamsError(f"--set {override}: {key} is set by the compiled pipeline")
+        changed[key] = value
     # The whole set must pass the params schema, as `--set` does for a DVC stage.
-    values = known | arguments
-    params, _ = stage_params(values)
-    valid = params.model_dump(by_alias=True)
-    typed = {}
-    for name in arguments:
-        section, _, field = dotted_name(name).partition(".")
-        typed[name] = to_pipeline_value(f"{section}.{field}", valid[section][field])
-    return typed
+    valid = to_arguments(validated(with_overrides(sections, changed)))
+    return {name: valid[name] for name in SECTIONS if any(k.split(".")[0] == name for k in changed)}
 
 
-def _with_key(struct: dict[str, Any], dotted: str, value: Any) -> dict[str, Any]:
-    """A copy of ``struct`` with the key at ``dotted`` (``a.b``) set to ``value``."""
-    first, _, rest = dotted.partition(".")
-    inner = struct.get(first)
-    changed = _with_key(inner, rest, value) if rest and isinstance(inner, dict) else value
-    return {**struct, first: changed}
-
-
-# The sweep's train component, and its arguments that are not params.
-TRAIN_TRIAL_COMPONENT = "comp-train-trial"
-TRIAL_ARGUMENTS = ("sweep_trial",)
-
-
-def sweepable_keys(package: Path) -> list[str]:
-    """The params keys (dotted) a trial may set: those the sweep's train component takes, less
-    what the sweep sets itself. PipelineError for a package that is no sweep pipeline."""
-    try:
-        spec = load_package(package)[0]
-        inputs = spec["components"][TRAIN_TRIAL_COMPONENT]["inputDefinitions"]["parameters"]
-    except FileNotFoundError:
-        raise PipelineError(f"{package} not found; run `make kfp` first") from None
-    except (yaml.YAMLError, KeyError, TypeError, IndexError):
-        raise PipelineError(
-            f"{package}: not a compiled sweep pipeline (make kfp writes {SWEEP_OUTPUT.name})"
-        ) from None
-    keys = [dotted_name(name) for name in inputs if name not in TRIAL_ARGUMENTS]
-    return [key for key in keys if key not in FIXED_KEYS]
+# Set by the compiled pipeline itself: the GPU request goes with train.device=gpu.
+PIPELINE_KEYS = ("train.device",)
 
 
 def sweep_arguments(
     package: Path, overrides: Sequence[str], trials: Sequence[dict[str, Any]]
 ) -> dict[str, Any]:
     """:func:`run_arguments` plus ``trials``: each trial checked by key and, over the run's
-    values, by the schema; duplicates refused (cifar10_kfp.trials.check_trials)."""
+    values, by the schema; duplicates refused (cifar10_kfp.trials.check_trials). A trial
+    travels as JSON text, its values typed by the schema."""
+    if TRIALS_PARAMETER not in pipeline_parameters(package):
+        raise PipelineError(
+            f"{package}: not a compiled sweep pipeline (make kfp writes {SWEEP_OUTPUT.name})"
+        )
     arguments = run_arguments(package, overrides)
-    base = params_parameters(package) | arguments
-    sweepable = sweepable_keys(package)
+    base = package_sections(package) | from_arguments(arguments)
+    sweepable = sweepable_keys(validated(base))
 
     def validate(trial: dict[str, Any]) -> dict[str, Any]:
-        values = base | {flat_name(key): to_pipeline_value(key, v) for key, v in trial.items()}
-        params, _ = stage_params(values)
-        flat = flatten_params(params)
-        return {key: to_pipeline_value(key, flat[key]) for key in sweepable}
+        params = validated(with_overrides(base, trial))
+        return dotted_values(params.model_dump(by_alias=True), sweepable)
 
-    folded = [_fold_nested(trial, base) for trial in trials]
-    return arguments | {TRIALS_PARAMETER: check_trials(folded, sweepable, validate)}
-
-
-def _fold_nested(trial: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
-    """``trial`` with each key of a nested section (``model.reference.dense_units``) folded into
-    that section's struct (``model.reference``, the run's value with the key changed), the one
-    parameter that carries it, as ``--set`` does."""
-    folded: dict[str, Any] = {}
-    for key, value in trial.items():
-        struct, _, inner = flat_name(key).partition(".") if isinstance(key, str) else ("", "", "")
-        if inner and isinstance(base.get(struct), dict):
-            section = dotted_name(struct)
-            folded[section] = _with_key(folded.get(section, base[struct]), inner, value)
-        else:
-            folded[key] = value
-    return folded
+    checked = check_trials(trials, sweepable, validate)
+    return arguments | {TRIALS_PARAMETER: [json.dumps(trial) for trial in checked]}
 
 
 def with_parallelism(package: Path, parallelism: int, folder: Path) -> Path:

@@ -14,11 +14,12 @@ import json
 import math
 import shutil
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from cifar10_kfp.runtime import PARENT_RUN_KEY, SWEEP_KEY, TRIAL_KEY
+from cifar10_kfp.sections import from_arguments
 from cifar10_kfp.trials import best_trial
 from pipeline.core import paths
 from pipeline.core.errors import PipelineError
@@ -34,18 +35,17 @@ TABLE_FILE = "sweep_table.json"
 CSV_FILE = "sweep_table.csv"
 
 
-def sweep_name(given: str) -> str:
+def sweep_name(given: str | None) -> str:
     """The sweep's name: ``given`` (mlflow.sweep), else one made from the clock (UTC)."""
     from pipeline.compare.sweeps import check_sweep_name
 
     return check_sweep_name(given or time.strftime("sweep-%Y%m%d-%H%M%S", time.gmtime()))
 
 
-def start_sweep_step(
-    trials: list[Any], mlflow_experiment_name: str, mlflow_sweep: str, sweep_run: Any
-) -> None:
-    """Component start_sweep: open the parent run; its id and the sweep's name go in the
-    ``sweep_run`` artifact's metadata (and file), which every trial and the closing read."""
+def start_sweep_step(trials: list[str], mlflow_section: str, sweep_run: Any) -> None:
+    """Component start_sweep: open the parent run in the mlflow section's experiment; its id
+    and the sweep's name go in the ``sweep_run`` artifact's metadata (and file), which every
+    trial and the closing read."""
 
     def work() -> None:
         import mlflow
@@ -54,14 +54,16 @@ def start_sweep_step(
         from pipeline.tracking.runs import prepare_tracking, use_experiment
 
         prepare_tracking()
-        name = sweep_name(mlflow_sweep)
+        (section,) = from_arguments({"mlflow": mlflow_section}).values()
+        name = sweep_name(section.get("sweep"))
         client = mlflow.MlflowClient()
-        experiment_id = use_experiment(mlflow_experiment_name)
+        experiment_id = use_experiment(section["experiment_name"])
         run = client.create_run(
             experiment_id, run_name=name, tags={SWEEP_TAG: name, ROLE_TAG: "parent"}
         )
         client.log_param(run.info.run_id, "sweep.trials", len(trials))
-        client.log_text(run.info.run_id, json.dumps(trials, indent=2), "sweep_trials.json")
+        overrides = [json.loads(trial) for trial in trials]
+        client.log_text(run.info.run_id, json.dumps(overrides, indent=2), "sweep_trials.json")
         started = {SWEEP_KEY: name, PARENT_RUN_KEY: run.info.run_id}
         sweep_run.metadata.update(started)
         Path(sweep_run.path).parent.mkdir(parents=True, exist_ok=True)
@@ -70,32 +72,31 @@ def start_sweep_step(
     call_stage(work)
 
 
-def trial_results(models: Sequence[Any], reports: Sequence[Any], trials: list[Any]) -> list[dict]:
+def trial_results(models: Sequence[Any], reports: Sequence[Any], trials: list[str]) -> list[dict]:
     """One result per trial, in the trials' order: its run, params overrides, val figures, and
     the model and reports folders it wrote.
 
     Matched by MLflow run id (the model's run.json and the reports' train_metrics.json), not by
-    list position, and to its trial by the overrides the model's metadata carries.
+    list position, and to its trial by the overrides (JSON text) the model's metadata carries.
     """
     by_run: dict[str, Path] = {}
     for artifact in reports:
         folder = Path(artifact.path)
         metrics = json.loads((folder / paths.TRAIN_METRICS_FILE).read_text(encoding="utf-8"))
         by_run[metrics["mlflow_run_id"]] = folder
-    wanted = [_normalized(trial) for trial in trials]
     results: list[dict | None] = [None] * len(trials)
     for model in models:
         run_id = model.metadata["mlflow_run_id"]
-        trial = _normalized(model.metadata[TRIAL_KEY])
-        if trial not in wanted or run_id not in by_run:
+        trial = model.metadata[TRIAL_KEY]
+        if trial not in trials or run_id not in by_run:
             raise PipelineError(f"training run {run_id}: no trial or reports of its own")
-        number = wanted.index(trial)
+        number = trials.index(trial)
         folder = by_run[run_id]
         metrics = json.loads((folder / paths.TRAIN_METRICS_FILE).read_text(encoding="utf-8"))
         results[number] = {
             "trial": number,
             "run_id": run_id,
-            "params": trial,
+            "params": json.loads(trial),
             "val_accuracy": metrics["val_accuracy"],
             "val_loss": metrics["val_loss"],
             "epoch": metrics["epoch"],
@@ -109,23 +110,10 @@ def trial_results(models: Sequence[Any], reports: Sequence[Any], trials: list[An
     return [result for result in results if result is not None]
 
 
-def _normalized(trial: Mapping[str, Any]) -> dict[str, Any]:
-    """KFP hands numbers back as floats (2.0): whole ones become ints again, for comparing."""
-
-    def value(item: Any) -> Any:
-        if isinstance(item, float) and item.is_integer():
-            return int(item)
-        if isinstance(item, list):
-            return [value(part) for part in item]
-        return item
-
-    return {key: value(item) for key, item in sorted(trial.items())}
-
-
 def pick_best_trial_step(
     models: Sequence[Any],
     train_reports: Sequence[Any],
-    trials: list[Any],
+    trials: list[str],
     best_model: Any,
     best_reports: Any,
     table: Any,

@@ -9,21 +9,25 @@ problem); a grid (``train.learning_rate=0.0005,0.001,0.002``) is every combinati
 values. Every trial is checked against the params schema with the rest of the run's values
 before anything is sent, and two trials that train the same thing are refused.
 
-No TensorFlow and no kfp here: ``cifar10_kfp.submit`` checks trials with it, and the sweep's
-train component (``cifar10_kfp.runtime.train_trial_step``) applies one with it.
+A trial travels to its training as JSON text (one item of the sweep's ``trials`` list), so
+its values arrive as typed as they left. No TensorFlow and no kfp here: ``cifar10_kfp.submit``
+checks trials with it, and the sweep's train component checks its own trial's keys again.
 """
 
 from __future__ import annotations
 
 import difflib
 import itertools
+import json
 import math
 from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from cifar10_kfp.sections import stage_entries
 from pipeline.core.errors import ParamsError
-from pipeline.core.params import parse_override, parse_yaml
+from pipeline.core.params import Params, load_params, parse_override, parse_yaml
+from pipeline.core.paths import REPO_ROOT
 
 # The sweep pipeline's parameter that holds the trials (a list of mappings).
 TRIALS_PARAMETER = "trials"
@@ -134,10 +138,56 @@ def check_trials(
     return checked
 
 
+def sweepable_keys(params: Params, dvc_file: Path = REPO_ROOT / "dvc.yaml") -> list[str]:
+    """The dotted params keys a trial may set: what the train stage reads (dvc.yaml), keys
+    inside a nested section (``model.reference.dense_units``) included, less FIXED_KEYS."""
+    read = stage_entries("train", dvc_file)
+    return [
+        key
+        for key in _dotted_keys(params.model_dump(by_alias=True))
+        # A key inside what train reads, never a whole section (it would hold train.device).
+        if "." in key
+        and key not in FIXED_KEYS
+        and any(key == e or key.startswith(f"{e}.") for e in read)
+    ]
+
+
+def _dotted_keys(values: Mapping[str, Any], prefix: str = "") -> list[str]:
+    keys = []
+    for name, value in values.items():
+        keys.append(f"{prefix}{name}")
+        if isinstance(value, dict):
+            keys += _dotted_keys(value, f"{prefix}{name}.")
+    return keys
+
+
+def dotted_values(values: Mapping[str, Any], keys: Collection[str]) -> dict[str, Any]:
+    """The value at each dotted key of nested ``values`` (sections), e.g. from model_dump."""
+    found = {}
+    for key in keys:
+        node: Any = values
+        for part in key.split("."):
+            node = node[part]
+        found[key] = node
+    return found
+
+
+def trial_overrides(text: str) -> dict[str, Any]:
+    """A trial as its training receives it (JSON text), its keys checked like submit's."""
+    try:
+        trial = json.loads(text)
+    except (TypeError, ValueError):
+        trial = None
+    if not isinstance(trial, dict):
+        raise ParamsError(f"sweep_trial: expected a JSON object of params overrides, got {text!r}")
+    sweepable = sweepable_keys(load_params(REPO_ROOT / "params.yaml"))
+    return {_dotted_key(0, key, sweepable): value for key, value in trial.items()}
+
+
 def _dotted_key(number: int, key: Any, sweepable: Collection[str]) -> str:
     if not isinstance(key, str):
         raise ParamsError(f"trial {number}: key {key!r} is not a params key (e.g. train.seed)")
-    dotted = key if "." in key else key.replace("_", ".", 1)
+    dotted = key
     if dotted in FIXED_KEYS:
         raise ParamsError(f"trial {number}: {dotted} is set by the sweep, not by a trial")
     if dotted not in sweepable:

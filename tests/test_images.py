@@ -331,14 +331,16 @@ def test_compiled_pipeline_runs_in_the_image_with_kfp_docker_runner(
         enable_caching=False,
     )
     pipeline = components.load_component_from_file(str(compiled / "pipeline.yaml"))
-    run = pipeline(
-        data_url=str(archive),
-        data_md5=md5,
-        preprocess_val_size=50,
-        train_epochs=1,
-        train_batch_size=64,
-        register_min_accuracy=0.0,
-    )
+    from cifar10_kfp.sections import to_arguments
+    from pipeline.core.params import load_params
+
+    params = load_params(
+        REPO_ROOT / "params.yaml",
+        [f"data.url={archive}", f"data.md5={md5}", "preprocess.val_size=50", "train.epochs=1",
+         "train.batch_size=64", "register.min_accuracy=0.0"],
+    )  # fmt: skip
+    sections = to_arguments(params)
+    run = pipeline(**{name: sections[name] for name in ("data", "preprocess", "train", "register")})
     assert run.outputs["test_metrics"].metadata["test_images"] == 50
     assert (Path(run.outputs["model"].path) / "model.keras").is_file()
     confusion = run.outputs["confusion"].metadata

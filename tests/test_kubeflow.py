@@ -25,9 +25,9 @@ import yaml
 
 from cifar10_kfp.compile import OUTPUT, compile_pipeline
 from cifar10_kfp.pipeline import DEFAULT_GPU_IMAGE, DEFAULT_IMAGE, Settings, build_pipeline
-from cifar10_kfp.runtime import flat_name, to_pipeline_value
-from pipeline.core.errors import ParamsError
-from pipeline.core.params import flatten_params, load_params
+from cifar10_kfp.runtime import stage_params
+from cifar10_kfp.sections import SECTIONS, stage_entries, to_arguments
+from pipeline.core.params import Params, load_params
 from tests.cifar_archive import CLASSES, build_archive
 from tests.conftest import QUIET_ENV, REPO_ROOT, configured_param_count, free_port, run_stage
 
@@ -38,7 +38,7 @@ STAGES = ["download", "preprocess", "train", "evaluate"]
 EXPECTED_ARTIFACTS = {
     ("download", "archive"): "system.Dataset",
     ("preprocess", "prepared"): "system.Dataset",
-    ("train", "model"): "system.Model",
+    ("train", "keras_model"): "system.Model",
     ("train", "train_metrics"): "system.Metrics",
     ("evaluate", "test_metrics"): "system.Metrics",
     ("evaluate", "confusion"): "system.ClassificationMetrics",
@@ -118,7 +118,7 @@ def test_only_train_asks_for_one_nvidia_gpu_in_the_gpu_image(
         # The image holds the locked environment: nothing is pip-installed at run time.
         assert "pip install" not in " ".join(container["command"]), stage
     train_inputs = spec["root"]["dag"]["tasks"]["train"]["inputs"]["parameters"]
-    assert train_inputs["train_device"] == {"runtimeValue": {"constant": "gpu"}}
+    assert train_inputs["device"] == {"runtimeValue": {"constant": "gpu"}}
 
 
 def test_cpu_only_build_asks_for_no_gpu(tmp_path: Path) -> None:
@@ -127,7 +127,7 @@ def test_cpu_only_build_asks_for_no_gpu(tmp_path: Path) -> None:
         assert "accelerator" not in executor(spec, stage)["resources"]
         assert executor(spec, stage)["image"] == "registry.example/cifar:1"
     train_inputs = spec["root"]["dag"]["tasks"]["train"]["inputs"]["parameters"]
-    assert train_inputs["train_device"] == {"runtimeValue": {"constant": "cpu"}}
+    assert train_inputs["device"] == {"runtimeValue": {"constant": "cpu"}}
 
 
 def test_artifact_types(spec_and_platform: tuple[dict, dict]) -> None:
@@ -137,38 +137,64 @@ def test_artifact_types(spec_and_platform: tuple[dict, dict]) -> None:
         assert artifact["artifactType"]["schemaTitle"] == schema, (stage, name)
     # Downstream tasks take the upstream artifacts, not copies or paths in parameters.
     evaluate_inputs = components["comp-evaluate"]["inputDefinitions"]["artifacts"]
-    assert evaluate_inputs["model"]["artifactType"]["schemaTitle"] == "system.Model"
+    assert evaluate_inputs["keras_model"]["artifactType"]["schemaTitle"] == "system.Model"
     assert evaluate_inputs["prepared"]["artifactType"]["schemaTitle"] == "system.Dataset"
 
 
-def test_every_parameter_default_is_the_params_yaml_value(
+def test_every_parameter_default_is_the_params_yaml_section(
     spec_and_platform: tuple[dict, dict],
 ) -> None:
     parameters = spec_and_platform[0]["root"]["inputDefinitions"]["parameters"]
-    flat = flatten_params(load_params(REPO_ROOT / "params.yaml"))
-    # train.device is not a run parameter: the compiled pipeline fixes it with the GPU request.
-    expected = {flat_name(key): to_pipeline_value(key, v) for key, v in flat.items()}
-    expected.pop("train_device", None)
-    # Nor are predict.*: batch prediction is no pipeline stage (stages.predict, docs/predict.md).
-    expected = {name: v for name, v in expected.items() if not name.startswith("predict_")}
-    assert set(parameters) == set(expected)
-    for name, value in expected.items():
-        assert parameters[name]["defaultValue"] == value, name
-    # null travels as the empty value of its type, which the schema never accepts as a value.
-    assert flat["preprocess.max_train_images"] is None
-    assert parameters["preprocess_max_train_images"]["defaultValue"] == 0
+    sections = load_params(REPO_ROOT / "params.yaml").model_dump(by_alias=True)
+    assert list(parameters) == sorted(SECTIONS)
+    # Every section but batch prediction's, which no pipeline stage reads.
+    assert set(sections) - set(SECTIONS) == {"predict"}
+    for name in SECTIONS:
+        assert parameters[name]["parameterType"] == "STRING", name
+        assert json.loads(parameters[name]["defaultValue"]) == sections[name], name
+    # null travels as JSON null, not as a stand-in value.
+    assert sections["preprocess"]["max_train_images"] is None
+    assert '"max_train_images": null' in parameters["preprocess"]["defaultValue"]
 
 
-def test_defaults_are_read_from_the_params_file_when_compiling(tmp_path: Path) -> None:
-    raw = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
-    raw["train"]["epochs"] = 7
-    raw["preprocess"]["max_train_images"] = 500
-    params_file = tmp_path / "params.yaml"
-    params_file.write_text(yaml.safe_dump(raw))
-    spec, _ = compiled(tmp_path, Settings(params_file=params_file))
-    parameters = spec["root"]["inputDefinitions"]["parameters"]
-    assert parameters["train_epochs"]["defaultValue"] == 7
-    assert parameters["preprocess_max_train_images"]["defaultValue"] == 500
+def typed_leaves(params: Params) -> dict[str, tuple[type, object]]:
+    """Every value of ``params`` (nested sections included) by dotted key, with its type."""
+    leaves: dict[str, tuple[type, object]] = {}
+
+    def walk(prefix: str, value: object) -> None:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                walk(f"{prefix}.{key}" if prefix else key, item)
+        else:
+            leaves[prefix] = (type(value), value)
+
+    walk("", params.model_dump(by_alias=True))
+    return leaves
+
+
+def test_every_schema_field_round_trips_through_the_pipeline_parameters(tmp_path: Path) -> None:
+    # params.yaml's values, and the same with every nullable key null and the rest changed:
+    # each goes into a compiled pipeline's parameters and comes back, in the pod's reading,
+    # with the same value of the same type (an int stays an int, null stays null).
+    committed = load_params(REPO_ROOT / "params.yaml")
+    nulled = load_params(
+        REPO_ROOT / "params.yaml",
+        ["data.md5=", "mlflow.sweep=", "train.epochs=3", "train.learning_rate=2",
+         "preprocess.max_train_images=500", "model.reference.conv_filters=[8, 16]"],
+    )  # fmt: skip
+    assert {key for key, (kind, _) in typed_leaves(nulled).items() if kind is type(None)} >= {
+        "data.md5", "mlflow.sweep"
+    }  # fmt: skip
+    for params in (committed, nulled):
+        params_file = tmp_path / "params.yaml"
+        params_file.write_text(yaml.safe_dump(params.model_dump(by_alias=True)))
+        spec, _ = compiled(tmp_path, Settings(params_file=params_file))
+        defaults = spec["root"]["inputDefinitions"]["parameters"]
+        arguments = {name: defaults[name]["defaultValue"] for name in SECTIONS}
+        assert arguments == to_arguments(params)
+        back, _ = stage_params(arguments)
+        assert typed_leaves(back) == typed_leaves(params)
+        assert len(typed_leaves(params)) > 40  # every key, nested sections' included
 
 
 def test_evaluate_never_comes_from_the_cache(spec_and_platform: tuple[dict, dict]) -> None:
@@ -213,31 +239,18 @@ def test_committed_yaml_is_what_make_kfp_writes(
     assert OUTPUT.read_text() == fresh.read_text(), "stale: run `make kfp` and commit the YAML"
 
 
-def dvc_stage_keys(dvc_yaml: Path, params_yaml: Path) -> dict[str, set[str]]:
-    """Each dvc.yaml stage's params as pipeline parameter names, a whole section as its keys."""
-    flat = flatten_params(load_params(params_yaml))
-    keys: dict[str, set[str]] = {}
-    for stage, spec in yaml.safe_load(dvc_yaml.read_text())["stages"].items():
-        listed = spec.get("params", [])
-        keys[stage] = {
-            flat_name(key)
-            for entry in listed
-            for key in flat
-            if key == entry or key.startswith(f"{entry}.")
-        }
-    return keys
-
-
-def test_committed_components_take_exactly_the_params_dvc_yaml_lists(tmp_path: Path) -> None:
+def test_committed_components_take_the_sections_dvc_yaml_lists() -> None:
+    # dvc.yaml says what each stage reads; each component takes exactly those sections (train
+    # also the device the pipeline fixes with its GPU request), and the pipeline all of them.
     spec = next(yaml.safe_load_all(OUTPUT.read_text()))
-    expected = dvc_stage_keys(REPO_ROOT / "dvc.yaml", committed_params(tmp_path))
-    assert set(expected) == set(STAGES)
-    for stage, names in expected.items():
-        inputs = spec["components"][f"comp-{stage}"]["inputDefinitions"]
-        assert set(inputs["parameters"]) == names, stage
-    # The pipeline's parameters are their union, less train.device (fixed with the GPU request).
-    union = set().union(*expected.values()) - {"train_device"}
-    assert set(spec["root"]["inputDefinitions"]["parameters"]) == union
+    for stage in STAGES:
+        sections = {entry.split(".")[0] for entry in stage_entries(stage)}
+        inputs = spec["components"][f"comp-{stage}"]["inputDefinitions"]["parameters"]
+        extra = {"device"} if stage == "train" else set()
+        assert set(inputs) == sections | extra, stage
+    assert set(spec["root"]["inputDefinitions"]["parameters"]) == set(SECTIONS)
+    listed = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())["stages"]
+    assert list(listed) == STAGES
 
 
 def git(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -313,17 +326,13 @@ def test_a_new_train_key_reaches_kfp_from_params_yaml_and_the_schema_alone(
     result = compile_in(checkout, "--output", tmp_path / "pipeline.yaml")
     assert result.returncode == 0, result.stderr
     spec = next(yaml.safe_load_all((tmp_path / "pipeline.yaml").read_text()))
-    train_inputs = spec["components"]["comp-train"]["inputDefinitions"]["parameters"]
-    assert train_inputs["train_warmup_epochs"]["parameterType"] == "NUMBER_INTEGER"
     parameters = spec["root"]["inputDefinitions"]["parameters"]
-    assert parameters["train_warmup_epochs"]["defaultValue"] == 3
-    # Only train reads it (dvc.yaml lists the whole train section for train alone).
-    for stage in ("download", "preprocess", "evaluate"):
-        inputs = spec["components"][f"comp-{stage}"]["inputDefinitions"]["parameters"]
-        assert "train_warmup_epochs" not in inputs, stage
-    # The pod runs the function source embedded in the YAML: it must take the new argument.
-    source = spec["deploymentSpec"]["executors"]["exec-train"]["container"]["command"][-1]
-    assert "train_warmup_epochs: int," in source
+    assert json.loads(parameters["train"]["defaultValue"])["warmup_epochs"] == 3
+    # The components are the committed ones, code and inputs alike: the key rides in the
+    # train section, which the pod validates with the (edited) schema.
+    committed = next(yaml.safe_load_all(OUTPUT.read_text()))
+    assert spec["components"] == committed["components"]
+    assert spec["deploymentSpec"] == committed["deploymentSpec"]
 
 
 @pytest.mark.e2e
@@ -349,7 +358,7 @@ def test_compile_refuses_params_yaml_edited_since_the_last_commit(tmp_path: Path
     result = compile_in(checkout)
     assert result.returncode == 0, result.stderr
     parameters = next(yaml.safe_load_all(output.read_text()))["root"]["inputDefinitions"]
-    assert parameters["parameters"]["train_epochs"]["defaultValue"] == 2
+    assert json.loads(parameters["parameters"]["train"]["defaultValue"])["epochs"] == 2
 
 
 @pytest.mark.e2e
@@ -417,34 +426,6 @@ def test_images_and_secret_from_the_environment_or_options(tmp_path: Path) -> No
     assert executor(spec, "train")["image"] == env["KFP_GPU_IMAGE"]
     secrets = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-train"]
     assert {s["secretName"] for s in secrets["secretAsEnv"]} == {"from-option"}
-
-
-def test_a_dvc_yaml_stage_param_the_schema_lacks_fails_the_build(tmp_path: Path) -> None:
-    dvc_yaml = tmp_path / "dvc.yaml"
-    text = (REPO_ROOT / "dvc.yaml").read_text()
-    assert "      - preprocess.seed\n" in text
-    # One letter short of preprocess.seed: DVC itself would only fail at `dvc repro`.
-    dvc_yaml.write_text(text.replace("      - preprocess.seed\n", "      - preprocess.see\n", 1))
-    with pytest.raises(ParamsError) as failure:
-        build_pipeline(Settings(dvc_file=dvc_yaml))
-    message = str(failure.value)
-    assert "\n" not in message
-    assert message.startswith("dvc.yaml: stage preprocess lists preprocess.see, which is not")
-
-
-@pytest.mark.e2e
-def test_compile_with_a_bad_dvc_yaml_is_one_line_and_writes_nothing(tmp_path: Path) -> None:
-    checkout = scratch_checkout(tmp_path / "checkout")
-    dvc_yaml = checkout / "dvc.yaml"
-    dvc_yaml.write_text(dvc_yaml.read_text().replace("  evaluate:\n", "  evaluat:\n", 1))
-    output = checkout / "cifar10_kfp" / "cifar10_pipeline.yaml"
-    before = output.read_bytes()
-    result = compile_in(checkout)
-    assert result.returncode == 2
-    lines = result.stderr.strip().splitlines()
-    assert lines == ["error: dvc.yaml: no stage evaluate (the Kubeflow pipeline runs download, "
-                     "preprocess, train, evaluate)"], lines  # fmt: skip
-    assert output.read_bytes() == before
 
 
 def run_module(
@@ -519,7 +500,7 @@ def test_submit_sends_the_compiled_pipeline_with_typed_overrides() -> None:
     with fake_kfp_api() as (host, requests):
         result = run_module(
             "cifar10_kfp.submit", "--host", host, "--run-name", "smoke",
-            "--set", "train.epochs=2", "--set", "preprocess_max_train_images=500",
+            "--set", "train.epochs=2", "--set", "preprocess.max_train_images=500",
             "--set", "data.md5=null", "--set", "train.learning_rate=1",
         )  # fmt: skip
     assert result.returncode == 0, result.stderr
@@ -536,23 +517,29 @@ def test_submit_sends_the_compiled_pipeline_with_typed_overrides() -> None:
         "exec-train"
         in sent["platform_spec"]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     )
-    # Only the overrides travel; learning_rate became a float, null the empty md5.
-    assert run["runtime_config"]["parameters"] == {
-        "train_epochs": 2,
-        "preprocess_max_train_images": 500,
-        "data_md5": "",
-        "train_learning_rate": 1.0,
+    # Only the sections changed travel, whole; learning_rate became a float, md5 JSON null.
+    sent = {k: json.loads(v) for k, v in run["runtime_config"]["parameters"].items()}
+    sections = load_params(REPO_ROOT / "params.yaml").model_dump(by_alias=True)
+    assert sent == {
+        "data": sections["data"] | {"md5": None},
+        "preprocess": sections["preprocess"] | {"max_train_images": 500},
+        "train": sections["train"] | {"epochs": 2, "learning_rate": 1.0},
     }
-    assert isinstance(run["runtime_config"]["parameters"]["train_learning_rate"], float)
+    assert isinstance(sent["train"]["learning_rate"], float)
 
 
 @pytest.mark.e2e
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("train.epoch=2", "unknown pipeline parameter train_epoch; did you mean train_epochs?"),
-        ("trian_epochs=2", "unknown pipeline parameter trian_epochs; did you mean train_epochs?"),
-        ("train_device=cpu", "unknown pipeline parameter train_device"),
+        ("train.epoch=2", "pipeline parameters: train.epoch: unknown key (got 2)"),
+        (
+            "trian.epochs=2",
+            "trian is not a params.yaml section (data, preprocess, model, train, "
+            "mlflow, evaluate, register); did you mean train?",
+        ),
+        ("train_epochs=2", "train_epochs is not a params.yaml section"),
+        ("train.device=cpu", "train.device is set by the compiled pipeline"),
         ("train.epochs=0", "train.epochs: must be between 1 and 10000 (got 0)"),
     ],
 )
@@ -581,7 +568,7 @@ def test_submit_to_an_unreachable_api_is_one_line() -> None:
 
 @contextlib.contextmanager
 def local_session(
-    root: Path, tracking_uri: str, caching: bool = False
+    root: Path, tracking_uri: str, caching: bool = False, cache_root: Path | None = None
 ) -> Iterator[pytest.MonkeyPatch]:
     """kfp.local with subprocesses of this interpreter; components import the repo's packages."""
     from kfp import local
@@ -601,22 +588,20 @@ def local_session(
             pipeline_root=str(root / "outputs"),
             raise_on_error=True,
             enable_caching=caching,
-            cache_root=str(root / "cache"),
+            cache_root=str(cache_root or root / "cache"),
         )
         yield patch
 
 
-def tiny_run_arguments(folder: Path) -> dict[str, Any]:
+def tiny_run_arguments(folder: Path, *overrides: str) -> dict[str, str]:
     """Pipeline arguments for a run on a tiny archive: 1 epoch, 200 training images."""
     archive = folder / "cifar-10-binary.tar.gz"
     build_archive(archive, per_batch=PER_BATCH, n_test=N_TEST)
-    return {
-        "data_url": str(archive),
-        "data_md5": hashlib.md5(archive.read_bytes()).hexdigest(),
-        "preprocess_val_size": VAL_SIZE,
-        "train_epochs": 1,
-        "train_batch_size": 64,
-    }
+    md5 = hashlib.md5(archive.read_bytes()).hexdigest()
+    changed = [f"data.url={archive}", f"data.md5={md5}", f"preprocess.val_size={VAL_SIZE}"]
+    changed += ["train.epochs=1", "train.batch_size=64", *overrides]
+    params = load_params(REPO_ROOT / "params.yaml", changed)
+    return {name: to_arguments(params)[name] for name in ("data", "preprocess", "train")}
 
 
 @pytest.fixture(scope="module")
@@ -633,11 +618,17 @@ def local_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     with local_session(root, tracking_uri, caching=True):
         first = pipeline(**arguments)
         second = pipeline(**arguments)
-    return {"first": first.outputs, "second": second.outputs, "tracking_uri": tracking_uri}
+    return {
+        "first": first.outputs,
+        "second": second.outputs,
+        "tracking_uri": tracking_uri,
+        "root": root,
+        "arguments": arguments,
+    }
 
 
 @pytest.mark.e2e
-def test_local_run_model_artifact_is_the_reference_cnn(local_runs: dict[str, Any]) -> None:
+def test_local_run_model_artifact_is_the_configured_net(local_runs: dict[str, Any]) -> None:
     import keras
 
     model = local_runs["first"]["model"]
@@ -708,14 +699,21 @@ def test_local_run_registers_a_version_and_evaluate_is_never_cached(
 
 @pytest.mark.e2e
 def test_unreachable_mlflow_fails_train_with_the_dvc_stage_line(
-    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+    tmp_path: Path, local_runs: dict[str, Any], capfd: pytest.CaptureFixture[str]
 ) -> None:
     tracking_uri = f"http://127.0.0.1:{free_port()}"
     pipeline = build_pipeline(Settings(gpu=False))
-    with local_session(tmp_path, tracking_uri), pytest.raises(RuntimeError, match="'train'"):
-        pipeline(**tiny_run_arguments(tmp_path))
+    # Download and preprocess come from local_runs' cache; another seed makes train run.
+    arguments = dict(local_runs["arguments"])
+    arguments["train"] = json.dumps(json.loads(arguments["train"]) | {"seed": 7})
+    cache = local_runs["root"] / "cache"
+    with (
+        local_session(tmp_path, tracking_uri, caching=True, cache_root=cache),
+        pytest.raises(RuntimeError, match="'train'"),
+    ):
+        pipeline(**arguments)
     out = capfd.readouterr().out
-    prepared = next((tmp_path / "outputs").glob("*/preprocess/prepared"))
+    prepared = next((local_runs["root"] / "outputs").glob("*/preprocess/prepared"))
     dvc = run_stage(
         "train", "--prepared-dir", prepared, "--models-dir", tmp_path / "dvc-models",
         "--reports-dir", tmp_path / "dvc-reports", "--checkpoints-dir", tmp_path / "ckpt",
@@ -738,16 +736,13 @@ def test_gpu_train_component_without_a_gpu_fails_at_once(
 ) -> None:
     from kfp import dsl
 
-    from cifar10_kfp.pipeline import build_components, stage_functions, stage_parameters
-    from cifar10_kfp.runtime import pipeline_defaults
+    from cifar10_kfp.pipeline import build_components
 
-    train_op = build_components(Settings())["train"]  # the compiled one: GPU image, GPU request
-    train_func = stage_functions(REPO_ROOT / "dvc.yaml")["train"]
-    defaults = pipeline_defaults(load_params(REPO_ROOT / "params.yaml"))
-    arguments = {name: defaults[name] for name in stage_parameters(train_func)} | {
-        "train_device": "gpu",  # what the compiled pipeline passes
-        "train_epochs": 1,
-    }
+    # The compiled one: GPU image, GPU request.
+    train_op = build_components(Settings(), "train")["train"]
+    sections = to_arguments(load_params(REPO_ROOT / "params.yaml", ["train.epochs=1"]))
+    arguments = {name: sections[name] for name in ("model", "train", "mlflow")}
+    arguments["device"] = "gpu"  # what the compiled pipeline passes
 
     @dsl.pipeline(name="train-only")
     def train_only():  # no annotations: KFP would read "None" (a string here) as a type

@@ -19,7 +19,9 @@ import yaml
 
 from cifar10_kfp.compile import SWEEP_OUTPUT, compile_sweep_pipeline
 from cifar10_kfp.pipeline import Settings
+from cifar10_kfp.sections import to_arguments
 from cifar10_kfp.sweep import DEFAULT_PARALLELISM, build_sweep_pipeline
+from pipeline.core.params import load_params
 from tests.cifar_archive import build_archive, encode_records
 from tests.conftest import REPO_ROOT, free_port
 from tests.test_kubeflow import committed_params, fake_kfp_api, local_session, run_module
@@ -125,7 +127,7 @@ def test_submit_sweep_sends_checked_trials_and_the_parallelism(tmp_path: Path) -
     trials = tmp_path / "trials.yaml"
     trials.write_text(
         "- {train.learning_rate: 1e-3}\n"
-        "- {train_learning_rate: 0.002, train.optimizer: adam}\n"
+        "- {train.learning_rate: 0.002, train.optimizer: adam}\n"
         "- {train.deterministic: false}\n"
     )
     with fake_kfp_api() as (host, requests):
@@ -138,15 +140,16 @@ def test_submit_sweep_sends_checked_trials_and_the_parallelism(tmp_path: Path) -
     sent = run["pipeline_spec"]["pipeline_spec"]
     assert sent["pipelineInfo"]["name"] == "cifar10-sweep"
     assert sent["root"]["dag"]["tasks"]["for-loop-1"]["iteratorPolicy"] == {"parallelismLimit": 3}
-    assert run["runtime_config"]["parameters"] == {
-        "mlflow_sweep": "lr-adam",
-        "train_epochs": 2,
-        "trials": [
-            {"train.learning_rate": 0.001},
-            {"train.learning_rate": 0.002, "train.optimizer": "adam"},
-            {"train.deterministic": False},
-        ],
-    }
+    sent = run["runtime_config"]["parameters"]
+    assert set(sent) == {"mlflow", "train", "trials"}
+    assert json.loads(sent["mlflow"])["sweep"] == "lr-adam"
+    assert json.loads(sent["train"])["epochs"] == 2
+    # Each trial as JSON text, its values typed by the schema (1e-3 a float).
+    assert [json.loads(trial) for trial in sent["trials"]] == [
+        {"train.learning_rate": 0.001},
+        {"train.learning_rate": 0.002, "train.optimizer": "adam"},
+        {"train.deterministic": False},
+    ]
 
 
 @pytest.mark.e2e
@@ -158,7 +161,7 @@ def test_submit_grid_is_every_combination(tmp_path: Path) -> None:
         )  # fmt: skip
     assert result.returncode == 0, result.stderr
     (run,) = [body for method, path, body in requests if method == "POST" and "/runs" in path]
-    assert run["runtime_config"]["parameters"]["trials"] == [
+    assert [json.loads(t) for t in run["runtime_config"]["parameters"]["trials"]] == [
         {"train.learning_rate": 0.0005, "train.optimizer": "adam"},
         {"train.learning_rate": 0.0005, "train.optimizer": "sgd"},
         {"train.learning_rate": 0.001, "train.optimizer": "adam"},
@@ -172,18 +175,26 @@ def test_submit_grid_is_every_combination(tmp_path: Path) -> None:
 
 
 def test_a_trial_key_inside_a_section_changes_that_key_of_the_run_s_section() -> None:
+    from cifar10_kfp.runtime import stage_params
     from cifar10_kfp.submit import sweep_arguments
+    from cifar10_kfp.trials import trial_overrides
 
     arguments = sweep_arguments(
         SWEEP_OUTPUT,
         ["model.reference.dropout_dense=0.3"],
         [{"model.reference.dense_units": 32}, {"model.reference.dense_units": 64}],
     )
-    sections = [trial["model.reference"] for trial in arguments["trials"]]
-    assert [section["dense_units"] for section in sections] == [32, 64]
+    # What a trial's training reads: the run's model section with the trial's key on top.
+    sections = [
+        stage_params({"model": arguments["model"]}, overrides=trial_overrides(trial))[
+            0
+        ].model.reference
+        for trial in arguments["trials"]
+    ]
+    assert [section.dense_units for section in sections] == [32, 64]
     # The rest of the section is the run's: params.yaml's, with the --set value.
-    assert {section["dropout_dense"] for section in sections} == {0.3}
-    assert sections[0]["conv_filters"] == [32, 64, 64]
+    assert {section.dropout_dense for section in sections} == {0.3}
+    assert sections[0].conv_filters == [32, 64, 64]
 
 
 BAD_TRIALS = {
@@ -197,6 +208,10 @@ BAD_TRIALS = {
     ),
     "preprocess key": ("- {preprocess.val_size: 100}\n", "is not a key the train stage reads"),
     "fixed key": ("- {train.device: cpu}\n", "trial 0: train.device is set by the sweep"),
+    "whole section": (
+        "- {train: {device: cpu}}\n",
+        "trial 0: train is not a key the train stage reads",
+    ),
     "wrong type": ("- {train.epochs: two}\n", "trial 0: pipeline parameters: train.epochs:"),
     "out of range": (
         "- {train.seed: 1}\n- {train.learning_rate: -1}\n",
@@ -320,16 +335,14 @@ def local_sweep(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     root = tmp_path_factory.mktemp("kfp-sweep")
     tracking_uri = f"sqlite:///{root / 'mlflow.db'}"
     archive = learnable_archive(root / "cifar-10-binary.tar.gz")
-    arguments = {
-        "trials": TRIALS,
-        "data_url": str(archive),
-        "data_md5": hashlib.md5(archive.read_bytes()).hexdigest(),
-        "preprocess_val_size": VAL_SIZE,
-        # 2 x 13 steps: what a tiny run costs is starting TensorFlow, not the epochs.
-        "train_epochs": 2,
-        "train_batch_size": 16,
-        "mlflow_sweep": "lr-test",
-    }
+    md5 = hashlib.md5(archive.read_bytes()).hexdigest()
+    params = load_params(
+        REPO_ROOT / "params.yaml",
+        [f"data.url={archive}", f"data.md5={md5}", f"preprocess.val_size={VAL_SIZE}",
+         # 2 x 13 steps: what a tiny run costs is starting TensorFlow, not the epochs.
+         "train.epochs=2", "train.batch_size=16", "mlflow.sweep=lr-test"],
+    )  # fmt: skip
+    arguments = to_arguments(params) | {"trials": [json.dumps(trial) for trial in TRIALS]}
     pipeline = build_sweep_pipeline(Settings(gpu=False), parallelism=PARALLELISM)
     print_before = builtins.print
     with local_session(root, tracking_uri):

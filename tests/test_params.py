@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
 import subprocess
 import sys
@@ -405,10 +406,10 @@ def test_submit_types_overrides_like_the_stages() -> None:
     from cifar10_kfp.compile import OUTPUT
     from cifar10_kfp.submit import run_arguments
 
-    assert run_arguments(OUTPUT, ["train.learning_rate=1e-3", "train_seed=7"]) == {
-        "train_learning_rate": 0.001,
-        "train_seed": 7,
-    }
+    (train,) = run_arguments(OUTPUT, ["train.learning_rate=1e-3", "train.seed=7"]).values()
+    sent = json.loads(train)
+    assert (sent["learning_rate"], sent["seed"]) == (0.001, 7)
+    assert isinstance(sent["seed"], int)
     with pytest.raises(ParamsError) as caught:
         run_arguments(OUTPUT, ["train.deterministic=yes"])
     assert str(caught.value) == (
