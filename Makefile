@@ -57,11 +57,11 @@ run: setup  ## run the pipeline: dvc repro (only what changed); GPU=1: on the GP
 # dvc exp show with the experiment, the three headline metrics and the params that differ
 # between the experiments (not from the commit; data.* left out); EXPS_ARGS go to dvc exp show.
 exps: setup  ## experiments best first: changed params, test accuracy, macro F1, val loss
-	$(PY) -m deploy.exps_view $(EXPS_ARGS)
+	$(PY) -m views.exps $(EXPS_ARGS)
 
 # SWEEP: the name the sweep's trainings were given with -S mlflow.sweep=NAME.
 sweep: setup  ## a sweep's trials best first (make sweep SWEEP=NAME): val/test accuracy, macro F1, changed params
-	$(PY) -m deploy.sweep_table "$(SWEEP)"
+	$(PY) -m views.sweep "$(SWEEP)"
 
 check: setup  ## the fast tier (under a minute): lint, format check, the tests not e2e nor keras
 	$(PY) -m ruff check .
@@ -144,7 +144,7 @@ plots: setup  ## dvc plots diff of the experiments into dvc_plots/index.html, Ve
 # First the link to the runs table with the compared columns (an experiment tag: MLflow's shared
 # view), then the UI; MLFLOW_TRACKING_URI is unset for both, so they read the same store.
 ui: setup  ## MLflow UI on http://127.0.0.1:5000 over the repo's own store; prints the compare link
-	MLFLOW_TRACKING_URI= $(PY) -m deploy.ui_view --base http://127.0.0.1:5000
+	MLFLOW_TRACKING_URI= $(PY) -m views.ui_link --base http://127.0.0.1:5000
 	mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
 
 # Settings come from the environment or the command line (make server HOST=0.0.0.0 PORT=8080):

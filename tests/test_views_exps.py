@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from deploy.exps_view import differing_params
 from tests.conftest import REPO_ROOT, VENV_BIN
+from views.exps import differing_params
 
 GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com"]
 # The project's param layout, with a long data URL and md5 that every experiment overrides.
@@ -123,7 +123,7 @@ def test_make_exps_table_fits_120_columns_with_three_experiments(tmp_path: Path)
     for name, sets in EXPERIMENTS.items():
         run("dvc", "exp", "run", "-q", "-n", name, *(f"-S{s}" for s in [*COMMON, *sets]))
 
-    table = run(sys.executable, "-m", "deploy.exps_view").splitlines()
+    table = run(sys.executable, "-m", "views.exps").splitlines()
     assert max(display_width(line) for line in table) <= 120
     text = "\n".join(table)
     assert "…" not in text  # nothing cut

@@ -9,7 +9,7 @@ comes from, what the runs are called and the registry's gate, none of which chan
 prints ``dvc exp show`` with those and the three headline metrics, best test accuracy first,
 without the workspace row (a copy of the applied experiment).
 
-    python -m deploy.exps_view [any other dvc exp show option]
+    python -m views.exps [any other dvc exp show option]
 """
 
 from __future__ import annotations
