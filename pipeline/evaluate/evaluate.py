@@ -96,9 +96,6 @@ def run_evaluation(params: Params, prepared_dir: Path, models_dir: Path, reports
 
     probabilities = predict_probabilities(model, x)
     evaluation = evaluate_predictions(y, probabilities, classes)
-    log.info(
-        "test accuracy %.4f, loss %.4f on %d images", evaluation.accuracy, evaluation.loss, len(y)
-    )
     if params.evaluate.flip_tta:
         tta = flip_tta_accuracy(model, x, y, probabilities)
         evaluation = dataclasses.replace(evaluation, accuracy_flip_tta=tta)
@@ -110,7 +107,11 @@ def run_evaluation(params: Params, prepared_dir: Path, models_dir: Path, reports
     details = _data_details(run, len(y))
     _register_and_report(params, run_info, run_tags, evaluation, out, details)
     _log_files(run_info.run_id, list(out.values()))
-    log.info("wrote %s and logged it to MLflow run %s", reports_dir, run_info.run_id)
+    # One closing line, the result and where to look (a short run prints at most 40, issue 31).
+    log.info(
+        "test accuracy %.4f, loss %.4f on %d images; wrote %s and logged it to MLflow run %s",
+        evaluation.accuracy, evaluation.loss, len(y), reports_dir, run_info.run_id,
+    )  # fmt: skip
 
 
 def check_model_of_run(model_path: Path, run_info: RunInfo) -> None:

@@ -343,7 +343,11 @@ def _find_or_create_version(
     existing = client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
     if existing:
         return str(min(int(v.version) for v in existing)), False
-    created = mlflow.register_model(model_uri, name, tags=tags)
+    from pipeline.core.quiet import quiet_stderr_prints
+
+    # register_model prints two lines of its own; the stage's registry line says the same.
+    with quiet_stderr_prints():
+        created = mlflow.register_model(model_uri, name, tags=tags)
     return str(created.version), True
 
 
