@@ -332,7 +332,8 @@ def test_read_only_models_folder_fails_before_training(tmp_path: Path) -> None:
     assert result.returncode == 1, result.stderr
     assert error_lines(result.stderr) == [f"error: cannot write to {models}: Read-only file system"]
     assert "Traceback" not in result.stderr
-    assert "Epoch 1/" not in result.stdout + result.stderr, "it trained first"
+    # The per-epoch line of pipeline/train/fit.py (Keras prints "Epoch 1/" on a terminal only).
+    assert "epoch 1/" not in (result.stdout + result.stderr).lower(), "it trained first"
     assert not (workdir / "mlflow.db").exists(), "no MLflow run was opened"
 
 
