@@ -21,6 +21,15 @@ def test_whole_numbers_in_range_pass_as_uint8() -> None:
     assert images.dtype == np.uint8 and images.shape == (2, *SHAPE)
 
 
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_a_nan_or_infinite_pixel_is_named(bad: float) -> None:
+    images = np.zeros((1, *SHAPE))
+    images[0, 3, 4, 1] = bad
+    with pytest.raises(ServingRefusal) as refused:
+        check_pixels(images, SHAPE)
+    assert refused.value.message == f"{EXPECTED}: got 1 NaN or infinite value(s)"
+
+
 def test_a_batch_over_the_limit_is_refused_naming_it() -> None:
     with pytest.raises(ServingRefusal, match=f"3 images .* limit of 2 .*{MAX_IMAGES_ENV}"):
         check_pixels(np.zeros((3, *SHAPE), np.uint8), SHAPE, limit=2)
