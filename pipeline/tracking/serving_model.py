@@ -80,9 +80,7 @@ def check_pixels(
         # Named as such: the range of the other values (0 to 0) would hide what is wrong.
         _refuse(f"got {not_finite} NaN or infinite value(s)")
     if values.size and (
-        values.min() < 0
-        or values.max() > 255
-        or not np.array_equal(values, np.round(values))
+        values.min() < 0 or values.max() > 255 or not np.array_equal(values, np.round(values))
     ):
         low, high = float(np.nanmin(values)), float(np.nanmax(values))
         _refuse(f"got values from {low:g} to {high:g}, not all whole numbers in 0-255")
