@@ -481,8 +481,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="DVC remote to use, set as a local default (env DVC_REMOTE_URL); else the "
         "committed default remote",
     )
+    # The default lives on the parser, not the flag: ArgumentDefaultsHelpFormatter would print
+    # "--no-push ... (default: True)", which reads as "not pushing" (issue 31).
+    parser.set_defaults(push=True)
     parser.add_argument(
-        "--no-push", dest="push", action="store_false", help="do not push to the DVC remote"
+        "--no-push",
+        dest="push",
+        action="store_false",
+        default=argparse.SUPPRESS,
+        help="do not push to the DVC remote (pushing is the default)",
     )
     parser.add_argument("--report", type=Path, default=REPORT, help="where to write the report")
     return parser
