@@ -36,7 +36,7 @@ from pipeline.tracking.serving import log_served_model, model_id
 from pipeline.train import backend
 from pipeline.train.checkpoints import ResumeState, TrainingCheckpoint, checkpoint_key
 from pipeline.train.code_digest import stage_code_md5s
-from pipeline.train.fit import BEST_MONITOR, fit, load_prepared, precision_policy
+from pipeline.train.fit import BEST_MONITOR, fit, load_prepared, new_model, precision_policy
 from pipeline.train.model import model_summary
 from pipeline.train.precision import cpu_bf16_flags
 
@@ -102,7 +102,10 @@ def run_training(
     # A checkpoint resumes only on the backend and precision that wrote it.
     runtime = {"keras.backend": backend.name(), "train.precision_policy": policy}
     checkpoint = TrainingCheckpoint(
-        checkpoints_dir / key, stage_code_md5s(REPO_ROOT, "train"), runtime
+        checkpoints_dir / key,
+        stage_code_md5s(REPO_ROOT, "train"),
+        runtime,
+        expected_model=lambda: new_model(params.model, params.train),
     )
     with checkpoint.lock(), _tracking_failures(uri, checkpoint, params.train.epochs):
         experiment_id = use_experiment(params.mlflow.experiment_name)
