@@ -30,7 +30,7 @@ FAST := -m "not e2e and not keras" -p no:cacheprovider -q
 SIDE_TESTS := tests/test_images.py tests/test_compose.py tests/test_server.py \
 	tests/test_sweep_dvc.py tests/test_kubeflow_sweep.py tests/test_benchmarks.py
 
-.PHONY: setup check-python run exps check test lint format ui plots server bench clean help kfp sweep
+.PHONY: setup check-python check-params exp run exps check test lint format ui plots server bench clean help kfp sweep
 
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -51,12 +51,22 @@ $(STAMP): pyproject.toml uv.lock Makefile | $(UV) check-python
 	rm -f $(VENV)/.synced*
 	touch $@
 
-run: setup  ## run the pipeline: dvc repro (only what changed); GPU=1: on the GPU
+# DVC parses params.yaml itself, expanding YAML aliases, before any stage runs: an alias bomb
+# hangs it silently. Every target that runs DVC checks the file with the project's own hardened
+# reader first (one error line, exit 2).
+check-params: setup
+	@$(PY) -m stages.cli --params params.yaml
+
+run: check-params  ## run the pipeline: dvc repro (only what changed); GPU=1: on the GPU
 	dvc repro
+
+# EXP_ARGS go to dvc exp run, e.g. make exp EXP_ARGS="-S train.epochs=2".
+exp: check-params  ## dvc exp run $(EXP_ARGS), params.yaml checked first
+	dvc exp run $(EXP_ARGS)
 
 # dvc exp show with the experiment, the three headline metrics and the params that differ
 # between the experiments (not from the commit; data.* left out); EXPS_ARGS go to dvc exp show.
-exps: setup  ## experiments best first: changed params, test accuracy, macro F1, val loss
+exps: check-params  ## experiments best first: changed params, test accuracy, macro F1, val loss
 	$(PY) -m views.exps $(EXPS_ARGS)
 
 # SWEEP: the name the sweep's trainings were given with -S mlflow.sweep=NAME.
@@ -129,7 +139,7 @@ VEGA_PACKAGES := vega@5.20.2 vega-lite@5.2.0 vega-embed@6.18.2
 # (`dvc exp list`); PLOTS_REVS="exp-a exp-b" picks some, PLOTS_REVS=workspace the workspace alone.
 PLOTS_REVS ?=
 
-plots: setup  ## dvc plots diff of the experiments into dvc_plots/index.html, Vega inlined: offline
+plots: check-params  ## dvc plots diff of the experiments into dvc_plots/index.html, Vega inlined: offline
 	@if [ ! -f $(VEGA)/.unpacked ]; then \
 	  mkdir -p $(VEGA) && cd $(VEGA) && npm pack --silent $(VEGA_PACKAGES) >/dev/null && \
 	  for f in *.tgz; do mkdir -p $${f%.tgz} && \

@@ -281,3 +281,26 @@ def call_stage(work: Callable[[], T], verbose: bool = False) -> T:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+
+
+def check_params_main(argv: Sequence[str] | None = None) -> None:
+    """``python -m stages.cli [--params F]``: read a params file the way the stages do, first.
+
+    DVC parses params.yaml itself, with a YAML reader that expands aliases, before any stage
+    runs: an alias bomb makes ``dvc repro``, ``dvc status`` and ``dvc exp run`` hang silently.
+    ``make run``/``make exp``/``make exps``/``make plots`` call this before DVC, so such a file
+    is one ``error:`` line (exit 2) in well under a second instead.
+    """
+    parser = argparse.ArgumentParser(
+        prog="python -m stages.cli",
+        description="check a params file with the project's hardened reader before DVC reads it",
+    )
+    parser.add_argument(
+        "--params", type=Path, default=Path("params.yaml"), help="params file to check"
+    )
+    args = parser.parse_args(argv)
+    call_stage(lambda: load_params(args.params))
+
+
+if __name__ == "__main__":
+    check_params_main()
