@@ -1,13 +1,15 @@
-"""The table ``make exps`` prints: DVC's own ``dvc exp show``, cut to what a user compares.
+"""The table ``make exps`` prints: the experiments, best first, with what differs between them.
 
 ``dvc exp show --only-changed`` compares every row, the baseline commit's too, so a param set
 the same way in every experiment (``-S preprocess.max_train_images=2000``, differing from the
-committed ``null``) takes a column, and the params that do differ fell into ``…`` at 120 columns.
-This asks DVC for the experiments (``--json``), keeps the params whose values differ between the
-experiments of the baseline (but ``data.*``, ``mlflow.*`` and ``register.*``: where the data
-comes from, what the runs are called and the registry's gate, none of which changes the model), and
-prints ``dvc exp show`` with those and the three headline metrics, best test accuracy first,
-without the workspace row (a copy of the applied experiment).
+committed ``null``) takes a column, and DVC folds the params that do differ into ``…``. This
+asks DVC for the experiments (``--json``), keeps the params whose values differ between the
+experiments (but ``data.*``, ``mlflow.*`` and ``register.*``: where the data comes from, what the
+runs are called and the registry's gate, none of which changes the model), and prints its own
+table: test accuracy, macro F1 and val loss at 4 significant digits, each param under its key
+without the section where that is unambiguous, finished experiments best first and queued,
+running or failed ones below. At the terminal's width (``COLUMNS``) it drops the last param
+columns that do not fit and names them.
 
     python -m views.exps [any other dvc exp show option]
 """
@@ -15,11 +17,12 @@ without the workspace row (a copy of the applied experiment).
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import subprocess
 import sys
+import textwrap
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -86,18 +89,116 @@ def dvc_executable() -> str:
     return str(beside) if beside.exists() else shutil.which("dvc") or "dvc"
 
 
-def show_command(params: list[str], extra: list[str]) -> list[str]:
-    """The ``dvc exp show`` command that shows ``params`` and the headline metrics only."""
-    keep = "^(" + "|".join(re.escape(name) for name in (*METRIC_COLUMNS, *params)) + ")$"
-    return [
-        dvc_executable(), "exp", "show", "--no-pager", "--hide-workspace",
-        "--keep", keep, "--drop", ".*",
-        "--sort-by", "accuracy", "--sort-order", "desc", *extra,
-    ]  # fmt: skip
+@dataclass
+class Row:
+    """One experiment of the table: its label, state, metrics and params."""
+
+    label: str
+    state: str  # "success", "queued", "running" or "failed"
+    metrics: dict[str, float]
+    params: dict[str, str]
+
+
+def flat_metrics(data: dict[str, Any]) -> dict[str, float]:
+    """One revision's metrics by their last key (``accuracy``, ``macro_f1``, ``val_loss``)."""
+    found: dict[str, float] = {}
+    for metrics_file in (data.get("metrics") or {}).values():
+        for key, value in (metrics_file.get("data") or {}).items():
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                found.setdefault(key, float(value))
+    return found
+
+
+def experiment_rows(shown: list[dict[str, Any]]) -> list[Row]:
+    """Every experiment ``dvc exp show --json`` lists, finished best first, then the others.
+
+    Queued, running and failed experiments have no test accuracy yet: they go below the
+    finished ones rather than above the best (DVC sorts a missing value first).
+    """
+    rows = []
+    for baseline in shown:
+        if baseline.get("rev") == "workspace":
+            continue
+        for experiment in baseline.get("experiments") or []:
+            state = (experiment.get("executor") or {}).get("state") or "success"
+            for rev in experiment.get("revs") or []:
+                data = rev.get("data") or {}
+                name = rev.get("name") or experiment.get("name") or ""
+                short = str(rev.get("rev") or data.get("rev") or "")[:7]
+                label = f"{short} [{name}]" if name and short else name or short
+                rev_state = state if data or state != "success" else "failed"
+                rows.append(Row(label, rev_state, flat_metrics(data), flat_params(data)))
+    finished = [row for row in rows if METRIC_COLUMNS[1] in row.metrics]
+    others = [row for row in rows if METRIC_COLUMNS[1] not in row.metrics]
+    finished.sort(key=lambda row: (-row.metrics[METRIC_COLUMNS[1]], row.label))
+    return finished + others
+
+
+def short_headers(params: list[str]) -> dict[str, str]:
+    """Each param's header: its key without the section, unless two params share that key."""
+    last = [name.rsplit(".", 1)[-1] for name in params]
+    return {
+        name: key if last.count(key) == 1 else name for name, key in zip(params, last, strict=True)
+    }
+
+
+def significant(value: float) -> str:
+    """``value`` at 4 significant digits, trailing zeros kept: 0.1 is ``0.1000``."""
+    return f"{value:#.4g}".rstrip(".")
+
+
+def shown_value(text: str) -> str:
+    """A param's JSON text as a cell: strings unquoted, null as ``null``."""
+    value = json.loads(text)
+    return value if isinstance(value, str) else text
+
+
+def render(rows: list[Row], params: list[str], width: int) -> list[str]:
+    """The table's lines, at most ``width`` wide: param columns that do not fit are dropped,
+    last first, and a closing line names them."""
+    headers = short_headers(params)
+    metric_names = METRIC_COLUMNS[1:]
+
+    def cells(row: Row, kept: list[str]) -> list[str]:
+        figures = [
+            significant(row.metrics[name]) if name in row.metrics else "-" for name in metric_names
+        ]
+        if row.state != "success" and METRIC_COLUMNS[1] not in row.metrics:
+            figures[0] = row.state
+        shown = [shown_value(row.params[name]) if name in row.params else "-" for name in kept]
+        return [row.label, *figures, *shown]
+
+    def lines(kept: list[str]) -> list[str]:
+        table = [[METRIC_COLUMNS[0], *metric_names, *(headers[name] for name in kept)]]
+        table += [cells(row, kept) for row in rows]
+        widths = [max(len(line[i]) for line in table) for i in range(len(table[0]))]
+        numeric = range(1, 1 + len(metric_names))
+        out = []
+        for line in table:
+            padded = [
+                cell.rjust(w) if i in numeric else cell.ljust(w)
+                for i, (cell, w) in enumerate(zip(line, widths, strict=True))
+            ]
+            out.append("  ".join(padded).rstrip())
+        return out
+
+    kept = list(params)
+    table = lines(kept)
+    while kept and max(map(len, table)) > width:
+        kept.pop()
+        table = lines(kept)
+    dropped = [headers[name] for name in params if name not in kept]
+    if dropped:
+        note = (
+            f"(not shown, to fit {width} columns: {', '.join(dropped)}; "
+            "a wider terminal or COLUMNS=120 shows them)"
+        )
+        table += textwrap.wrap(note, width)
+    return table
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Print the curated table; extra arguments go to both ``dvc exp show`` calls."""
+    """Print the table; extra arguments go to ``dvc exp show --json``."""
     extra = list(sys.argv[1:] if argv is None else argv)
     command = [dvc_executable(), "exp", "show", "--json", *extra]
     try:
@@ -109,8 +210,14 @@ def main(argv: list[str] | None = None) -> int:
         message = (listed.stderr.strip().splitlines() or ["dvc exp show failed"])[-1]
         print(f"error: {message}", file=sys.stderr)
         return 1
-    command = show_command(differing_params(json.loads(listed.stdout)), extra)
-    return subprocess.run(command, check=False).returncode
+    shown = json.loads(listed.stdout)
+    rows = experiment_rows(shown)
+    if not rows:
+        print("no experiments yet: `make exp` or `dvc exp run` makes one")
+        return 0
+    width = shutil.get_terminal_size((120, 24)).columns
+    print("\n".join(render(rows, differing_params(shown), width)))
+    return 0
 
 
 if __name__ == "__main__":
