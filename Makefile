@@ -151,11 +151,12 @@ plots: check-params  ## dvc plots diff of the experiments into dvc_plots/index.h
 	  set -x; dvc plots show --html-template $(VEGA)/offline.html; \
 	else set -x; dvc plots diff $$revs --html-template $(VEGA)/offline.html; fi
 
-# First the link to the runs table with the compared columns (an experiment tag: MLflow's shared
-# view), then the UI; MLFLOW_TRACKING_URI is unset for both, so they read the same store.
+# The UI (views/ui_server.py), then, once it answers, the link to the runs table with the compared
+# columns (an experiment tag: MLflow's shared view); MLFLOW_TRACKING_URI is unset so both read the
+# repo's store. Ctrl-C stops it in one line.
 ui: setup  ## MLflow UI on http://127.0.0.1:5000 over the repo's own store; prints the compare link
-	MLFLOW_TRACKING_URI= $(PY) -m views.ui_link --base http://127.0.0.1:5000
-	mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
+	@MLFLOW_TRACKING_URI= $(PY) -m views.ui_server --port 5000 \
+		--backend-store-uri sqlite:///$(CURDIR)/mlflow.db
 
 # Settings come from the environment or the command line (make server HOST=0.0.0.0 PORT=8080):
 # MLFLOW_BACKEND_STORE_URI (required, PostgreSQL), PGPASSWORD, ... listed in deploy/server.py.
