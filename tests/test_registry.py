@@ -159,9 +159,9 @@ def test_models_list_tag_names_the_champion_when_a_newer_challenger_exists(
     register(name, runs[2], 0.75)
     assert aliases(name) == {"champion": "2", "challenger": "3"}
     model_tags = mlflow.MlflowClient().get_registered_model(name).tags
-    assert model_tags == {"champion": "v2, test accuracy 0.8000"}
+    assert model_tags == {"champion": "v2 · 0.8000"}
     register(name, runs[3], 0.85)
-    assert shown() == "v4, test accuracy 0.8500"
+    assert shown() == "v4 · 0.8500"
     # An alias removed by hand: the next evaluate drops the tag too, rather than keep a stale one.
     mlflow.MlflowClient().delete_registered_model_alias(name, "champion")
     register(name, runs[0], 0.60)

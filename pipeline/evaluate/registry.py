@@ -358,18 +358,20 @@ def _alias_version(client: Any, name: str, alias: str) -> str | None:
 
 
 def _show_champion(client: Any, name: str, champion: str | None) -> None:
-    """Mirror the champion in the registered model's tag ``champion``: ``v3, test accuracy 0.31``.
+    """Mirror the champion in the registered model's tag ``champion``: ``v3 · 0.3100``.
 
     MLflow's models list shows only the alias of the newest aliased version and hides the others
     behind "+1": a challenger newer than the champion hid it. The list's Tags column shows this
-    tag whatever the version order; rewritten at every evaluate, so it heals after a kill.
+    tag whatever the version order; rewritten at every evaluate, so it heals after a kill. The
+    value is the version and its test accuracy only: the list's Tags column cut the longer
+    ``v6, test accuracy 0.1825`` to ``champion: v6, test accuracy 0.1``.
     """
     if champion is None:
         if CHAMPION in client.get_registered_model(name).tags:
             client.delete_registered_model_tag(name, CHAMPION)
         return
     accuracy = _champion_accuracy(client, name, champion)
-    figure = "" if accuracy is None else f", test accuracy {accuracy:.4f}"
+    figure = "" if accuracy is None else f" · {accuracy:.4f}"
     client.set_registered_model_tag(name, CHAMPION, f"v{champion}{figure}")
 
 
