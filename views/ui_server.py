@@ -76,6 +76,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=5000, help="port on 127.0.0.1")
     parser.add_argument("-v", "--verbose", action="store_true", help="show the server's output")
     args = parser.parse_args(argv)
+    # Ctrl-C (and a plain kill) end the UI even where SIGINT was inherited ignored (a job
+    # started in the background by a script).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     base = f"http://{HOST}:{args.port}"
     if answers(f"{base}/health"):
         print(f"error: something already answers on {base}; stop it or pass another port")
