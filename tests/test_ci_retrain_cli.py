@@ -26,3 +26,19 @@ def test_no_push_help_does_not_say_default_true() -> None:
 def test_push_is_on_unless_no_push() -> None:
     assert retrain.build_parser().parse_args([]).push is True
     assert retrain.build_parser().parse_args(["--no-push"]).push is False
+
+
+def test_dvc_unsaved_files_refusal_is_one_line_naming_files_and_way_out() -> None:
+    # What `dvc repro` prints after `mlflow run . -e train` wrote the outputs outside DVC.
+    output = "\n".join([
+        "Running stage 'train':",
+        "ERROR: failed to reproduce 'train': Can't remove the following unsaved files without "
+        "confirmation. Use `--force` to force.",
+        f"{retrain.REPO / 'models' / 'model.keras'}",
+        f"{retrain.REPO / 'models' / 'run.json'}",
+        "Having any troubles? Hit us up at https://dvc.org/support, we are always happy to help!",
+    ])  # fmt: skip
+    line = retrain.dvc_error(output, 255)
+    assert "\n" not in line
+    assert "models/model.keras, models/run.json" in line
+    assert "mlflow run" in line and "delete them, or keep them with `dvc commit`" in line
