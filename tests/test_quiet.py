@@ -16,6 +16,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import mlflow
 import pytest
 
 from tests.cifar_archive import build_archive
@@ -123,3 +124,9 @@ def test_quick_dvc_exp_run_prints_what_matters(tmp_path: Path) -> None:
     # The stage's own lines: what it did, the result, where to look.
     assert "test accuracy" in output and "registry: cifar10-cnn v1" in output
     assert "MLflow run" in output
+    # The run's description is its headline: test accuracy, then the params changed (-S).
+    client = mlflow.MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("cifar10-cnn").experiment_id])
+    description = run.data.tags["mlflow.note.content"]
+    assert description.startswith("test accuracy "), description
+    assert "epochs=2" in description and "batch_size=50" in description, description

@@ -56,6 +56,12 @@ from pipeline.evaluate.scoring import (
     predictions_frame,
 )
 from pipeline.tracking.datasets import ROWS_TAG, SplitDataset, log_datasets, split_dataset
+from pipeline.tracking.headline import (
+    DESCRIPTION_TAG,
+    changed_params,
+    committed_params,
+    headline,
+)
 from pipeline.tracking.runs import prepare_tracking
 from pipeline.tracking.serving import model_id
 
@@ -104,6 +110,7 @@ def run_evaluation(params: Params, prepared_dir: Path, models_dir: Path, reports
         _write_evaluation(evaluation, history, x, out)
     test_dataset = split_dataset("test", test, params.data.url)
     _log_metrics(run_info, mlflow_metrics(evaluation), test_dataset)
+    _describe_run(run_info.run_id, params, evaluation.accuracy)
     details = _data_details(run, len(y))
     _register_and_report(params, run_info, run_tags, evaluation, out, details)
     _log_files(run_info.run_id, list(out.values()))
@@ -234,6 +241,15 @@ def _training_run(run_info: RunInfo, uri: str) -> Any:
 
 # The client logs to the run without reopening it, so its FINISHED status never changes,
 # not even when this stage fails half-way (a reopened run would end FAILED).
+def _describe_run(run_id: str, params: Params, accuracy: float) -> None:
+    """The run's description: its headline, test accuracy first (pipeline/tracking/headline.py)."""
+    import mlflow
+
+    changes = changed_params(params, committed_params(paths.REPO_ROOT))
+    with mlflow_errors(f"describing MLflow run {run_id}"):
+        mlflow.MlflowClient().set_tag(run_id, DESCRIPTION_TAG, headline(changes, accuracy))
+
+
 def _log_metrics(run_info: RunInfo, metrics: dict[str, float], test: SplitDataset) -> None:
     """Log the test metrics and the test dataset, each metric linked to the model and the data."""
     import mlflow

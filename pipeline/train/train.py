@@ -23,6 +23,12 @@ from pipeline.core.paths import REPO_ROOT
 from pipeline.core.redact import relative_to_root
 from pipeline.tracking import metric_names
 from pipeline.tracking.datasets import SplitDataset, log_datasets, split_dataset
+from pipeline.tracking.headline import (
+    DESCRIPTION_TAG,
+    changed_params,
+    committed_params,
+    headline,
+)
 from pipeline.tracking.lineage import dvc_experiment, lineage_tags
 from pipeline.tracking.runs import (
     SWEEP_TAG,
@@ -116,6 +122,7 @@ def run_training(
         # A new run under `dvc exp run` is named after the DVC experiment; a resumed one keeps
         # its name.
         run_name = experiment[0] if experiment and run_id is None else None
+        changes = changed_params(params, committed_params(REPO_ROOT))
         with _open_run(run_id, experiment_id, run_name) as run:
             if run.info.experiment_id != experiment_id:
                 # `mlflow run` without --experiment-name opened the run in "Default".
@@ -133,6 +140,8 @@ def run_training(
             keras.mixed_precision.set_global_policy(policy)
             mlflow.log_params(logged_params(params))
             mlflow.set_tags(lineage_tags(REPO_ROOT, raw_archive, data_md5, policy != "float32"))
+            # The run page's description; evaluate puts the test accuracy in front.
+            mlflow.set_tag(DESCRIPTION_TAG, headline(changes))
             # Which policy `mixed_precision: auto` chose here, and on what evidence.
             mlflow.set_tags({"train.precision_policy": policy, "cpu.bf16_flags": _bf16_flags_tag()})
             if params.mlflow.sweep is not None:
