@@ -32,7 +32,9 @@ MAX_LINES = 40  # besides one line per epoch (issue 31)
 
 def run_python(code: str, **env: str) -> subprocess.CompletedProcess[str]:
     """Run ``code`` in a fresh interpreter of the project, from the repo root."""
-    clean = {k: v for k, v in os.environ.items() if k != "CIFAR10_VERBOSE"}
+    # Without the quieting variables a test session may export (tests/conftest.py QUIET_ENV).
+    quieting = ("CIFAR10_VERBOSE", "TF_CPP_MIN_LOG_LEVEL", "MLFLOW_")
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(quieting)}
     return subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code)],
         cwd=REPO_ROOT, env={**clean, **env}, capture_output=True, text=True, timeout=60,
