@@ -111,7 +111,7 @@ def test_version_tags_and_description_link_run_commit_data_and_accuracy(
     assert "champion" in model.description and "challenger" in model.description
     assert ", ".join(mf.CLASSES) in model.description
     # One model tag, the champion, so the models list's Tags column shows it first.
-    assert model.tags == {"champion": "v1, test accuracy 0.7500"}
+    assert model.tags == {"champion": "v1 · 0.7500"}
 
 
 def test_missing_lineage_tags_read_unknown(runs: list[dict], name: str) -> None:
