@@ -30,7 +30,7 @@ FAST := -m "not e2e and not keras" -p no:cacheprovider -q
 SIDE_TESTS := tests/test_images.py tests/test_compose.py tests/test_server.py \
 	tests/test_sweep_dvc.py tests/test_kubeflow_sweep.py tests/test_benchmarks.py
 
-.PHONY: setup check-python run exp exps check test lint format ui plots server serve bench clean help kfp sweep
+.PHONY: setup check-python check-params run exp exps check test lint format ui plots server serve bench clean help kfp sweep
 
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -51,22 +51,29 @@ $(STAMP): pyproject.toml uv.lock Makefile | $(UV) check-python
 	rm -f $(VENV)/.synced*
 	touch $@
 
-run: setup  ## run the pipeline: dvc repro (only what changed); GPU=1: on the GPU
+# DVC parses params.yaml itself, expanding YAML aliases, before any stage runs: an alias bomb
+# hangs it silently. Every target that runs DVC checks the file with the project's own hardened
+# reader first (one error line, exit 2).
+check-params: setup
+	@$(PY) -m stages.cli --params params.yaml
+
+run: check-params  ## run the pipeline: dvc repro (only what changed); GPU=1: on the GPU
 	dvc repro
 
-# A DVC experiment with a profile (profiles/NAME.yaml): the profile and every -S in EXP_ARGS are
-# checked by the schema first, and a typo stops with one error line before DVC starts anything.
+# A DVC experiment, with a profile (profiles/NAME.yaml) if PROFILE is set: params.yaml (by the
+# hardened reader, as check-params), the profile and every -S in EXP_ARGS are checked first, and
+# a typo stops with one error line before DVC starts anything.
 exp: setup  ## dvc exp run with a profile: make exp PROFILE=NAME [EXP_ARGS='-S train.epochs=2 --queue']
 	$(PY) -m stages.exp_run $(if $(PROFILE),--profile "$(PROFILE)") $(EXP_ARGS)
 
 # dvc exp show with the experiment, the three headline metrics and the params that differ
 # between the experiments (not from the commit; data.* left out); EXPS_ARGS go to dvc exp show.
-exps: setup  ## experiments best first: changed params, test accuracy, macro F1, val loss
-	$(PY) -m deploy.exps_view $(EXPS_ARGS)
+exps: check-params  ## experiments best first: changed params, test accuracy, macro F1, val loss
+	$(PY) -m views.exps $(EXPS_ARGS)
 
 # SWEEP: the name the sweep's trainings were given with -S mlflow.sweep=NAME.
 sweep: setup  ## a sweep's trials best first (make sweep SWEEP=NAME): val/test accuracy, macro F1, changed params
-	$(PY) -m deploy.sweep_table "$(SWEEP)"
+	$(PY) -m views.sweep "$(SWEEP)"
 
 check: setup  ## the fast tier (under a minute): lint, format check, the tests not e2e nor keras
 	$(PY) -m ruff check .
@@ -134,7 +141,7 @@ VEGA_PACKAGES := vega@5.20.2 vega-lite@5.2.0 vega-embed@6.18.2
 # (`dvc exp list`); PLOTS_REVS="exp-a exp-b" picks some, PLOTS_REVS=workspace the workspace alone.
 PLOTS_REVS ?=
 
-plots: setup  ## dvc plots diff of the experiments into dvc_plots/index.html, Vega inlined: offline
+plots: check-params  ## dvc plots diff of the experiments into dvc_plots/index.html, Vega inlined: offline
 	@if [ ! -f $(VEGA)/.unpacked ]; then \
 	  mkdir -p $(VEGA) && cd $(VEGA) && npm pack --silent $(VEGA_PACKAGES) >/dev/null && \
 	  for f in *.tgz; do mkdir -p $${f%.tgz} && \
@@ -146,11 +153,12 @@ plots: setup  ## dvc plots diff of the experiments into dvc_plots/index.html, Ve
 	  set -x; dvc plots show --html-template $(VEGA)/offline.html; \
 	else set -x; dvc plots diff $$revs --html-template $(VEGA)/offline.html; fi
 
-# First the link to the runs table with the compared columns (an experiment tag: MLflow's shared
-# view), then the UI; MLFLOW_TRACKING_URI is unset for both, so they read the same store.
+# The UI (views/ui_server.py), then, once it answers, the link to the runs table with the compared
+# columns (an experiment tag: MLflow's shared view); MLFLOW_TRACKING_URI is unset so both read the
+# repo's store. Ctrl-C stops it in one line.
 ui: setup  ## MLflow UI on http://127.0.0.1:5000 over the repo's own store; prints the compare link
-	MLFLOW_TRACKING_URI= $(PY) -m deploy.ui_view --base http://127.0.0.1:5000
-	mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
+	@MLFLOW_TRACKING_URI= $(PY) -m views.ui_server --port 5000 \
+		--backend-store-uri sqlite:///$(CURDIR)/mlflow.db
 
 # Settings come from the environment or the command line (make server HOST=0.0.0.0 PORT=8080):
 # MLFLOW_BACKEND_STORE_URI (required, PostgreSQL), PGPASSWORD, ... listed in deploy/server.py.

@@ -18,6 +18,7 @@ so after the merge, main restores the same trained model from the run-cache and 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import os
@@ -120,9 +121,43 @@ def dvc(*args: str, stream: bool = False) -> str:
     return out
 
 
+# DVC's refusal to overwrite outputs it has no copy of, followed by their paths, one a line.
+UNSAVED_FILES = "Can't remove the following unsaved files without confirmation"
+
+
+def unsaved_files_error(output: str) -> str | None:
+    """One line for DVC's "Can't remove the following unsaved files": which, why, what to do.
+
+    ``mlflow run . -e train`` (or a stage run by hand) writes the stage outputs outside DVC;
+    ``dvc repro`` then refuses to replace them and names them on lines of their own, which the
+    one-line error would drop.
+    """
+    lines = output.splitlines()
+    start = next((i for i, line in enumerate(lines) if UNSAVED_FILES in line), None)
+    if start is None:
+        return None
+    files = []
+    for line in lines[start + 1 :]:
+        text = line.strip()
+        if not text or text.startswith(("ERROR", "WARNING")) or text.startswith(DVC_FOOTERS):
+            break
+        path = Path(text)
+        with contextlib.suppress(ValueError):
+            path = path.relative_to(REPO)
+        files.append(path.as_posix())
+    shown = ", ".join(files) if files else "(DVC named none)"
+    return redact(
+        f"outputs not written by DVC would be overwritten: {shown} (left by `mlflow run` or a "
+        "stage run by hand?); delete them, or keep them with `dvc commit`, then rerun"
+    )
+
+
 def dvc_error(output: str, returncode: int) -> str:
     """The line of DVC's ``output`` that says what went wrong: its last ``ERROR:`` line, not
     its support link; masked."""
+    unsaved = unsaved_files_error(output)
+    if unsaved is not None:
+        return unsaved
     lines = [line.strip() for line in output.splitlines() if line.strip()]
     errors = [line.removeprefix("ERROR:").strip() for line in lines if line.startswith("ERROR:")]
     causes = [line for line in lines if not line.startswith(DVC_FOOTERS)]
@@ -490,8 +525,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="DVC remote to use, set as a local default (env DVC_REMOTE_URL); else the "
         "committed default remote",
     )
+    # The default lives on the parser, not the flag: ArgumentDefaultsHelpFormatter would print
+    # "--no-push ... (default: True)", which reads as "not pushing" (issue 31).
+    parser.set_defaults(push=True)
     parser.add_argument(
-        "--no-push", dest="push", action="store_false", help="do not push to the DVC remote"
+        "--no-push",
+        dest="push",
+        action="store_false",
+        default=argparse.SUPPRESS,
+        help="do not push to the DVC remote (pushing is the default)",
     )
     parser.add_argument("--report", type=Path, default=REPORT, help="where to write the report")
     return parser

@@ -18,10 +18,12 @@ import base64
 import copy
 import difflib
 import functools
+import http.client
 import json
 import logging
 import tempfile
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
@@ -208,11 +210,30 @@ def host_credentials(host: str) -> tuple[str, BasicAuth | None]:
     """
     bare, user, password = split_userinfo(host.strip())
     add_secret(password)
+    shown = _masked_host(host)
     if not bare.startswith(("http://", "https://")) or not bare.partition("://")[2].strip("/"):
+        raise ParamsError(f"--host {shown}: expected an http(s) URL, e.g. http://localhost:8080")
+    try:
+        # Parsing the port is what raises, on a bad port or an unclosed [IPv6 bracket.
+        urllib.parse.urlsplit(bare).port  # noqa: B018
+    except ValueError as exc:
         raise ParamsError(
-            f"--host {redact(host)}: expected an http(s) URL, e.g. http://localhost:8080"
-        )
+            f"--host {shown}: not a valid URL ({redact(str(exc))}), e.g. http://localhost:8080"
+        ) from None
     return bare, None if user is None else BasicAuth(user, password or "")
+
+
+def _masked_host(host: str) -> str:
+    """``host`` for a message: everything after the user up to the last ``@`` masked.
+
+    Independent of URL parsing, which a malformed host (``http://u:pw@[::1``) defeats, so
+    ``split_userinfo`` and ``redact`` find no password to hide there.
+    """
+    scheme, sep, rest = host.partition("://")
+    userinfo, at, after = rest.rpartition("@")
+    if not (sep and at):
+        return redact(host)
+    return redact(f"{scheme}://{userinfo.partition(':')[0]}:***@{after}")
 
 
 def _check_reachable(host: str, credentials: BasicAuth | None, timeout_s: float = 10.0) -> None:
@@ -236,7 +257,7 @@ def _check_reachable(host: str, credentials: BasicAuth | None, timeout_s: float 
                 "(check the user and password in --host)"
             ) from None
         return
-    except (urllib.error.URLError, OSError, ValueError) as exc:
+    except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as exc:
         # http.client.InvalidURL (a ValueError) quotes the whole URL: mask it.
         reason = redact(str(getattr(exc, "reason", exc)))
         raise PipelineError(

@@ -99,7 +99,12 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point of ``python -m deploy.users``."""
     params = load_params(REPO_ROOT / "params.yaml")
     parser = argparse.ArgumentParser(
-        prog="python -m deploy.users", description=__doc__.split("\n\n")[0]
+        prog="python -m deploy.users",
+        description=__doc__.split("\n\n")[0],
+        # Said here, not only in the code: without a terminal there is no prompt to ask.
+        epilog="The new user's password comes from NEW_USER_PASSWORD when set (needed without a "
+        "terminal, e.g. in a script or CI), else from a prompt; the admin's from "
+        "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD.",
     )
     parser.add_argument("url", help="the team server, e.g. http://127.0.0.1:5000")
     parser.add_argument("username")

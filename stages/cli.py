@@ -33,6 +33,7 @@ from pipeline.core.checksums import file_md5
 from pipeline.core.errors import ParamsError, PipelineError, UsageError
 from pipeline.core.params import Params, flatten_params, load_params
 from pipeline.core.profiles import known_profiles, load_profile
+from pipeline.core.quiet import VERBOSE_ENV, quiet_third_party, verbose_requested
 from pipeline.core.redact import redact
 
 T = TypeVar("T")
@@ -82,6 +83,12 @@ def build_parser(
         flag="--set-all",
         dest="set_all",
         metavar="'KEY=VALUE ...'",
+    )
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help=f"keep TensorFlow's and MLflow's own logs (or set {VERBOSE_ENV}=1)",
     )
     for option in path_options:
         default, help_text = PATH_OPTIONS[option]
@@ -173,7 +180,7 @@ def stage_main(
             ground.check(params, overrides)
         return result
 
-    call_stage(work)
+    call_stage(work, verbose=args.verbose)
 
 
 # Folder deps are hashed like DVC does with the project's .dvcignore: without bytecode.
@@ -268,15 +275,18 @@ def _deps_md5s(deps: list[Path]) -> dict[str, str | None]:
     return md5s
 
 
-def call_stage(work: Callable[[], T]) -> T:
+def call_stage(work: Callable[[], T], verbose: bool = False) -> T:
     """Run a stage's work the way every entry point does (DVC, MLproject, Kubeflow components).
 
-    A PipelineError becomes one ``error:`` line on stderr and its exit code (2 for params); so
-    does a permission, read-only or full-disk OSError (exit 1). Ctrl-C or SIGTERM exits 130.
+    Third-party logs are quieted first (pipeline/core/quiet.py) unless ``verbose`` or
+    CIFAR10_VERBOSE is set. A PipelineError becomes one ``error:`` line on stderr and its exit
+    code (2 for params); so does a permission, read-only or full-disk OSError (exit 1). Ctrl-C
+    or SIGTERM exits 130.
     Anything else is a bug and keeps its traceback.
     """
     # A SIGTERM (kill, CI cancel, Kubernetes) unwinds like Ctrl-C, so open MLflow runs get closed.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
+    quiet_third_party(verbose_requested(verbose))
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     try:
         return work()
@@ -298,3 +308,26 @@ def call_stage(work: Callable[[], T]) -> T:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+
+
+def check_params_main(argv: Sequence[str] | None = None) -> None:
+    """``python -m stages.cli [--params F]``: read a params file the way the stages do, first.
+
+    DVC parses params.yaml itself, with a YAML reader that expands aliases, before any stage
+    runs: an alias bomb makes ``dvc repro``, ``dvc status`` and ``dvc exp run`` hang silently.
+    ``make run``/``make exp``/``make exps``/``make plots`` call this before DVC, so such a file
+    is one ``error:`` line (exit 2) in well under a second instead.
+    """
+    parser = argparse.ArgumentParser(
+        prog="python -m stages.cli",
+        description="check a params file with the project's hardened reader before DVC reads it",
+    )
+    parser.add_argument(
+        "--params", type=Path, default=Path("params.yaml"), help="params file to check"
+    )
+    args = parser.parse_args(argv)
+    call_stage(lambda: load_params(args.params))
+
+
+if __name__ == "__main__":
+    check_params_main()

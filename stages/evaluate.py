@@ -23,7 +23,12 @@ def run(
 ) -> None:
     """Evaluate ``models_dir/model.keras`` on ``prepared_dir/test.npz``; reports and registry."""
     # Imported here so --help and params errors answer without loading TensorFlow.
-    from pipeline.evaluate.evaluate import run_evaluation
+    from pipeline.core.quiet import filtered_native_stderr
+
+    with filtered_native_stderr():
+        import keras  # noqa: F401  (loads TensorFlow here, inside the filter)
+
+        from pipeline.evaluate.evaluate import run_evaluation
 
     run_evaluation(params, prepared_dir, models_dir, reports_dir)
 

@@ -25,7 +25,12 @@ def run(
 ) -> dict[str, float]:
     """Train, write the stage outputs and return the final metrics."""
     # Imported here so --help and params errors answer without loading TensorFlow.
-    from pipeline.train.train import TrainOutputs, run_training
+    from pipeline.core.quiet import filtered_native_stderr
+
+    with filtered_native_stderr():
+        import keras  # noqa: F401  (loads TensorFlow here, inside the filter)
+
+        from pipeline.train.train import TrainOutputs, run_training
 
     outputs = TrainOutputs(models_dir, reports_dir)
     return run_training(params, prepared_dir, outputs, checkpoints_dir, archive)

@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from pipeline.core.checksums import file_md5
-from pipeline.core.errors import PipelineError
+from pipeline.core.errors import ParamsError, PipelineError
 from pipeline.data.download import fetch_archive
 from tests.cifar_archive import build_archive
 from tests.conftest import REPO_ROOT, free_port, run_stage
@@ -217,6 +217,13 @@ def test_file_url_and_local_paths(archive, tmp_path, monkeypatch):
     with pytest.raises(PipelineError, match="md5 mismatch"):
         fetch_archive(archive.name, "f" * 32, tmp_path / "bad" / "x.tar.gz")
     assert_nothing_written(tmp_path / "bad" / "x.tar.gz")
+
+
+def test_unsupported_scheme_is_a_params_error(tmp_path):
+    with pytest.raises(ParamsError, match=r"^data.url: unsupported URL scheme 'ftp' in ftp://x;"):
+        fetch_archive("ftp://x", None, tmp_path / "a.tar.gz")
+    assert ParamsError.exit_code == 2
+    assert_nothing_written(tmp_path / "a.tar.gz")
 
 
 def test_md5_none_warns_and_writes(archive, tmp_path, caplog):

@@ -60,6 +60,16 @@ def test_values_live_in_params_yaml_only() -> None:
     assert set(raw) == {*sections, "predict", "checks"}
 
 
+def test_a_long_refused_name_is_not_echoed_whole() -> None:
+    name = "x" * 501
+    with pytest.raises(ParamsError) as caught:
+        load_params(REPO_ROOT / "params.yaml", [f"mlflow.experiment_name={name}"])
+    assert str(caught.value) == (
+        "params.yaml: mlflow.experiment_name: must have at most 500 characters "
+        f"(got {'x' * 40!r}... (501 characters))"
+    )
+
+
 def test_a_key_missing_from_the_file_is_an_error_naming_it(tmp_path: Path) -> None:
     path = tmp_path / "params.yaml"
     path.write_text(REPO_PARAMS.replace("  learning_rate: 0.001\n", ""))

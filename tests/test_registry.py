@@ -111,7 +111,7 @@ def test_version_tags_and_description_link_run_commit_data_and_accuracy(
     assert "champion" in model.description and "challenger" in model.description
     assert ", ".join(mf.CLASSES) in model.description
     # One model tag, the champion, so the models list's Tags column shows it first.
-    assert model.tags == {"champion": "v1, test accuracy 0.7500"}
+    assert model.tags == {"champion": "v1 · 0.7500"}
 
 
 def test_missing_lineage_tags_read_unknown(runs: list[dict], name: str) -> None:
@@ -159,9 +159,9 @@ def test_models_list_tag_names_the_champion_when_a_newer_challenger_exists(
     register(name, runs[2], 0.75)
     assert aliases(name) == {"champion": "2", "challenger": "3"}
     model_tags = mlflow.MlflowClient().get_registered_model(name).tags
-    assert model_tags == {"champion": "v2, test accuracy 0.8000"}
+    assert model_tags == {"champion": "v2 · 0.8000"}
     register(name, runs[3], 0.85)
-    assert shown() == "v4, test accuracy 0.8500"
+    assert shown() == "v4 · 0.8500"
     # An alias removed by hand: the next evaluate drops the tag too, rather than keep a stale one.
     mlflow.MlflowClient().delete_registered_model_alias(name, "champion")
     register(name, runs[0], 0.60)

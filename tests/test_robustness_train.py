@@ -332,7 +332,8 @@ def test_read_only_models_folder_fails_before_training(tmp_path: Path) -> None:
     assert result.returncode == 1, result.stderr
     assert error_lines(result.stderr) == [f"error: cannot write to {models}: Read-only file system"]
     assert "Traceback" not in result.stderr
-    assert "Epoch 1/" not in result.stdout + result.stderr, "it trained first"
+    # The per-epoch line of pipeline/train/fit.py (Keras prints "Epoch 1/" on a terminal only).
+    assert "epoch 1/" not in (result.stdout + result.stderr).lower(), "it trained first"
     assert not (workdir / "mlflow.db").exists(), "no MLflow run was opened"
 
 
@@ -452,3 +453,29 @@ def test_checkpoint_of_another_backend_or_precision_is_discarded(tmp_path: Path,
     assert "written with keras.backend jax, train.precision_policy mixed_bfloat16" in message
     assert "this training uses keras.backend tensorflow, train.precision_policy float32" in message
     assert not (tmp_path / "key").exists()
+
+
+def test_checkpoint_holding_another_network_is_discarded(tmp_path: Path, caplog) -> None:
+    import keras
+
+    def dense(units: int) -> keras.Model:
+        model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(units)])
+        model.compile(optimizer="adam", loss="mse")
+        return model
+
+    code = {"a.py": "0" * 32}
+    checkpoint = TrainingCheckpoint(tmp_path / "key", code, expected_model=lambda: dense(1))
+    checkpoint.save(dense(1), 1, "run-1", [{"epoch": 1, "val_accuracy": 0.5}], 0.5, is_best=False)
+    assert checkpoint.load() is not None, "the same network resumes"
+
+    # A valid Keras file of another network put in the checkpoint's place (issue 31).
+    state = json.loads(checkpoint.state_path.read_text())
+    dense(3).save(checkpoint.folder / state["model"])
+    with caplog.at_level(logging.WARNING, logger="pipeline"):
+        assert checkpoint.load() is None
+    (message,) = [m for m in pipeline_messages(caplog) if "discarding" in m]
+    assert "its model is not the network this training builds" in message
+    assert "weight shapes [(2, 3), (3,)], expected [(2, 1), (1,)]" in message
+    assert "starting afresh" in message
+    assert not checkpoint.folder.exists()
+    assert checkpoint.discarded_run_id == "run-1", "its MLflow run is closed, not resumed"

@@ -61,7 +61,7 @@ def test_both_forms_give_the_same_pixels() -> None:
     ("pixels", "detail"),
     [
         (np.full((1, *SHAPE), 0.5), "not all whole numbers"),
-        (np.full((1, *SHAPE), np.nan), "not all whole numbers"),
+        (np.full((1, *SHAPE), np.nan), "got 3072 NaN or infinite value(s)"),
         (np.full((1, *SHAPE), 300), "from 300 to 300"),
         (np.full((1, *SHAPE), -1), "from -1 to -1"),
         (np.zeros((1, 32, 32)), "got shape (1, 32, 32)"),
@@ -75,11 +75,13 @@ def test_pixels_that_are_not_uint8_images_are_refused(pixels: np.ndarray, detail
     assert refused.value.message.startswith(EXPECTED) and detail in refused.value.message
 
 
-def test_a_nan_among_whole_numbers_is_refused() -> None:
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_a_nan_or_infinite_pixel_among_whole_numbers_is_named(bad: float) -> None:
     pixels = np.zeros((2, *SHAPE))
-    pixels[1, 5, 5, 1] = np.nan
-    with pytest.raises(ServingRefusal, match="not all whole numbers"):
+    pixels[1, 5, 5, 1] = bad
+    with pytest.raises(ServingRefusal) as refused:
         check_images(pixels, SHAPE)
+    assert refused.value.message == f"{EXPECTED}: got 1 NaN or infinite value(s)"
 
 
 @pytest.mark.parametrize(

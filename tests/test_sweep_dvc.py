@@ -3,7 +3,7 @@
 ``dvc exp run --queue -S mlflow.sweep=lr-grid -S 'train.learning_rate=a,b,c'`` queues one
 experiment per value (DVC expands the comma list into a grid); ``dvc queue start -j 2`` runs
 them two at a time, each in its own temporary copy under ``.dvc/tmp/exps/``, all logging to the
-workspace's mlflow.db. ``python -m deploy.sweep_table`` (``make sweep``) then lists the three
+workspace's mlflow.db. ``python -m views.sweep`` (``make sweep``) then lists the three
 best first. Tiny: 200 training images, 1 epoch, the data prepared once; the workers are stopped
 by PID afterwards.
 """
@@ -185,7 +185,7 @@ def test_queued_grid_with_two_workers_is_one_sweep_listed_best_first(repo: Repo)
     client.set_terminated(other.info.run_id)
 
     # `make sweep SWEEP=lr-grid` runs this, from the workspace (no MLFLOW_TRACKING_URI).
-    shown = repo.run(sys.executable, "-m", "deploy.sweep_table", SWEEP).stdout.splitlines()
+    shown = repo.run(sys.executable, "-m", "views.sweep", SWEEP).stdout.splitlines()
     assert shown[0].startswith(f"sweep {SWEEP}: 3 trials, best first by test accuracy")
     header, *rows = (line.split() for line in shown[1:])
     assert header[-1] == "train.learning_rate"

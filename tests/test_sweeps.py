@@ -12,7 +12,6 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from deploy.sweep_table import main
 from pipeline.compare.sweeps import (
     BY_TEST,
     BY_VAL,
@@ -31,6 +30,7 @@ from pipeline.compare.sweeps import (
     sweep_table,
 )
 from pipeline.core.errors import UsageError
+from views.sweep import main
 
 
 def trial(name: str, val: float | None, test: float | None, **params: str) -> Trial:

@@ -413,11 +413,18 @@ def _annotated_rules(annotation: Any) -> list[Any]:
     return rules
 
 
+# How much of a refused string value an error line shows.
+SHOWN_CHARS = 40
+
+
 def _show(value: Any) -> str:
     if value is None:
         return "null"
     if isinstance(value, bool):
         return str(value).lower()
     if isinstance(value, str):
+        # A 501-character name is not echoed whole: its start and its length say enough.
+        if len(value) > SHOWN_CHARS:
+            return f"{value[:SHOWN_CHARS]!r}... ({len(value)} characters)"
         return repr(value)
     return one_line(str(value))

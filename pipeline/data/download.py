@@ -25,7 +25,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from pipeline.core.atomic import atomic_path
 from pipeline.core.checksums import CHUNK_BYTES
-from pipeline.core.errors import PipelineError
+from pipeline.core.errors import ParamsError, PipelineError
 from pipeline.core.locks import exclusive_lock
 
 log = logging.getLogger("pipeline")
@@ -68,7 +68,11 @@ def fetch_archive(
         raise PipelineError(f"{dest} is a folder: the archive path must name a file")
     scheme = urllib.parse.urlsplit(url).scheme.lower()
     if scheme not in ("", "file", "http", "https"):
-        raise PipelineError(f"data.url: unsupported URL scheme {scheme!r} in {url}")
+        # A bad param like any other: exit 2, like the schema's refusals.
+        raise ParamsError(
+            f"data.url: unsupported URL scheme {scheme!r} in {url}; "
+            "use http(s)://, file:// or a path"
+        )
     if md5 is None:
         log.warning("data.md5 is null: skipping the checksum of %s", url)
     source = None if scheme in ("http", "https") else _local_path(url)

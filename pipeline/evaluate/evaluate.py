@@ -57,6 +57,12 @@ from pipeline.evaluate.scoring import (
     predictions_frame,
 )
 from pipeline.tracking.datasets import ROWS_TAG, SplitDataset, log_datasets, split_dataset
+from pipeline.tracking.headline import (
+    DESCRIPTION_TAG,
+    changed_params,
+    committed_params,
+    headline,
+)
 from pipeline.tracking.runs import prepare_tracking
 from pipeline.tracking.serving import model_id
 
@@ -97,9 +103,6 @@ def run_evaluation(params: Params, prepared_dir: Path, models_dir: Path, reports
 
     probabilities = predict_probabilities(model, x)
     evaluation = evaluate_predictions(y, probabilities, classes)
-    log.info(
-        "test accuracy %.4f, loss %.4f on %d images", evaluation.accuracy, evaluation.loss, len(y)
-    )
     if params.evaluate.flip_tta:
         tta = flip_tta_accuracy(model, x, y, probabilities)
         evaluation = dataclasses.replace(evaluation, accuracy_flip_tta=tta)
@@ -108,10 +111,15 @@ def run_evaluation(params: Params, prepared_dir: Path, models_dir: Path, reports
         _write_evaluation(evaluation, history, x, out)
     test_dataset = split_dataset("test", test, params.data.url)
     _log_metrics(run_info, mlflow_metrics(evaluation), test_dataset)
+    _describe_run(run_info.run_id, params, evaluation.accuracy)
     details = _data_details(run, len(y))
     _register_and_report(params, run_info, run_tags, evaluation, out, details)
     _log_files(run_info.run_id, list(out.values()))
-    log.info("wrote %s and logged it to MLflow run %s", reports_dir, run_info.run_id)
+    # One closing line, the result and where to look (a short run prints at most 40, issue 31).
+    log.info(
+        "test accuracy %.4f, loss %.4f on %d images; wrote %s and logged it to MLflow run %s",
+        evaluation.accuracy, evaluation.loss, len(y), reports_dir, run_info.run_id,
+    )  # fmt: skip
 
 
 def check_model_of_run(model_path: Path, run_info: RunInfo) -> None:
@@ -236,6 +244,15 @@ def _training_run(run_info: RunInfo, uri: str) -> Any:
 
 # The client logs to the run without reopening it, so its FINISHED status never changes,
 # not even when this stage fails half-way (a reopened run would end FAILED).
+def _describe_run(run_id: str, params: Params, accuracy: float) -> None:
+    """The run's description: its headline, test accuracy first (pipeline/tracking/headline.py)."""
+    import mlflow
+
+    changes = changed_params(params, committed_params(paths.REPO_ROOT))
+    with mlflow_errors(f"describing MLflow run {run_id}"):
+        mlflow.MlflowClient().set_tag(run_id, DESCRIPTION_TAG, headline(changes, accuracy))
+
+
 def _log_metrics(run_info: RunInfo, metrics: dict[str, float], test: SplitDataset) -> None:
     """Log the test metrics and the test dataset, each metric linked to the model and the data."""
     import mlflow

@@ -343,7 +343,11 @@ def _find_or_create_version(
     existing = client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
     if existing:
         return str(min(int(v.version) for v in existing)), False
-    created = mlflow.register_model(model_uri, name, tags=tags)
+    from pipeline.core.quiet import quiet_stderr_prints
+
+    # register_model prints two lines of its own; the stage's registry line says the same.
+    with quiet_stderr_prints():
+        created = mlflow.register_model(model_uri, name, tags=tags)
     return str(created.version), True
 
 
@@ -354,18 +358,20 @@ def _alias_version(client: Any, name: str, alias: str) -> str | None:
 
 
 def _show_champion(client: Any, name: str, champion: str | None) -> None:
-    """Mirror the champion in the registered model's tag ``champion``: ``v3, test accuracy 0.31``.
+    """Mirror the champion in the registered model's tag ``champion``: ``v3 · 0.3100``.
 
     MLflow's models list shows only the alias of the newest aliased version and hides the others
     behind "+1": a challenger newer than the champion hid it. The list's Tags column shows this
-    tag whatever the version order; rewritten at every evaluate, so it heals after a kill.
+    tag whatever the version order; rewritten at every evaluate, so it heals after a kill. The
+    value is the version and its test accuracy only: the list's Tags column cut the longer
+    ``v6, test accuracy 0.1825`` to ``champion: v6, test accuracy 0.1``.
     """
     if champion is None:
         if CHAMPION in client.get_registered_model(name).tags:
             client.delete_registered_model_tag(name, CHAMPION)
         return
     accuracy = _champion_accuracy(client, name, champion)
-    figure = "" if accuracy is None else f", test accuracy {accuracy:.4f}"
+    figure = "" if accuracy is None else f" · {accuracy:.4f}"
     client.set_registered_model_tag(name, CHAMPION, f"v{champion}{figure}")
 
 

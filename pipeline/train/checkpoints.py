@@ -14,7 +14,7 @@ import json
 import logging
 import shutil
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -67,13 +67,20 @@ class TrainingCheckpoint:
     """
 
     def __init__(
-        self, folder: Path, code: dict[str, str], runtime: dict[str, str] | None = None
+        self,
+        folder: Path,
+        code: dict[str, str],
+        runtime: dict[str, str] | None = None,
+        expected_model: Callable[[], keras.Model] | None = None,
     ) -> None:
         """``code``: md5 per training source file; ``runtime``: what the weights depend on
-        beyond params and code (``{"keras.backend": ..., "train.precision_policy": ...}``)."""
+        beyond params and code (``{"keras.backend": ..., "train.precision_policy": ...}``);
+        ``expected_model``: builds the network this training trains, called only when there is
+        a checkpoint to compare with it."""
         self.folder = folder
         self.code = code
         self.runtime = runtime or {}
+        self.expected_model = expected_model
         self.state_path = folder / "state.json"
         # Set by load(): the MLflow run of a checkpoint it threw away.
         self.discarded_run_id: str | None = None
@@ -121,6 +128,17 @@ class TrainingCheckpoint:
             )
             self._discard()
             return None
+        foreign = self._foreign_model(self.folder / state["model"])
+        if foreign:
+            # A valid Keras file of another network put in its place: resumed, it trained with
+            # a loss of hundreds and every later run failed on its metrics (issue 31).
+            log.warning(
+                "discarding checkpoint %s: its model is not the network this training builds "
+                "(%s): starting afresh",
+                *(self.folder, foreign),
+            )
+            self._discard()
+            return None
         changed = changed_files(state.get("code") or {}, self.code)
         if changed:
             shown = ", ".join(changed[:5]) + (", ..." if len(changed) > 5 else "")
@@ -142,6 +160,16 @@ class TrainingCheckpoint:
             best_path=self.folder / best if best else None,
             best_score=state.get("best_score"),
         )
+
+    def _foreign_model(self, path: Path) -> str | None:
+        """How the model at ``path`` differs from ``expected_model``'s, or None if it does not."""
+        if self.expected_model is None:
+            return None
+        found, expected = keras.saving.load_model(path), self.expected_model()
+        for what, of in (("input shape", _input_shape), ("weight shapes", _weight_shapes)):
+            if of(found) != of(expected):
+                return f"{what} {_brief(of(found))}, expected {_brief(of(expected))}"
+        return None
 
     def _discard(self) -> None:
         """Delete the checkpoint, remembering the run it was for, when state.json says."""
@@ -248,6 +276,19 @@ def _check_loads(path: Path) -> None:
     except Exception as exc:  # Keras raises many types for a config it cannot rebuild
         message = " ".join(str(exc).split())[:300]
         raise ValueError(f"{path.name} cannot be loaded: {message}") from None
+
+
+def _input_shape(model: keras.Model) -> list[object]:
+    return list(model.input_shape)
+
+
+def _weight_shapes(model: keras.Model) -> list[object]:
+    return [tuple(weight.shape) for weight in model.weights]
+
+
+def _brief(value: list[object]) -> str:
+    text = str(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _describe(runtime: dict[str, str]) -> str:

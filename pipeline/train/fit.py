@@ -234,6 +234,10 @@ def fit(
             model = keras.saving.load_model(resume.model_path)
             history, best = list(resume.history), resume.best_score
 
+    # The live progress bar on a terminal; else one line per epoch of our own (Keras's verbose=2
+    # adds an "Epoch i/n" line before each).
+    live_bar = sys.stdout.isatty()
+
     def on_epoch(model: keras.Model, rows: list[EpochRow]) -> None:
         nonlocal best
         score = rows[-1].get(BEST_MONITOR, float("-inf"))
@@ -242,6 +246,8 @@ def fit(
         # Log before checkpointing: a kill in between then repeats an epoch rather than losing
         # its metrics from the MLflow run.
         log_epoch(rows[-1])
+        if not live_bar:
+            log.info("%s", describe_epoch(rows[-1], train_params.epochs))
         checkpoint.save(model, len(rows), run_id, rows, best, is_best)
 
     backend.compile_augmentation(model)
@@ -270,14 +276,21 @@ def fit(
         epochs=train_params.epochs,
         initial_epoch=initial_epoch,
         callbacks=[StopOnNaN(), EpochRecorder(len(data.train_x), history, on_epoch), *callbacks],
-        # The live progress bar on a terminal; one line per epoch in logs (CI, redirected output).
-        verbose=1 if sys.stdout.isatty() else 2,
+        verbose=1 if live_bar else 0,
     )
     if train_params.restore_best:
         state = checkpoint.load()
         if state is not None and state.best_path is not None:
             load_best_weights(model, state.best_path)
     return model, history
+
+
+def describe_epoch(row: EpochRow, epochs: int) -> str:
+    """One log line for a finished epoch, e.g.
+    ``epoch 2/10: loss 1.52, accuracy 0.441, val_loss 1.61, val_accuracy 0.42 (31.2 s)``."""
+    timing = {"epoch", "seconds", "images_per_s"}
+    shown = ", ".join(f"{name} {value:.4g}" for name, value in row.items() if name not in timing)
+    return f"epoch {int(row['epoch'])}/{epochs}: {shown} ({row.get('seconds', 0.0):.1f} s)"
 
 
 def _validation_set(data: PreparedData, batch_size: int, pad: bool) -> object:

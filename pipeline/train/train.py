@@ -25,6 +25,12 @@ from pipeline.data.checks import log_data_checks
 from pipeline.predict.drift import log_reference
 from pipeline.tracking import metric_names
 from pipeline.tracking.datasets import SplitDataset, log_datasets, split_dataset
+from pipeline.tracking.headline import (
+    DESCRIPTION_TAG,
+    changed_params,
+    committed_params,
+    headline,
+)
 from pipeline.tracking.lineage import dvc_experiment, lineage_tags
 from pipeline.tracking.runs import (
     SWEEP_TAG,
@@ -38,7 +44,7 @@ from pipeline.tracking.serving import log_served_model, model_id
 from pipeline.train import backend
 from pipeline.train.checkpoints import ResumeState, TrainingCheckpoint, checkpoint_key
 from pipeline.train.code_digest import stage_code_md5s
-from pipeline.train.fit import BEST_MONITOR, fit, load_prepared, precision_policy
+from pipeline.train.fit import BEST_MONITOR, fit, load_prepared, new_model, precision_policy
 from pipeline.train.model import model_summary
 from pipeline.train.precision import cpu_bf16_flags
 
@@ -104,7 +110,10 @@ def run_training(
     # A checkpoint resumes only on the backend and precision that wrote it.
     runtime = {"keras.backend": keras_backend.name(), "train.precision_policy": policy}
     checkpoint = TrainingCheckpoint(
-        checkpoints_dir / key, stage_code_md5s(REPO_ROOT, "train"), runtime
+        checkpoints_dir / key,
+        stage_code_md5s(REPO_ROOT, "train"),
+        runtime,
+        expected_model=lambda: new_model(params.model, params.train),
     )
     with checkpoint.lock(), _tracking_failures(uri, checkpoint, params.train.epochs):
         experiment_id = use_experiment(params.mlflow.experiment_name)
@@ -115,6 +124,7 @@ def run_training(
         # A new run under `dvc exp run` is named after the DVC experiment; a resumed one keeps
         # its name.
         run_name = experiment[0] if experiment and run_id is None else None
+        changes = changed_params(params, committed_params(REPO_ROOT))
         with _open_run(run_id, experiment_id, run_name) as run:
             if run.info.experiment_id != experiment_id:
                 # `mlflow run` without --experiment-name opened the run in "Default".
@@ -132,6 +142,8 @@ def run_training(
             keras.mixed_precision.set_global_policy(policy)
             mlflow.log_params(logged_params(params))
             mlflow.set_tags(lineage_tags(REPO_ROOT, raw_archive, data_md5, policy != "float32"))
+            # The run page's description; evaluate puts the test accuracy in front.
+            mlflow.set_tag(DESCRIPTION_TAG, headline(changes))
             # Which policy `mixed_precision: auto` chose here, and on what evidence.
             mlflow.set_tags({"train.precision_policy": policy, "cpu.bf16_flags": _bf16_flags_tag()})
             if params.mlflow.sweep is not None:

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from deploy.exps_view import differing_params
 from tests.conftest import REPO_ROOT, VENV_BIN
+from views.exps import Row, differing_params, experiment_rows, render, significant
 
 GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com"]
 # The project's param layout, with a long data URL and md5 that every experiment overrides.
@@ -123,21 +123,61 @@ def test_make_exps_table_fits_120_columns_with_three_experiments(tmp_path: Path)
     for name, sets in EXPERIMENTS.items():
         run("dvc", "exp", "run", "-q", "-n", name, *(f"-S{s}" for s in [*COMMON, *sets]))
 
-    table = run(sys.executable, "-m", "deploy.exps_view").splitlines()
+    table = run(sys.executable, "-m", "views.exps").splitlines()
     assert max(display_width(line) for line in table) <= 120
     text = "\n".join(table)
     assert "…" not in text  # nothing cut
     header = next(line for line in table if "Experiment" in line).split()
-    # The headline metrics, then the params that differ, in params.yaml's order.
+    # The headline metrics, then the params that differ, keys without their section.
     assert header == [
-        "Experiment", "accuracy", "macro_f1", "val_loss",
-        "train.epochs", "train.optimizer", "train.learning_rate",
+        "Experiment", "accuracy", "macro_f1", "val_loss", "epochs", "learning_rate", "optimizer",
     ]  # fmt: skip
     # Best test accuracy first: adam (0.201) above rmsprop (0.201, then name) above sgd (0.1501).
     rows = [line for line in table if "[" in line]
     assert [row.split("[")[1].split("]")[0] for row in rows][-1] == "sgd-lr1e-4-e1"
     assert "0.1501" in rows[-1] and "sgd" in rows[-1] and "0.0001" in rows[-1]
+    assert "0.07505" in rows[-1], "macro F1 at 4 significant digits"
     assert "workspace" not in text
     # The same params DVC itself reports as changed, but for the ones set alike everywhere.
     listed = json.loads(run("dvc", "exp", "show", "--json"))
     assert differing_params(listed) == ["train.epochs", "train.learning_rate", "train.optimizer"]
+
+
+def test_metrics_at_four_significant_digits() -> None:
+    assert [significant(v) for v in (0.1, 0.1825, 0.0967367, 2.20291, 0.048932)] == [
+        "0.1000", "0.1825", "0.09674", "2.203", "0.04893",
+    ]  # fmt: skip
+
+
+def shown_rev(name: str, state: str, accuracy: float | None, lr: str) -> dict:
+    metrics = {} if accuracy is None else {"m.json": {"data": {"accuracy": accuracy}}}
+    data = {"params": {"params.yaml": {"data": {"train": {"learning_rate": lr}}}}}
+    return {
+        "executor": {"state": state},
+        "revs": [{"rev": name[0] * 40, "name": name, "data": data | {"metrics": metrics}}],
+    }
+
+
+def test_queued_and_running_experiments_sort_below_finished_ones() -> None:
+    shown = [{"rev": "b" * 40, "data": {}, "experiments": [
+        shown_rev("queued-one", "queued", None, "0.01"),
+        shown_rev("good", "success", 0.3, "0.001"),
+        shown_rev("running-one", "running", None, "0.02"),
+        shown_rev("better", "success", 0.4, "0.002"),
+    ]}]  # fmt: skip
+    labels = [row.label.split("[")[1].rstrip("]") for row in experiment_rows(shown)]
+    assert labels == ["better", "good", "queued-one", "running-one"]
+    table = render(experiment_rows(shown), ["train.learning_rate"], 120)
+    assert "queued" in table[3] and "running" in table[4]
+
+
+def test_columns_that_do_not_fit_are_dropped_and_named() -> None:
+    params = [f"train.param_{n}" for n in range(8)] + ["model.param_0"]
+    row = Row("abc1234 [exp]", "success", {"accuracy": 0.5}, {p: '"long-value"' for p in params})
+    wide = render([row], params, 200)
+    assert "train.param_0" in wide[0] and "model.param_0" in wide[0], "ambiguous keys keep sections"
+    assert "param_1" in wide[0] and "train.param_1" not in wide[0]
+    narrow = render([row], params, 80)
+    assert max(map(len, narrow)) <= 80
+    note = " ".join(narrow[2:])
+    assert note.startswith("(not shown, to fit 80 columns: ") and "model.param_0" in note

@@ -11,7 +11,7 @@ import json
 import mlflow
 import pytest
 
-from deploy.ui_view import SHARED_VIEW_TAG, compare_link, main
+from views.ui_link import SHARED_VIEW_TAG, compare_link, main
 
 BASE = "http://127.0.0.1:5000"
 

@@ -12,7 +12,7 @@ after new experiments), a browser that already chose GenAI mode may still show t
 (``workflowType=machine_learning`` in the link asks for the classic one), and the compare page's
 charts (parallel coordinates, scatter axes) take no state from the URL.
 
-    python -m deploy.ui_view [--base http://127.0.0.1:5000]
+    python -m views.ui_link [--base http://127.0.0.1:5000]
 """
 
 from __future__ import annotations

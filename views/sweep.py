@@ -7,7 +7,7 @@ epoch's validation accuracy, test accuracy, macro F1 and the params that differ,
 accuracy (by validation accuracy while a trial has no test figure). The store is the stages'
 own: ``MLFLOW_TRACKING_URI``, else the workspace's mlflow.db.
 
-    python -m deploy.sweep_table NAME
+    python -m views.sweep NAME
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from pipeline.core.redact import redact
 def main(argv: list[str] | None = None) -> int:
     """Print the sweep's table; one ``error:`` line and a non-zero exit when there is none."""
     parser = argparse.ArgumentParser(
-        prog="python -m deploy.sweep_table", description=__doc__.splitlines()[0]
+        prog="python -m views.sweep", description=__doc__.splitlines()[0]
     )
     parser.add_argument("sweep", help="the sweep's name (mlflow.sweep of its trainings)")
     args = parser.parse_args(argv)

@@ -1,0 +1,1 @@
+"""Developer views over the experiments: make exps, the make ui link, make sweep."""
