@@ -63,7 +63,7 @@ run: check-params  ## run the pipeline: dvc repro (only what changed); GPU=1: on
 # A DVC experiment, with a profile (profiles/NAME.yaml) if PROFILE is set: params.yaml (by the
 # hardened reader, as check-params), the profile and every -S in EXP_ARGS are checked first, and
 # a typo stops with one error line before DVC starts anything.
-exp: setup  ## dvc exp run with a profile: make exp PROFILE=NAME [EXP_ARGS='-S train.epochs=2 --queue']
+exp: check-params  ## dvc exp run with a profile: make exp PROFILE=NAME [EXP_ARGS='-S train.epochs=2 --queue']
 	$(PY) -m stages.exp_run $(if $(PROFILE),--profile "$(PROFILE)") $(EXP_ARGS)
 
 # dvc exp show with the experiment, the three headline metrics and the params that differ

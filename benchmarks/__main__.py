@@ -99,6 +99,7 @@ def main(argv: list[str] | None = None) -> None:
             "benchmarks.serving", "--prepared-dir", prepared, "--out", results / "serving.json",
             "--workers", *args.serve_workers, "--seconds", args.serve_seconds,
             "--max-requests", args.serve_requests,
+        ),
         "predict": module(
             "benchmarks.predict_throughput", "--archive", archive,
             "--out", results / "predict.json", "--images", args.predict_images,

@@ -59,5 +59,6 @@ def test_make_targets_check_params_before_dvc(target: str) -> None:
         ["make", "-n", target], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60,
     ).stdout.splitlines()  # fmt: skip
     checks = [i for i, line in enumerate(shown) if "-m stages.cli --params params.yaml" in line]
-    dvc = [i for i, line in enumerate(shown) if "dvc " in line or "views.exps" in line]
+    runs_dvc = ("dvc ", "views.exps", "stages.exp_run")  # exp_run execs `dvc exp run`
+    dvc = [i for i, line in enumerate(shown) if any(word in line for word in runs_dvc)]
     assert checks and dvc and checks[0] < dvc[0], shown
