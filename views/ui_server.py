@@ -93,7 +93,12 @@ def main(argv: list[str] | None = None) -> int:
     with open(log_path, "wb") as log:
         output = None if verbose else log
         # Its own session: Ctrl-C reaches this process only, which then stops the whole group.
-        process = subprocess.Popen(command, stdout=output, stderr=output, start_new_session=True)
+        # MLflow's job runner (about seven polling consumers of ~250 MB) serves nothing here;
+        # off unless the user's environment turns it on.
+        env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ}
+        process = subprocess.Popen(
+            command, stdout=output, stderr=output, start_new_session=True, env=env
+        )
         try:
             print(f"starting the MLflow UI on {base} (its log: {log_path}) ...", flush=True)
             problem = wait_until_answering(process, f"{base}/health")
