@@ -22,7 +22,7 @@ from pipeline.core.atomic import atomic_path
 from pipeline.core.errors import PipelineError
 from pipeline.core.locks import exclusive_lock
 from pipeline.core.params import DataChecksParams, PreprocessParams
-from pipeline.data.checks import check_data, data_report
+from pipeline.data.checks import check_data, data_report, describe
 from pipeline.data.cifar import read_cifar_archive
 from pipeline.data.preview import render_preview_grid
 from pipeline.data.splits import prepare_splits
@@ -92,7 +92,7 @@ def _preprocess(
     summary = summarise({name: y for name, (_, y) in arrays.items()}, data.classes)
     check_every_class_present(summary, archive)
     checks = data_report(arrays, data.classes)
-    log.info("data checks: %s", json.dumps(checks))
+    log.info("data checks: %s", describe(checks))
     if limits is not None:
         check_data(checks, limits)  # before any write: a breach leaves nothing downstream
     preview = render_preview_grid(train_x, train_y, data.classes)
