@@ -536,7 +536,7 @@ def test_submit_sends_the_compiled_pipeline_with_typed_overrides() -> None:
         (
             "trian.epochs=2",
             "trian is not a params.yaml section (data, preprocess, model, train, "
-            "mlflow, evaluate, register); did you mean train?",
+            "mlflow, evaluate, register, checks); did you mean train?",
         ),
         ("train_epochs=2", "train_epochs is not a params.yaml section"),
         ("train.device=cpu", "train.device is set by the compiled pipeline"),

@@ -540,8 +540,8 @@ def test_stage_cli_end_to_end(tiny: tuple[Path, TinyCifar], tmp_path: Path) -> N
     png = (reports / "data_preview.png").read_bytes()
     assert png.startswith(b"\x89PNG\r\n\x1a\n")
     Image.open(io.BytesIO(png)).verify()
-    # One log line per split.
-    assert "val: 50 images (airplane 5," in result.stderr
+    # The split sizes, in one line: every class has the same count in each split here.
+    assert "images: train 250 (25 per class), val 50 (5 per class), test 50 (" in result.stderr
 
 
 @pytest.mark.e2e
@@ -634,3 +634,25 @@ def test_a_breached_threshold_stops_the_stage_with_one_line_and_writes_nothing(
     assert expected in errors[0]
     assert "constant_test 1 of 50" in errors[0]
     assert files_under(tmp_path / "prepared", tmp_path / "reports") == []
+
+
+def test_balanced_splits_are_one_log_line_and_unbalanced_ones_name_each_class() -> None:
+    from pipeline.data.preprocess import describe_splits, summarise
+
+    classes = ["a", "b"]
+    balanced = summarise(
+        {"train": np.array([0, 1, 0, 1]), "val": np.array([0, 1]), "test": np.array([0, 1])},
+        classes,
+    )
+    assert describe_splits(balanced) == [
+        "images: train 4 (2 per class), val 2 (1 per class), test 2 (1 per class)"
+    ]
+    uneven = summarise(
+        {"train": np.array([0, 1, 1]), "val": np.array([0, 1]), "test": np.array([0, 1])},
+        classes,
+    )
+    assert describe_splits(uneven) == [
+        "train: 3 images (a 1, b 2)",
+        "val: 2 images (a 1, b 1)",
+        "test: 2 images (a 1, b 1)",
+    ]

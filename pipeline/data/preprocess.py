@@ -97,8 +97,8 @@ def _preprocess(
         check_data(checks, limits)  # before any write: a breach leaves nothing downstream
     preview = render_preview_grid(train_x, train_y, data.classes)
     _write_outputs(prepared_dir, reports_dir, arrays, data.classes, summary, preview, checks)
-    for name in prepared.SPLITS:
-        log.info("%s", describe_split(name, summary[name]))
+    for line in describe_splits(summary):
+        log.info("%s", line)
     return summary
 
 
@@ -140,6 +140,19 @@ def check_every_class_present(summary: dict[str, Any], archive: Path) -> None:
         log.warning(
             "warning: the %s split has no image of %s: %s", split, which, consequences[split]
         )
+
+
+def describe_splits(summary: dict[str, Any]) -> list[str]:
+    """The log lines for the splits: one, ``images: train 2000 (200 per class), ...``, when
+    every class has the same count within each split; else one per split (describe_split)."""
+    counts = {split: set(summary[split]["per_class"].values()) for split in prepared.SPLITS}
+    if all(len(values) == 1 for values in counts.values()):
+        parts = [
+            f"{split} {summary[split]['total']} ({next(iter(counts[split]))} per class)"
+            for split in prepared.SPLITS
+        ]
+        return [f"images: {', '.join(parts)}"]
+    return [describe_split(split, summary[split]) for split in prepared.SPLITS]
 
 
 def describe_split(name: str, counts: dict[str, Any]) -> str:
