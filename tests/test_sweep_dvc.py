@@ -14,6 +14,7 @@ import contextlib
 import hashlib
 import itertools
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -187,10 +188,22 @@ def test_queued_grid_with_two_workers_is_one_sweep_listed_best_first(repo: Repo)
     # `make sweep SWEEP=lr-grid` runs this, from the workspace (no MLFLOW_TRACKING_URI).
     shown = repo.run(sys.executable, "-m", "views.sweep", SWEEP).stdout.splitlines()
     assert shown[0].startswith(f"sweep {SWEEP}: 3 trials, best first by test accuracy")
-    header, *rows = (line.split() for line in shown[1:])
+    # Columns are two spaces apart at least; a trial's name has single spaces in it.
+    header, *rows = (re.split(r"\s{2,}", line.strip()) for line in shown[1:])
     assert header[-1] == "train.learning_rate"
     by_name = {run.info.run_name: run for run in runs}
     assert [row[1] for row in rows] != [] and {row[1] for row in rows} == set(by_name)
+    # Each trial named for the sweep, its number and its value; DVC's name kept in a tag.
+    assert sorted(by_name) == sorted(
+        f"{SWEEP} {n}: learning_rate={by_name_rate}"
+        for n, by_name_rate in zip(
+            range(1, len(RATES) + 1),
+            [run.data.params["train.learning_rate"] for run in
+             sorted(runs, key=lambda run: (run.info.start_time, run.info.run_id))],
+            strict=True,
+        )
+    )  # fmt: skip
+    assert all(run.data.tags.get("dvc.experiment") for run in runs)
     # The figures read straight from each run, and the order they must come in.
     figures = [
         (

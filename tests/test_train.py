@@ -266,6 +266,26 @@ def test_jax_backend_trains_one_epoch(workdir: Path, prepared_dir: Path) -> None
     assert model.count_params() == configured_param_count()
 
 
+def test_sweep_trial_is_named_for_its_sweep_number_and_values(
+    workdir: Path, prepared_dir: Path
+) -> None:
+    client = client_for(workdir)
+    experiment_id = client.create_experiment("cifar10-cnn", str(workdir / "mlruns"))
+    earlier = client.create_run(experiment_id, tags={"sweep": "lr-grid"})  # trial 1
+    client.set_terminated(earlier.info.run_id)
+    sets = ("train.epochs=1", "mlflow.sweep=lr-grid", "train.learning_rate=0.003")
+    result = run_stage("train", *train_args(workdir, prepared_dir, *sets),
+                       env=store_env(workdir) | DVC_EXP_ENV)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    (run,) = [run for run in all_runs(workdir) if run.info.run_id != earlier.info.run_id]
+    # Not DVC's random name: the sweep, the trial's number, the values that differ.
+    sweep, values = run.info.run_name.split(": ", 1)
+    assert sweep == "lr-grid 2"
+    assert "learning_rate=0.003" in values.split(", ")
+    # The DVC experiment stays findable.
+    assert run.data.tags["dvc.experiment"] == "quick-brown-fox"
+
+
 def test_uses_the_run_named_by_mlflow_run_id(workdir: Path, prepared_dir: Path) -> None:
     client = client_for(workdir)
     experiment_id = client.create_experiment("cifar10-cnn")
