@@ -17,6 +17,7 @@ import pytest
 
 from pipeline.core.checksums import file_md5
 from pipeline.data.checks import data_report
+from pipeline.tracking.serving_model import check_images
 from pipeline.train.precision import cpu_bf16_flags
 from tests.cifar_archive import CLASSES
 from tests.conftest import (
@@ -163,7 +164,10 @@ def test_train_stage_leaves_one_complete_mlflow_run(workdir: Path, prepared_dir:
     example = mlflow.artifacts.download_artifacts(
         artifact_uri=f"{logged.artifact_location}/serving_input_example.json"
     )
-    assert np.asarray(json.loads(Path(example).read_text())["inputs"]).shape == (1, 32, 32, 3)
+    # One image in the compact form, a request that can be sent as it is, in a few lines.
+    assert Path(example).stat().st_size < 1000
+    (image,) = json.loads(Path(example).read_text())["inputs"]
+    assert check_images(np.asarray([image]), (32, 32, 3)).shape == (1, 32, 32, 3)
     # The logged model's metrics name the data they were measured on.
     linked = {(m.key, m.dataset_name) for m in logged.metrics}
     assert {("final/epoch", "cifar10-val"), ("final/train_seconds", "cifar10-train")} <= linked
