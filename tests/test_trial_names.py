@@ -6,7 +6,7 @@ from pathlib import Path
 
 import mlflow
 
-from pipeline.tracking.runs import SWEEP_TAG
+from pipeline.tracking.runs import PARENT_ROLE, ROLE_TAG, SWEEP_TAG
 from pipeline.train.trial_names import trial_name, trial_number
 
 
@@ -27,6 +27,9 @@ def test_number_counts_the_sweep_s_runs_that_started_before(tmp_path: Path) -> N
         tags = {SWEEP_TAG: sweep} if sweep else {}
         return client.create_run(experiment_id, start_time=start, tags=tags).info.run_id
 
+    # A Kubeflow sweep's parent run, tagged with the sweep, starts before its trials.
+    parent = {SWEEP_TAG: "lr-grid", ROLE_TAG: PARENT_ROLE}
+    client.create_run(experiment, start_time=500, tags=parent)
     first = run(1000, "lr-grid")
     run(1500, "another")  # another sweep, and
     run(1600, None)  # a run of no sweep do not count;

@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from pipeline.tracking.headline import UNKNOWN_CHANGES, describe_changes
-from pipeline.tracking.runs import SWEEP_TAG
+from pipeline.tracking.runs import PARENT_ROLE, ROLE_TAG, SWEEP_TAG
 
 # Enough for any sweep one would read in the UI; a bigger one still counts up to here.
 MAX_COUNTED = 10_000
@@ -30,7 +30,9 @@ def trial_name(sweep: str, number: int, changes: dict[str, Any] | None) -> str:
 
 
 def trial_number(client: Any, experiment_id: str, sweep: str, run_id: str) -> int:
-    """1 + how many runs of ``sweep`` in ``experiment_id`` started before run ``run_id``.
+    """1 + how many trials of ``sweep`` in ``experiment_id`` started before run ``run_id``.
+
+    A Kubeflow sweep's parent run carries the sweep tag too, and started first: it is no trial.
 
     Runs that started in the same millisecond are ordered by run id. The sweep name passed the
     rules of ``mlflow.sweep`` (no quotes), so it is safe in the filter string.
@@ -40,6 +42,9 @@ def trial_number(client: Any, experiment_id: str, sweep: str, run_id: str) -> in
         [experiment_id], filter_string=f"tags.`{SWEEP_TAG}` = '{sweep}'", max_results=MAX_COUNTED
     )
     before = [
-        run for run in runs if (run.info.start_time, run.info.run_id) < (own.start_time, own.run_id)
+        run
+        for run in runs
+        if run.data.tags.get(ROLE_TAG) != PARENT_ROLE
+        and (run.info.start_time, run.info.run_id) < (own.start_time, own.run_id)
     ]
     return len(before) + 1
