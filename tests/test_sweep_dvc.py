@@ -195,7 +195,7 @@ def test_queued_grid_with_two_workers_is_one_sweep_listed_best_first(repo: Repo)
     assert [row[1] for row in rows] != [] and {row[1] for row in rows} == set(by_name)
     # Each trial named for the sweep, its number and its value; DVC's name kept in a tag.
     assert sorted(by_name) == sorted(
-        f"{SWEEP} {n}: learning_rate={by_name_rate}"
+        f"{SWEEP} {n}: lr={by_name_rate}"
         for n, by_name_rate in zip(
             range(1, len(RATES) + 1),
             [run.data.params["train.learning_rate"] for run in

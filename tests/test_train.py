@@ -285,7 +285,7 @@ def test_sweep_trial_is_named_for_its_sweep_number_and_values(
     # Not DVC's random name: the sweep, the trial's number, the values that differ.
     sweep, values = run.info.run_name.split(": ", 1)
     assert sweep == "lr-grid 2"
-    assert "learning_rate=0.003" in values.split(", ")
+    assert "lr=0.003" in values.split(", ")
     # The DVC experiment stays findable.
     assert run.data.tags["dvc.experiment"] == "quick-brown-fox"
 

@@ -12,7 +12,9 @@ from pipeline.train.trial_names import trial_name, trial_number
 
 def test_name_is_the_sweep_its_number_and_the_values_it_tried() -> None:
     changes = {"train.learning_rate": 0.003, "train.optimizer": "adam"}
-    assert trial_name("lr-grid", 2, changes) == "lr-grid 2: learning_rate=0.003, optimizer=adam"
+    # Short names where sweeps vary most: MLflow's run name column shows about 26 characters.
+    assert trial_name("lr-grid", 2, changes) == "lr-grid 2: lr=0.003, optimizer=adam"
+    assert trial_name("bs", 1, {"train.batch_size": 25}) == "bs 1: bs=25"
     assert trial_name("lr-grid", 1, {}) == "lr-grid 1: the committed params"
     # Outside git nothing to compare with: the number alone, the values are in the params.
     assert trial_name("lr-grid", 3, None) == "lr-grid 3"
