@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from pipeline.compare.sweeps import SWEEP_TAG, VAL_ACCURACY
 from tests.cifar_archive import build_archive, encode_records
@@ -193,16 +194,18 @@ def test_queued_grid_with_two_workers_is_one_sweep_listed_best_first(repo: Repo)
     assert header[-1] == "train.learning_rate"
     by_name = {run.info.run_name: run for run in runs}
     assert [row[1] for row in rows] != [] and {row[1] for row in rows} == set(by_name)
-    # Each trial named for the sweep, its number and its value; DVC's name kept in a tag.
+    # Each trial named for the sweep, its number (by start) and its value, or "the committed
+    # params" for the trial whose rate is the committed one; DVC's name kept in a tag.
+    committed = str(
+        yaml.safe_load((repo.root / "params.yaml").read_text())["train"]["learning_rate"]
+    )
+    assert committed in RATES, "the grid has one trial with the committed rate"
+    by_start = sorted(runs, key=lambda run: (run.info.start_time, run.info.run_id))
+    rates = [run.data.params["train.learning_rate"] for run in by_start]
     assert sorted(by_name) == sorted(
-        f"{SWEEP} {n}: lr={by_name_rate}"
-        for n, by_name_rate in zip(
-            range(1, len(RATES) + 1),
-            [run.data.params["train.learning_rate"] for run in
-             sorted(runs, key=lambda run: (run.info.start_time, run.info.run_id))],
-            strict=True,
-        )
-    )  # fmt: skip
+        f"{SWEEP} {n}: " + ("the committed params" if rate == committed else f"lr={rate}")
+        for n, rate in enumerate(rates, start=1)
+    )
     assert all(run.data.tags.get("dvc.experiment") for run in runs)
     # The figures read straight from each run, and the order they must come in.
     figures = [
