@@ -26,6 +26,10 @@ PAGE = """<!DOCTYPE html>
 {inline_scripts}
     <style>
         table {{ border-spacing: 15px; }}
+        /* DVC's image rows never wrap (an inline white-space: nowrap): four experiments' PNGs
+           made the page wider than the screen. They wrap, three at most a row. */
+        div[id] {{ white-space: normal !important; }}
+        img {{ max-width: 30vw; height: auto; }}
     </style>
 </head>
 <body>

@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -105,8 +106,13 @@ def test_version_tags_and_description_link_run_commit_data_and_accuracy(
     )
     for text in (runs[0]["run_id"], "0123abc", "r" * 32, "p" * 32, "0.7500", "first version"):
         assert text in version.description
-    for heading in ("**What**", "**Data**", "**Test accuracy**", "**Decision**: promoted"):
+    for heading in ("**What**", "**Data**", "**Test accuracy**", "**Decision**: at registration"):
         assert heading in version.description
+    # Dated, so "does not beat v2" is read as then, not now, after a later champion.
+    assert re.search(
+        r"\*\*Decision\*\*: at registration on 20\d\d-\d\d-\d\d \d\d:\d\d UTC, promoted: ",
+        version.description,
+    )
     model = mlflow.MlflowClient().get_registered_model(name)
     assert "champion" in model.description and "challenger" in model.description
     assert ", ".join(mf.CLASSES) in model.description
@@ -201,7 +207,7 @@ def test_below_min_accuracy_is_never_champion(runs: list[dict], name: str) -> No
     assert result["challenger_version"] is None
     version = mlflow.MlflowClient().get_model_version(name, "1")
     assert version.tags["registry.decision"] == "rejected"
-    assert version.description.startswith("test accuracy 0.6900 — rejected, no alias: below")
+    assert version.description.startswith("test accuracy 0.6900 — rejected, no alias: was below")
     # Even far better than a champion, a version below the floor stays out.
     register(name, runs[1], 0.70)
     lax = GATE.model_copy(update={"min_accuracy": 0.95})
@@ -224,6 +230,9 @@ def test_rerun_for_same_run_creates_no_second_version(runs: list[dict], name: st
     assert (again["version"], again["created"]) == (first["version"], False)
     assert again["decision"] == "already_champion"
     assert len(mlflow.MlflowClient().search_model_versions(f"name = '{name}'")) == 1
+    # The description now dates this evaluation's decision, not the first one's.
+    description = mlflow.MlflowClient().get_model_version(name, first["version"]).description
+    assert "**Decision**: at re-evaluation on " in description
     assert aliases(name) == {"champion": "1"}
 
 

@@ -53,24 +53,25 @@ def test_decide_each_outcome(
     ("accuracy", "champion", "champion_accuracy", "policy", "line"),
     [
         (0.3076, "4", 0.1792, GATE.model_copy(update={"min_accuracy": 0.1}),
-         "test accuracy 0.3076 — promoted: beats v4 (0.1792)"),
+         "test accuracy 0.3076 — promoted: beat v4 (0.1792)"),
         (0.75, None, None, GATE, "test accuracy 0.7500 — promoted: first version to reach "
          "register.min_accuracy 0.7000"),
         (0.805, "1", 0.80, GATE,
-         "test accuracy 0.8050 — challenger: does not beat v1 (0.8000) by 0.0100"),
+         "test accuracy 0.8050 — made challenger: did not beat v1 (0.8000) by 0.0100"),
         (0.0975, "1", 0.80, GATE,
-         "test accuracy 0.0975 — rejected, no alias: below register.min_accuracy 0.7000"),
+         "test accuracy 0.0975 — rejected, no alias: was below register.min_accuracy 0.7000"),
         (0.99, None, None, GATE.model_copy(update={"allow_champion": False}),
-         "test accuracy 0.9900 — challenger: register.allow_champion is false"),
+         "test accuracy 0.9900 — made challenger: register.allow_champion was false"),
     ],
 )  # fmt: skip
-def test_headline_says_accuracy_and_outcome_in_one_line(
+def test_headline_says_accuracy_and_the_outcome_then_in_the_past_tense(
     accuracy: float,
     champion: str | None,
     champion_accuracy: float | None,
     policy: RegisterParams,
     line: str,
 ) -> None:
+    # The past tense: the headline stays true after a later champion or challenger.
     assert headline(accuracy, decide(accuracy, champion, champion_accuracy, policy)) == line
 
 
@@ -82,7 +83,9 @@ def test_version_description_starts_with_the_headline_then_what_data_accuracy_de
     }  # fmt: skip
     decision = Decision("kept", "does not beat the champion", False, "challenger: loses to v1")
     gate = policy_tags(GATE)
-    text = version_description(tags, decision, "trained on 45,000 images, tested on 10,000", gate)
+    text = version_description(
+        tags, decision, "trained on 45,000 images, tested on 10,000", gate, "at registration on X"
+    )
     lines = text.split("\n\n")
     assert lines[0] == "test accuracy 0.8123 — challenger: loses to v1"
     assert [line.split(":")[0] for line in lines[1:]] == [
@@ -92,7 +95,8 @@ def test_version_description_starts_with_the_headline_then_what_data_accuracy_de
     assert "`abc123` (DVC experiment `quick-brown-fox`), git commit `0123abc` clean" in lines[1]
     assert "trained on 45,000 images, tested on 10,000; raw archive md5 `rrrr" in lines[2]
     assert lines[3] == "**Test accuracy**: 0.8123."
-    assert lines[4] == "**Decision**: kept: does not beat the champion."
+    # Dated: the champion it was compared with may be gone by the time someone reads it.
+    assert lines[4] == "**Decision**: at registration on X, kept: does not beat the champion."
     assert lines[5].startswith("**Input**: raw images, N x 32 x 32 x 3 uint8 RGB pixels 0-255")
     assert lines[6] == (
         "**Gate**: `register.min_accuracy` 0.7, `register.min_improvement` 0.01, "

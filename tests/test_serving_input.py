@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 
 from deploy.serving_client import encode_images
+from pipeline.tracking.serving import input_example
 from pipeline.tracking.serving_model import (
     EXPECTED,
     EXPECTED_ENCODED,
@@ -43,6 +44,13 @@ def encoded_as(pixels: np.ndarray, mode: str, image_format: str = "PNG") -> str:
 def test_whole_numbers_in_range_pass_as_uint8() -> None:
     images = check_pixels(np.full((2, *SHAPE), 255.0), SHAPE)
     assert images.dtype == np.uint8 and images.shape == (2, *SHAPE)
+
+
+def test_the_logged_input_example_is_one_small_image_the_model_takes() -> None:
+    example = input_example(SHAPE)
+    # One compact string, not 3,072 numbers: MLflow writes the example indented, a line each.
+    assert len(example) == 1 and isinstance(example[0], str) and len(example[0]) < 200
+    np.testing.assert_array_equal(check_images(np.asarray(example), SHAPE), np.zeros((1, *SHAPE)))
 
 
 def test_both_forms_give_the_same_pixels() -> None:

@@ -14,6 +14,7 @@ import contextlib
 import hashlib
 import itertools
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -24,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from pipeline.compare.sweeps import SWEEP_TAG, VAL_ACCURACY
 from tests.cifar_archive import build_archive, encode_records
@@ -187,10 +189,24 @@ def test_queued_grid_with_two_workers_is_one_sweep_listed_best_first(repo: Repo)
     # `make sweep SWEEP=lr-grid` runs this, from the workspace (no MLFLOW_TRACKING_URI).
     shown = repo.run(sys.executable, "-m", "views.sweep", SWEEP).stdout.splitlines()
     assert shown[0].startswith(f"sweep {SWEEP}: 3 trials, best first by test accuracy")
-    header, *rows = (line.split() for line in shown[1:])
+    # Columns are two spaces apart at least; a trial's name has single spaces in it.
+    header, *rows = (re.split(r"\s{2,}", line.strip()) for line in shown[1:])
     assert header[-1] == "train.learning_rate"
     by_name = {run.info.run_name: run for run in runs}
     assert [row[1] for row in rows] != [] and {row[1] for row in rows} == set(by_name)
+    # Each trial named for the sweep, its number (by start) and its value, or "the committed
+    # params" for the trial whose rate is the committed one; DVC's name kept in a tag.
+    committed = str(
+        yaml.safe_load((repo.root / "params.yaml").read_text())["train"]["learning_rate"]
+    )
+    assert committed in RATES, "the grid has one trial with the committed rate"
+    by_start = sorted(runs, key=lambda run: (run.info.start_time, run.info.run_id))
+    rates = [run.data.params["train.learning_rate"] for run in by_start]
+    assert sorted(by_name) == sorted(
+        f"{SWEEP} {n}: " + ("the committed params" if rate == committed else f"lr={rate}")
+        for n, rate in enumerate(rates, start=1)
+    )
+    assert all(run.data.tags.get("dvc.experiment") for run in runs)
     # The figures read straight from each run, and the order they must come in.
     figures = [
         (

@@ -17,6 +17,7 @@ import pytest
 
 from pipeline.core.checksums import file_md5
 from pipeline.data.checks import data_report
+from pipeline.tracking.serving_model import check_images
 from pipeline.train.precision import cpu_bf16_flags
 from tests.cifar_archive import CLASSES
 from tests.conftest import (
@@ -163,7 +164,10 @@ def test_train_stage_leaves_one_complete_mlflow_run(workdir: Path, prepared_dir:
     example = mlflow.artifacts.download_artifacts(
         artifact_uri=f"{logged.artifact_location}/serving_input_example.json"
     )
-    assert np.asarray(json.loads(Path(example).read_text())["inputs"]).shape == (1, 32, 32, 3)
+    # One image in the compact form, a request that can be sent as it is, in a few lines.
+    assert Path(example).stat().st_size < 1000
+    (image,) = json.loads(Path(example).read_text())["inputs"]
+    assert check_images(np.asarray([image]), (32, 32, 3)).shape == (1, 32, 32, 3)
     # The logged model's metrics name the data they were measured on.
     linked = {(m.key, m.dataset_name) for m in logged.metrics}
     assert {("final/epoch", "cifar10-val"), ("final/train_seconds", "cifar10-train")} <= linked
@@ -264,6 +268,26 @@ def test_jax_backend_trains_one_epoch(workdir: Path, prepared_dir: Path) -> None
     assert run.data.tags["backend.version"].startswith("0.")
     model = keras.saving.load_model(workdir / "models" / "model.keras")
     assert model.count_params() == configured_param_count()
+
+
+def test_sweep_trial_is_named_for_its_sweep_number_and_values(
+    workdir: Path, prepared_dir: Path
+) -> None:
+    client = client_for(workdir)
+    experiment_id = client.create_experiment("cifar10-cnn", str(workdir / "mlruns"))
+    earlier = client.create_run(experiment_id, tags={"sweep": "lr-grid"})  # trial 1
+    client.set_terminated(earlier.info.run_id)
+    sets = ("train.epochs=1", "mlflow.sweep=lr-grid", "train.learning_rate=0.003")
+    result = run_stage("train", *train_args(workdir, prepared_dir, *sets),
+                       env=store_env(workdir) | DVC_EXP_ENV)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    (run,) = [run for run in all_runs(workdir) if run.info.run_id != earlier.info.run_id]
+    # Not DVC's random name: the sweep, the trial's number, the values that differ.
+    sweep, values = run.info.run_name.split(": ", 1)
+    assert sweep == "lr-grid 2"
+    assert "lr=0.003" in values.split(", ")
+    # The DVC experiment stays findable.
+    assert run.data.tags["dvc.experiment"] == "quick-brown-fox"
 
 
 def test_uses_the_run_named_by_mlflow_run_id(workdir: Path, prepared_dir: Path) -> None:

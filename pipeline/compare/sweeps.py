@@ -18,14 +18,10 @@ from typing import Any
 from pipeline.core.errors import UsageError
 from pipeline.core.params import MLFLOW_NAME
 from pipeline.tracking import metric_names
-from pipeline.tracking.runs import PARENT_RUN_TAG, SWEEP_TAG
+from pipeline.tracking.runs import PARENT_ROLE, PARENT_RUN_TAG, ROLE_TAG, SWEEP_TAG
 
 # MLflow's own tag on a nested run: a sweep's parent run (if any) is not one of its trials.
 PARENT_TAG = PARENT_RUN_TAG
-# A sweep's parent run (the Kubeflow sweep's) says so, so that it is left out even before its
-# first trial is nested under it.
-ROLE_TAG = "sweep.role"
-PARENT_ROLE = "parent"
 VAL_ACCURACY = metric_names.EPOCH["val_accuracy"]
 TEST_ACCURACY = metric_names.TEST_ACCURACY
 MACRO_F1 = metric_names.test("macro_f1")

@@ -13,7 +13,10 @@ where they are.
 
 A version carries a few tags that fit the registry's versions table (accuracy, decision, commit,
 DVC experiment); the rest (data, gate, reason) is in its description, whose first line is the
-headline the versions table previews: ``test accuracy 0.3076 — promoted: beats v4 (0.1792)``.
+headline the versions table previews: ``test accuracy 0.3076 — promoted: beat v4 (0.1792)``.
+Both say what held when the version was registered (or its evaluation last rerun), in the past
+tense and dated, so that a later champion does not make an older version's "did not beat v2" read
+as now.
 
 The registered model's tag ``champion`` repeats the champion's version and accuracy: MLflow's
 models list shows only the alias on the newest aliased version, so a newer challenger hid it.
@@ -32,6 +35,7 @@ import os
 import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -64,8 +68,9 @@ class Decision:
     decision: str  # promoted | already_champion | kept | rejected | challenger_only
     reason: str
     promote: bool
-    # The short outcome after the accuracy in the description's first line ("promoted: beats v4
-    # (0.1792)"); empty reads as "<decision>: <reason>".
+    # The short outcome after the accuracy in the description's first line ("promoted: beat v4
+    # (0.1792)"), in the past tense: it stays true after a later champion. Empty reads as
+    # "<decision>: <reason>".
     headline: str = ""
 
 
@@ -115,14 +120,14 @@ def decide(
             "rejected",
             f"test accuracy {test_accuracy:.4f} is below {floor} ({champion})",
             False,
-            f"rejected, no alias: below {floor}",
+            f"rejected, no alias: was below {floor}",
         )
     if not policy.allow_champion:
         return Decision(
             "challenger_only",
             f"register.allow_champion is false ({champion})",
             False,
-            "challenger: register.allow_champion is false",
+            "made challenger: register.allow_champion was false",
         )
     if champion_version is None:
         return Decision(
@@ -137,7 +142,7 @@ def decide(
             "kept",
             f"{champion} has no valid {ACCURACY_TAG} tag to compare with",
             False,
-            f"challenger: v{champion_version} has no {ACCURACY_TAG} to compare with",
+            f"made challenger: v{champion_version} had no {ACCURACY_TAG} to compare with",
         )
     versus = (
         f"test accuracy {test_accuracy:.4f} vs {champion} {champion_accuracy:.4f} "
@@ -148,13 +153,13 @@ def decide(
             "promoted",
             f"beats the champion: {versus}",
             True,
-            f"promoted: beats v{champion_version} ({champion_accuracy:.4f})",
+            f"promoted: beat v{champion_version} ({champion_accuracy:.4f})",
         )
     return Decision(
         "kept",
         f"does not beat the champion: {versus}",
         False,
-        f"challenger: does not beat v{champion_version} ({champion_accuracy:.4f})"
+        f"made challenger: did not beat v{champion_version} ({champion_accuracy:.4f})"
         + (f" by {policy.min_improvement:.4f}" if policy.min_improvement else ""),
     )
 
@@ -283,7 +288,7 @@ def _register(
             "already_champion",
             f"v{version} is already the champion",
             False,
-            "champion (its evaluation rerun)",
+            "was champion when its evaluation reran",
         )
     else:
         champion_accuracy = _champion_accuracy(client, name, champion) if champion else None
@@ -307,7 +312,9 @@ def _register(
     client.set_model_version_tag(name, version, DECISION_TAG, decision.decision)
     _show_champion(client, name, version if decision.promote else champion)
     # The register.* values this decision used go into the description (not the training run).
-    description = version_description(lineage, decision, details, policy_tags(policy))
+    moment = "registration" if created else "re-evaluation"
+    decided = f"at {moment} on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC"
+    description = version_description(lineage, decision, details, policy_tags(policy), decided)
     client.update_model_version(name, version, description=description)
     client.update_registered_model(name, description=model_description(name, classes))
     # Earlier code tagged the model with its task and classes (both in the description): the
@@ -403,7 +410,7 @@ def model_description(name: str, classes: list[str]) -> str:
 def headline(test_accuracy: float, decision: Decision) -> str:
     """The description's first line, which the versions table previews.
 
-    ``test accuracy 0.3076 — promoted: beats v4 (0.1792)``.
+    ``test accuracy 0.3076 — promoted: beat v4 (0.1792)``.
     """
     outcome = decision.headline or f"{decision.decision}: {decision.reason}"
     return f"test accuracy {test_accuracy:.4f} — {outcome}"
@@ -414,11 +421,13 @@ def version_description(
     decision: Decision,
     details: str = "",
     gate: dict[str, str] | None = None,
+    decided: str = "at registration",
 ) -> str:
     """The headline, then what this version is, its data, accuracy, decision and gate (Markdown).
 
     ``tags`` is the version's whole lineage (``version_lineage`` plus ``test_accuracy``), ``gate``
-    the ``register.*`` values the decision used.
+    the ``register.*`` values the decision used, ``decided`` when the decision was made
+    (``at registration on 2026-12-05 00:03 UTC``): the reason compares with the champion of then.
     """
     experiment = tags.get("dvc.experiment")
     source = f" (DVC experiment `{experiment}`)" if experiment else ""
@@ -432,7 +441,7 @@ def version_description(
         f"**Data**: {details + '; ' if details else ''}raw archive md5 `{tags['data.raw_md5']}`, "
         f"prepared data md5 `{tags['data.prepared_md5']}`.",
         f"**Test accuracy**: {float(tags[ACCURACY_TAG]):.4f}.",
-        f"**Decision**: {decision.decision}: {decision.reason}.",
+        f"**Decision**: {decided}, {decision.decision}: {decision.reason}.",
         # The version page's schema reads "Inputs (0)": an input schema would cast floats.
         f"**Input**: {INPUT_FORMAT}.",
     ]

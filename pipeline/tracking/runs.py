@@ -46,6 +46,10 @@ PARENT_RUN_TAG = "mlflow.parentRunId"
 # The tag the train stage puts on its run when mlflow.sweep is set: a sweep's trials share it
 # (pipeline.compare.sweeps reads them back).
 SWEEP_TAG = "sweep"
+# A sweep's parent run (the Kubeflow sweep's) says so, so that it is left out of the trials even
+# before its first trial is nested under it (the sweep table, a trial's number).
+ROLE_TAG = "sweep.role"
+PARENT_ROLE = "parent"
 
 
 def parent_run_tags() -> dict[str, str]:

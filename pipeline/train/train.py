@@ -8,7 +8,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import keras
 
@@ -47,6 +47,7 @@ from pipeline.train.code_digest import stage_code_md5s
 from pipeline.train.fit import BEST_MONITOR, fit, load_prepared, new_model, precision_policy
 from pipeline.train.model import model_summary
 from pipeline.train.precision import cpu_bf16_flags
+from pipeline.train.trial_names import trial_name, trial_number
 
 if TYPE_CHECKING:
     from mlflow import ActiveRun
@@ -121,11 +122,16 @@ def run_training(
         _close_abandoned_run(checkpoint.discarded_run_id)
         run_id = os.environ.get("MLFLOW_RUN_ID") or _resumable_run(resume, experiment_id)
         experiment = dvc_experiment()
-        # A new run under `dvc exp run` is named after the DVC experiment; a resumed one keeps
-        # its name.
+        # A new run under `dvc exp run` is named after the DVC experiment (a sweep trial is
+        # renamed for its sweep below, the experiment kept in its dvc.experiment tag); a resumed
+        # run keeps its name.
         run_name = experiment[0] if experiment and run_id is None else None
         changes = changed_params(params, committed_params(REPO_ROOT))
-        with _open_run(run_id, experiment_id, run_name) as run:
+        # The sweep tag at creation, in the same write as the start time: a trial counts every
+        # trial that started before it (trial_names.py).
+        sweep = params.mlflow.sweep
+        tags = {} if sweep is None else {SWEEP_TAG: sweep}
+        with _open_run(run_id, experiment_id, run_name, tags) as run:
             if run.info.experiment_id != experiment_id:
                 # `mlflow run` without --experiment-name opened the run in "Default".
                 log.warning(
@@ -146,10 +152,10 @@ def run_training(
             mlflow.set_tag(DESCRIPTION_TAG, headline(changes))
             # Which policy `mixed_precision: auto` chose here, and on what evidence.
             mlflow.set_tags({"train.precision_policy": policy, "cpu.bf16_flags": _bf16_flags_tag()})
-            if params.mlflow.sweep is not None:
-                # A tag, not a param: the trials of one sweep share it, so it is no column to
-                # compare, and the UI filters on it (tags.sweep = '<name>').
-                mlflow.set_tag(SWEEP_TAG, params.mlflow.sweep)
+            if sweep is not None and run_id is None:
+                # The sweep is a tag, not a param: the trials of one sweep share it, so it is no
+                # column to compare, and the UI filters on it (tags.sweep = '<name>').
+                _name_trial(run.info.run_id, experiment_id, sweep, changes)
             # A trial of a Kubeflow sweep nests under the sweep's run (empty otherwise).
             mlflow.set_tags(parent_run_tags())
             _relative_path_tags(run.info.run_id)
@@ -236,6 +242,20 @@ def _close_abandoned_run(run_id: str | None) -> None:
         pass  # deleted, or in another store: nothing of ours is left RUNNING here
 
 
+def _name_trial(
+    run_id: str, experiment_id: str, sweep: str, changes: dict[str, Any] | None
+) -> None:
+    """Rename a new sweep trial's run ``lr-grid 2: learning_rate=0.003`` (trial_names.py).
+
+    A resumed run keeps the name it was given when it started.
+    """
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    number = trial_number(client, experiment_id, sweep, run_id)
+    client.update_run(run_id, name=trial_name(sweep, number, changes))
+
+
 def _resumable_run(resume: ResumeState | None, experiment_id: str) -> str | None:
     """The checkpoint's MLflow run id if that run can be reopened, else None (a new run).
 
@@ -268,7 +288,10 @@ def _resumable_run(resume: ResumeState | None, experiment_id: str) -> str | None
 
 @contextlib.contextmanager
 def _open_run(
-    run_id: str | None, experiment_id: str, run_name: str | None = None
+    run_id: str | None,
+    experiment_id: str,
+    run_name: str | None = None,
+    tags: dict[str, str] | None = None,
 ) -> Iterator[ActiveRun]:
     """``mlflow.start_run`` whose closing, when the body failed, cannot hide why it failed.
 
@@ -278,7 +301,11 @@ def _open_run(
     import mlflow
 
     run = mlflow.start_run(
-        run_id=run_id, experiment_id=experiment_id, run_name=run_name, log_system_metrics=True
+        run_id=run_id,
+        experiment_id=experiment_id,
+        run_name=run_name,
+        tags=tags,
+        log_system_metrics=True,
     )
     try:
         yield run
