@@ -47,6 +47,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--tta-configs", nargs="+", default=["reference-config", "fast", "augment", "fast-resnet"]
     )
+    parser.add_argument(
+        "--tta-final-only", nargs="*", default=[], metavar="CONFIG",
+        help="configurations scored after their last epoch only",
+    )  # fmt: skip
+    parser.add_argument(
+        "--tta-fit-to-reference", nargs="*", default=[], metavar="PROFILE",
+        help="profiles given as many epochs as fit in the reference's measured training time",
+    )  # fmt: skip
     parser.add_argument("--overhead-train-size", type=int, default=2000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--requests", type=int, default=50)
@@ -89,6 +97,12 @@ def main(argv: list[str] | None = None) -> None:
             "benchmarks.time_to_accuracy", "--prepared-dir", prepared,
             "--out", results / "time_to_accuracy.json", "--configs", *args.tta_configs,
             *(["--max-epochs", args.tta_max_epochs] if args.tta_max_epochs else []),
+            *(["--final-only", *args.tta_final_only] if args.tta_final_only else []),
+            *(
+                ["--fit-to-reference", *args.tta_fit_to_reference]
+                if args.tta_fit_to_reference
+                else []
+            ),
         ),
         "overhead": module(
             "benchmarks.overhead", "--archive", archive, "--out", results / "overhead.json",

@@ -5,7 +5,7 @@ seeding and determinism, the precision policy, the input pipeline and ``fit``. W
 ``--eval-test`` the test split is scored after every epoch (and with flip test-time augmentation
 too when the params set ``evaluate.flip_tta``) by a callback that runs after the epoch's timing
 is taken, so scoring is not part of the training time. Each epoch's row is
-written to ``--out`` as it finishes.
+written to ``--out`` as it finishes; ``--final-only`` scores the last epoch only.
 
     python -m benchmarks.fit_run --prepared-dir D --out fit.json [--profile fast] [--set k=v]
 """
@@ -32,6 +32,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--profile", help="a profile under profiles/, applied before --set")
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     parser.add_argument("--eval-test", action="store_true", help="score the test split per epoch")
+    parser.add_argument(
+        "--final-only", action="store_true",
+        help="with --eval-test, score only the last epoch (TTA's six passes cost minutes each)",
+    )  # fmt: skip
     parser.add_argument("--stop-at", type=float, help="stop once test accuracy reaches this")
     parser.add_argument("--max-epochs", type=int, help="cap train.epochs (a time budget)")
     args = parser.parse_args(argv)
@@ -48,7 +52,11 @@ def main(argv: list[str] | None = None) -> None:
     import numpy as np
 
     from pipeline.artifacts import prepared
-    from pipeline.evaluate.scoring import flip_tta_accuracy, predict_probabilities
+    from pipeline.evaluate.scoring import (
+        flip_tta_accuracy,
+        predict_probabilities,
+        translate_tta_accuracy,
+    )
     from pipeline.train import backend
     from pipeline.train.checkpoints import TrainingCheckpoint
     from pipeline.train.fit import fit, load_prepared, precision_policy
@@ -80,12 +88,17 @@ def main(argv: list[str] | None = None) -> None:
             # CPU seconds of this process so far (all threads): what the training really got
             # on a shared machine, where wall time also counts the other programs' load.
             row["process_cpu_s"] = time.process_time()
-            if args.eval_test:
+            last = epoch + 1 == params.train.epochs
+            if args.eval_test and (last or not args.final_only):
                 # Scored as the evaluate stage scores: its functions, its evaluate.flip_tta.
                 probabilities = predict_probabilities(self.model, test_x)
                 row["test_accuracy"] = float(np.mean(probabilities.argmax(axis=1) == test_y))
                 if params.evaluate.flip_tta:
                     row["test_accuracy_flip_tta"] = flip_tta_accuracy(
+                        self.model, test_x, test_y, probabilities
+                    )
+                if params.evaluate.translate_tta:
+                    row["test_accuracy_translate_tta"] = translate_tta_accuracy(
                         self.model, test_x, test_y, probabilities
                     )
             rows.append(row)

@@ -61,6 +61,10 @@ def _f(value: float | None, digits: int = 0, suffix: str = "") -> str:
     return f"{value:,.{digits}f}{suffix}"
 
 
+def _score(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
 def _status(ok: bool | None) -> str:
     return {True: "**met**", False: "**missed**", None: NOT_MEASURED}[ok]
 
@@ -232,7 +236,7 @@ def tta_section(data: dict | None, base: Path) -> tuple[list[str], dict]:
         "Time to the fast net's marks (profiles/fast-resnet.yaml), the same sums of epoch times; "
         "process CPU seconds include start-up and the per-epoch test scoring:",
         "",
-        "| configuration | epochs / seconds to 90% | epochs / seconds to 94% | process CPU s |",
+        "| configuration | epochs / seconds to 91% | epochs / seconds to 94% | process CPU s |",
         "|---|---|---|---|",
     ]
     for name, row in summary.items():
@@ -250,7 +254,7 @@ def tta_section(data: dict | None, base: Path) -> tuple[list[str], dict]:
             "this run:",
             "",
             "| profile | seeds | scored with | best | within budget | training s (mean) | "
-            "reached 90% | reached 94% |",
+            "reached 91% | reached 94% |",
             "|---|---|---|---|---|---|---|---|",
         ]
         for profile, group in groups.items():
@@ -260,14 +264,33 @@ def tta_section(data: dict | None, base: Path) -> tuple[list[str], dict]:
                 f"| {profile} | {', '.join(str(seed) for seed in group['seeds'])} | "
                 f"{group['scored_with']} | {_mean_spread(group['best'])} | "
                 f"{_mean_spread(within) if within else '-'} | "
-                f"{group['train_seconds']['mean']:,.0f} | {reached['0.90']} of {n} | "
+                f"{group['train_seconds']['mean']:,.0f} | {reached['0.91']} of {n} | "
                 f"{reached['0.94']} of {n} |"
             )
-    lines += ["", "Test accuracy per epoch (with flip TTA: one view per image in brackets):", ""]
+    for profile, group in groups.items():
+        by_scoring = group.get("final_by_scoring") or {}
+        if len(by_scoring) > 1:
+            # The same final weights scored each way: what each test-time augmentation adds.
+            views = ", ".join(f"{label} {_mean_spread(v)}" for label, v in by_scoring.items())
+            lines += ["", f"`{profile}`'s final weights, scored each way: {views}."]
+    for profile, sizing in (data.get("sizing") or {}).items():
+        lines += [
+            "",
+            f"`{profile}` was sized in this run: {sizing['epochs']} epochs = "
+            f"{sizing['budget_share']:.2f} x reference-config's "
+            f"{sizing['reference_train_s']:.0f} s / {sizing['first_epoch_s']:.1f} s (the epoch of "
+            "a one-epoch run, tracing included).",
+        ]
+    lines += [
+        "",
+        "Test accuracy per epoch (with TTA: one view per image in brackets; - not scored):",
+        "",
+    ]
     for name, row in summary.items():
-        curve = ", ".join(f"{value:.3f}" for value in row["test_accuracy_per_epoch"])
-        if row.get("scored_with") == "flip TTA":
-            curve += " (" + ", ".join(f"{v:.3f}" for v in row["one_view_per_epoch"]) + ")"
+        # "-": an epoch not scored (--final-only scores the last one only).
+        curve = ", ".join(_score(value) for value in row["test_accuracy_per_epoch"])
+        if row.get("scored_with") != "one view":
+            curve += " (" + ", ".join(_score(v) for v in row["one_view_per_epoch"]) + ")"
         lines.append(f"- {name}: {curve}")
     lines += ["", "Profiles:", ""]
     for name, row in summary.items():
@@ -617,8 +640,11 @@ def targets_section(
     return [*lines, ""]
 
 
-FAST_RESNET_GOAL = "`fast-resnet` reaches 0.90 in <= reference-config's 50-epoch time (same run)"
-FAST_RESNET_LONGER = "`fast-resnet` (or a longer profile) reaches 0.94"
+FAST_RESNET_GOAL = (
+    "`fast-resnet` reaches 0.91 (mean of 3 seeds) within reference-config's 50-epoch training "
+    "time (same run); aim 0.94"
+)
+FAST_RESNET_LONGER = "a longer CPU profile reaches 0.935 (mean of 3 seeds)"
 FAST_RESNET_GPU = (
     "GPU (one H200): `fast-resnet` reaches 0.94 in < 10 s of training",
     NOT_MEASURED,
@@ -640,12 +666,12 @@ def fast_resnet_seed_rows(group: dict, reference: dict | None) -> list[tuple[str
     if within and full_reference:
         measured = (
             f"{n} seeds, scored with {group['scored_with']}: best within reference-config's "
-            f"50-epoch time ({group['budget_s']:.0f} s) {_mean_spread(within)}; 0.90 reached by "
-            f"{reached['0.90']} of {n}; fast-resnet trained {group['train_seconds']['mean']:.0f} s"
+            f"50-epoch time ({group['budget_s']:.0f} s) {_mean_spread(within)}; 0.91 reached by "
+            f"{reached['0.91']} of {n}; fast-resnet trained {group['train_seconds']['mean']:.0f} s"
             " on average"
         )
         status = (
-            _status(within["mean"] >= 0.90)
+            _status(within["mean"] >= 0.91)
             if group["complete"]
             else "not established (interrupted)"
         )
@@ -655,7 +681,7 @@ def fast_resnet_seed_rows(group: dict, reference: dict | None) -> list[tuple[str
     best = group["best"]
     longer = (
         f"{n} seeds: best {_mean_spread(best)}; 0.94 reached by {reached['0.94']} of {n}",
-        _status(True) if best["mean"] >= 0.94 else "not established (no longer profile run)",
+        _status(True) if best["mean"] >= 0.935 else "not established (no longer profile run)",
     )
     return [(FAST_RESNET_GOAL, measured, status), (FAST_RESNET_LONGER, *longer), FAST_RESNET_GPU]
 
@@ -667,11 +693,11 @@ def fast_resnet_rows(fast: dict | None, reference: dict | None) -> list[tuple[st
     if not fast:
         return [(goal, NOT_MEASURED, "-"), (longer, NOT_MEASURED, "-"), gpu]
     marks = fast.get("reached_marks") or {}
-    ninety, best = marks.get("0.90"), fast["best_test_accuracy"]
+    ninety, best = marks.get("0.91"), fast["best_test_accuracy"]
     planned = f"{fast['epochs_run']} of {fast['epochs_capped_to']} epochs"
     # One seed per configuration: the issue asks for means over 3 seeds before claiming a target.
     measured = "one seed: " + (
-        f"0.90 at epoch {ninety['epoch']}, {ninety['seconds']:.0f} s"
+        f"0.91 at epoch {ninety['epoch']}, {ninety['seconds']:.0f} s"
         if ninety
         else f"not reached in {planned} (best {best:.4f}, {fast['train_seconds']:.0f} s)"
     )

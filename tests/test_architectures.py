@@ -113,7 +113,10 @@ def test_nesterov_needs_sgd_with_momentum() -> None:
 def test_fast_resnet_profile_picks_the_net_and_its_recipe() -> None:
     params = repo_params(*load_profile("fast-resnet").overrides)
     assert params.model.arch == "fast_resnet"
-    assert params.model.fast_resnet == repo_params().model.fast_resnet  # params.yaml's section
+    # params.yaml's section, with the recipe elements that are off by default switched on.
+    recipe_elements = repo_params("model.fast_resnet.stem=whiten").model.fast_resnet
+    assert params.model.fast_resnet == recipe_elements
+    assert params.evaluate.flip_tta and params.evaluate.translate_tta
     assert params.train.optimizer == "sgd" and params.train.nesterov
     assert params.train.label_smoothing > 0 and params.train.weight_decay > 0
     assert params.train.lr_schedule == "one_cycle"
@@ -178,6 +181,43 @@ def test_fast_resnet_augments_in_training_only_and_standardises_raw_pixels() -> 
     standardized = keras.Model(model.inputs, model.get_layer("standardize").output)
     grey = np.full((1, 32, 32, 3), 125, dtype=np.uint8)  # about CIFAR-10's mean pixel
     assert np.abs(np.asarray(standardized(grey))).max() < 0.2
+
+
+@pytest.mark.keras
+def test_whitening_stem_decorrelates_patches_and_never_trains(tmp_path: Path) -> None:
+    """stem: whiten is computed from the training images (unit variance, no correlation
+    between its first 12 channels on those images), the same every time, and frozen."""
+    import keras
+
+    from pipeline.train.checkpoints import TrainingCheckpoint
+    from pipeline.train.fit import fit, load_prepared, new_model
+    from tests.conftest import write_prepared
+
+    data = load_prepared(write_prepared(tmp_path / "data", {"train": 200, "val": 20}))
+    chosen = repo_params(
+        *load_profile("fast-resnet").overrides, *TINY["fast_resnet"],
+        "model.fast_resnet.stem=whiten", "train.epochs=1", "train.batch_size=100",
+    )  # fmt: skip
+    model = new_model(chosen.model, chosen.train, train_x=data.train_x)
+    whiten = model.get_layer("stem_whiten")
+    kernel = np.asarray(whiten.kernel)
+    assert kernel.shape == (2, 2, 3, 24) and not whiten.trainable
+    # The same images give the same kernel: deterministic, no random start.
+    again = new_model(chosen.model, chosen.train, train_x=data.train_x).get_layer("stem_whiten")
+    np.testing.assert_array_equal(kernel, np.asarray(again.kernel))
+    outputs = keras.Model(model.inputs, whiten.output)(data.train_x, training=False)
+    channels = np.asarray(outputs, dtype=np.float64).reshape(-1, 24)[:, :12]
+    covariance = np.cov(channels.T)
+    np.testing.assert_allclose(np.diag(covariance), 1.0, atol=0.05)
+    assert np.abs(covariance - np.diag(np.diag(covariance))).max() < 0.05
+    # Without the data (a model built to compare with a checkpoint), the stem is unset.
+    assert not np.array_equal(kernel, np.asarray(new_model(chosen.model, chosen.train)
+                                                 .get_layer("stem_whiten").kernel))  # fmt: skip
+    trained, _ = fit(
+        data, chosen.model, chosen.train, TrainingCheckpoint(tmp_path / "ckpt", {}), "run",
+        None, lambda _: None,
+    )  # fmt: skip
+    np.testing.assert_array_equal(np.asarray(trained.get_layer("stem_whiten").kernel), kernel)
 
 
 @pytest.mark.keras

@@ -31,6 +31,7 @@ from pipeline.evaluate.scoring import (
     most_confused_pairs,
     per_class_frame,
     predictions_frame,
+    translate_tta_accuracy,
 )
 from tests import mlflow_fixtures as mf
 from tests.conftest import QUIET_ENV
@@ -131,6 +132,22 @@ def test_flip_tta_averages_each_image_with_its_left_right_mirror() -> None:
     # Image 0: 0.6 for class 0 against 0.9 for class 1 in the mirror -> class 1; image 1 the
     # other way round -> class 2; image 2 agrees with itself.
     assert flip_tta_accuracy(model, x, y_true, plain) == pytest.approx(2 / 3)
+
+
+def test_translate_tta_weighs_the_mirror_pair_and_the_shifted_pairs_half_and_half() -> None:
+    x = np.zeros((2, 32, 32, 3), dtype=np.uint8)
+    # The image and its mirror read (0, 60%) at row 0; shifted one pixel either way (borders
+    # reflected), the reader's corner is row 1: column 1, or column 30 in the mirror.
+    for image, shifted in enumerate([(1, 90), (1, 50)]):
+        x[image, 0, 0, :2] = x[image, 0, 31, :2] = (0, 60)
+        x[image, 1, 1, :2] = x[image, 1, 30, :2] = shifted
+    model = CornerReader()
+    plain = model.predict(x, 0, 0)
+    y_true = np.array([1, 0])
+    assert flip_tta_accuracy(model, x, y_true, plain) == pytest.approx(1 / 2)
+    # Image 0: class 0 at 0.5 x 0.6 + 0.5 x 0.05 = 0.325 < class 1 at 0.1 + 0.45: class 1.
+    # Image 1: class 0 at 0.425 > class 1 at 0.35 (six equal weights would give class 1).
+    assert translate_tta_accuracy(model, x, y_true, plain) == pytest.approx(1.0)
 
 
 def test_flip_tta_accuracy_is_a_headline_figure_after_accuracy() -> None:
@@ -322,8 +339,9 @@ def test_flip_tta_is_scored_logged_and_reported_beside_plain_accuracy(
     _, uri, run_info = evaluated
     root = _copy(evaluated, tmp_path)
     result = mf.run_evaluate(
-        root, uri, "--set", "register.min_accuracy=0.2", "--set", "evaluate.flip_tta=true"
-    )
+        root, uri, "--set", "register.min_accuracy=0.2", "--set", "evaluate.flip_tta=true",
+        "--set", "evaluate.translate_tta=true",
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr
     metrics = json.loads((root / "reports/metrics.json").read_text())
     assert list(metrics)[:2] == ["accuracy", "accuracy_flip_tta"]
@@ -333,7 +351,11 @@ def test_flip_tta_is_scored_logged_and_reported_beside_plain_accuracy(
         metrics["accuracy_flip_tta"], abs=1e-6
     )
     markdown = (root / "reports/report.md").read_text()
-    assert f"accuracy, flip TTA | {metrics['accuracy_flip_tta']:.4f}" in markdown
+    # A table row (the table pads its first column to its longest item).
+    assert re.search(rf"\| accuracy, flip TTA +\| {metrics['accuracy_flip_tta']:.4f} ", markdown)
+    translate = metrics["accuracy_translate_tta"]
+    assert run.data.metrics["test/accuracy_translate_tta"] == pytest.approx(translate, abs=1e-6)
+    assert re.search(rf"\| accuracy, mirror \+ translate TTA +\| {translate:.4f} ", markdown)
 
 
 def _copy(project: tuple[Path, str, dict], tmp_path: Path) -> Path:

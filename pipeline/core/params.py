@@ -192,6 +192,7 @@ class EvaluateParams(Section):
     """``evaluate``: how the test split is scored."""
 
     flip_tta: bool
+    translate_tta: bool
 
 
 class RegisterParams(Section):

@@ -55,6 +55,7 @@ from pipeline.evaluate.scoring import (
     per_class_frame,
     predict_probabilities,
     predictions_frame,
+    translate_tta_accuracy,
 )
 from pipeline.tracking.datasets import ROWS_TAG, SplitDataset, log_datasets, split_dataset
 from pipeline.tracking.headline import (
@@ -107,6 +108,10 @@ def run_evaluation(params: Params, prepared_dir: Path, models_dir: Path, reports
         tta = flip_tta_accuracy(model, x, y, probabilities)
         evaluation = dataclasses.replace(evaluation, accuracy_flip_tta=tta)
         log.info("test accuracy with flip test-time augmentation %.4f", tta)
+    if params.evaluate.translate_tta:
+        tta = translate_tta_accuracy(model, x, y, probabilities)
+        evaluation = dataclasses.replace(evaluation, accuracy_translate_tta=tta)
+        log.info("test accuracy with mirror-plus-translate test-time augmentation %.4f", tta)
     with _output_failures(reports_dir):
         _write_evaluation(evaluation, history, x, out)
     test_dataset = split_dataset("test", test, params.data.url)

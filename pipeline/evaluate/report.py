@@ -116,6 +116,11 @@ def build_sections(
             if evaluation.accuracy_flip_tta is not None
             else {}
         ),
+        **(
+            {"accuracy, mirror + translate TTA": f"{evaluation.accuracy_translate_tta:.4f}"}
+            if evaluation.accuracy_translate_tta is not None
+            else {}
+        ),
         "loss": f"{evaluation.loss:.4f}",
         **{f"macro {key}": f"{value:.4f}" for key, value in evaluation.macro.items()},
         **provenance,

@@ -38,6 +38,8 @@ class Evaluation:
     confusion: pd.DataFrame  # counts; index: actual class, columns: predicted class
     # With evaluate.flip_tta: accuracy of the mean of each image's and its mirror's predictions.
     accuracy_flip_tta: float | None = None
+    # With evaluate.translate_tta: accuracy of mirror-plus-translate (translate_tta_accuracy).
+    accuracy_translate_tta: float | None = None
 
 
 def load_test_split(prepared_dir: Path) -> tuple[prepared.Split, list[str]]:
@@ -85,8 +87,31 @@ def flip_tta_accuracy(
 ) -> float:
     """Accuracy of flip test-time augmentation: each image's ``probabilities`` averaged with
     the model's on the image mirrored left-right (CIFAR-10's classes are mirror-symmetric)."""
-    mirrored = predict_probabilities(model, np.ascontiguousarray(x[:, :, ::-1, :]))
+    mirrored = predict_probabilities(model, _mirror(x))
     return float(np.mean((probabilities + mirrored).argmax(axis=1) == y_true))
+
+
+def translate_tta_accuracy(
+    model: Any, x: np.ndarray, y_true: np.ndarray, probabilities: np.ndarray
+) -> float:
+    """Accuracy of airbench94's mirror-plus-translate test-time augmentation: half the mean of
+    each image's and its mirror's ``probabilities``, half the mean of the same pair for the image
+    shifted one pixel up-left and one pixel down-right (borders reflected), six views in all."""
+    pair = (probabilities + predict_probabilities(model, _mirror(x))) / 2
+    height, width = x.shape[1:3]
+    padded = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="reflect")
+    shifted_pairs = []
+    for top, left in ((0, 0), (2, 2)):
+        shifted = np.ascontiguousarray(padded[:, top : top + height, left : left + width])
+        shifted_pairs.append(
+            predict_probabilities(model, shifted) + predict_probabilities(model, _mirror(shifted))
+        )
+    combined = pair / 2 + (shifted_pairs[0] + shifted_pairs[1]) / 8
+    return float(np.mean(combined.argmax(axis=1) == y_true))
+
+
+def _mirror(x: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(x[:, :, ::-1, :])
 
 
 def evaluate_predictions(
@@ -133,10 +158,11 @@ def metrics_dict(evaluation: Evaluation) -> dict[str, Any]:
     Accuracy first (``dvc exp show`` keeps the order); the per-class figures would add 40
     columns, so they go to ``per_class.csv`` (a DVC plot) instead.
     """
-    flip_tta = evaluation.accuracy_flip_tta
+    flip_tta, translate_tta = evaluation.accuracy_flip_tta, evaluation.accuracy_translate_tta
     return {
         "accuracy": _round(evaluation.accuracy),
         **({"accuracy_flip_tta": _round(flip_tta)} if flip_tta is not None else {}),
+        **({"accuracy_translate_tta": _round(translate_tta)} if translate_tta is not None else {}),
         "loss": _round(evaluation.loss),
         "macro_f1": _round(evaluation.macro["f1"]),
         "test_images": len(evaluation.y_true),
@@ -163,6 +189,8 @@ def mlflow_metrics(evaluation: Evaluation) -> dict[str, float]:
     metrics |= {metric_names.test(f"macro_{key}"): value for key, value in evaluation.macro.items()}
     if evaluation.accuracy_flip_tta is not None:
         metrics[metric_names.test("accuracy_flip_tta")] = evaluation.accuracy_flip_tta
+    if evaluation.accuracy_translate_tta is not None:
+        metrics[metric_names.test("accuracy_translate_tta")] = evaluation.accuracy_translate_tta
     return {key: metric_names.float32_value(value) for key, value in metrics.items()}
 
 

@@ -94,9 +94,13 @@ def learning_rate(train_params: TrainParams, steps_per_epoch: int) -> float | ob
 
 
 def new_model(
-    model_params: ModelParams, train_params: TrainParams, steps_per_epoch: int = 1
+    model_params: ModelParams,
+    train_params: TrainParams,
+    steps_per_epoch: int = 1,
+    train_x: np.ndarray | None = None,
 ) -> keras.Model:
-    """Build and compile a fresh model from params (``steps_per_epoch`` sizes an LR schedule)."""
+    """Build and compile a fresh model from params (``steps_per_epoch`` sizes an LR schedule;
+    ``train_x``, the training images, sets layers computed from the data)."""
     optimizers = {
         "rmsprop": keras.optimizers.RMSprop,
         "adam": keras.optimizers.Adam,
@@ -112,7 +116,7 @@ def new_model(
     # and accuracy is weighted. Without sample weights both are the plain mean, to the bit.
     weighted = train_params.pad_last_batch
     reduction = {"reduction": "mean_with_sample_weight"} if weighted else {}
-    model = build_model(model_params, seed=train_params.seed)
+    model = build_model(model_params, seed=train_params.seed, train_x=train_x)
     model.compile(
         optimizer=optimizers[train_params.optimizer](
             learning_rate=learning_rate(train_params, steps_per_epoch), **options
@@ -228,7 +232,7 @@ def fit(
     steps_per_epoch = math.ceil(len(data.train_x) / train_params.batch_size)
     with backend.distribution_scope():
         if resume is None:
-            model = new_model(model_params, train_params, steps_per_epoch)
+            model = new_model(model_params, train_params, steps_per_epoch, data.train_x)
             history, best = [], None
         else:
             model = keras.saving.load_model(resume.model_path)

@@ -2,10 +2,11 @@
 
 Each module in this folder is one architecture, named by the module (``reference.py`` is
 ``model.arch: reference``), and holds both halves of it: ``Params``, its params section (a
-:class:`~pipeline.core.section.Section`), and ``build(params, seed)``. The registry is
-discovered from the folder, and the ``model`` section of the schema (pipeline/core/params.py)
-is built from it, so adding an architecture is its module here plus its ``model.<name>`` section
-in params.yaml: no list to extend, no test to edit.
+:class:`~pipeline.core.section.Section`), and ``build(params, seed)``; optionally
+``fit_to_data(model, params, train_x)`` for layers computed from the training images. The
+registry is discovered from the folder, and the ``model`` section of the schema
+(pipeline/core/params.py) is built from it, so adding an architecture is its module here plus
+its ``model.<name>`` section in params.yaml: no list to extend, no test to edit.
 
 Every builder returns an uncompiled Keras model with the same contract, so training,
 checkpoints, MLflow, serving and Kubeflow need no change per architecture: input ``image`` of
@@ -39,6 +40,9 @@ class Architecture:
     name: str
     params: type[Section]
     build: Callable[[Any, int | None], Any]  # (its Params, seed) -> an uncompiled keras.Model
+    # Optional (model, its Params, training images) -> None: layers computed from the data
+    # before the first step (the fast net's whitening stem).
+    fit_to_data: Callable[[Any, Any, Any], None] | None = None
 
 
 def _discover() -> dict[str, Architecture]:
@@ -53,7 +57,7 @@ def _discover() -> dict[str, Architecture]:
                 f"{module.__file__}: an architecture module defines `class Params(Section)`"
                 " and `build(params, seed)`"
             )
-        found[name] = Architecture(name, params, build)
+        found[name] = Architecture(name, params, build, getattr(module, "fit_to_data", None))
     return found
 
 
