@@ -52,7 +52,9 @@ def main(argv: list[str] | None = None) -> None:
     import numpy as np
 
     from pipeline.artifacts import prepared
-    from pipeline.evaluate.scoring import (
+
+    # NumPy-only scoring: this runs on a GPU machine without pandas or scikit-learn.
+    from pipeline.evaluate.tta import (
         flip_tta_accuracy,
         predict_probabilities,
         translate_tta_accuracy,

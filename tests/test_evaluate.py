@@ -24,15 +24,14 @@ from pipeline.core.checksums import file_md5
 from pipeline.evaluate.report import Section, render_html, render_markdown
 from pipeline.evaluate.scoring import (
     evaluate_predictions,
-    flip_tta_accuracy,
     metrics_dict,
     mlflow_metrics,
     most_confident_mistakes,
     most_confused_pairs,
     per_class_frame,
     predictions_frame,
-    translate_tta_accuracy,
 )
+from pipeline.evaluate.tta import flip_tta_accuracy, translate_tta_accuracy
 from tests import mlflow_fixtures as mf
 from tests.conftest import QUIET_ENV
 

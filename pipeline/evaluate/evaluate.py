@@ -45,7 +45,6 @@ from pipeline.evaluate.scoring import (
     Evaluation,
     check_classes,
     evaluate_predictions,
-    flip_tta_accuracy,
     load_test_split,
     load_trained_model,
     metrics_dict,
@@ -53,10 +52,9 @@ from pipeline.evaluate.scoring import (
     most_confident_mistakes,
     most_confused_pairs,
     per_class_frame,
-    predict_probabilities,
     predictions_frame,
-    translate_tta_accuracy,
 )
+from pipeline.evaluate.tta import flip_tta_accuracy, predict_probabilities, translate_tta_accuracy
 from pipeline.tracking.datasets import ROWS_TAG, SplitDataset, log_datasets, split_dataset
 from pipeline.tracking.headline import (
     DESCRIPTION_TAG,

@@ -18,7 +18,6 @@ from pipeline.artifacts import prepared
 from pipeline.core.errors import PipelineError
 from pipeline.tracking import metric_names
 
-PREDICT_BATCH_SIZE = 256
 # Keras clips probabilities to this before the log, so our loss matches model.evaluate().
 PROBABILITY_EPSILON = 1e-7
 
@@ -38,7 +37,7 @@ class Evaluation:
     confusion: pd.DataFrame  # counts; index: actual class, columns: predicted class
     # With evaluate.flip_tta: accuracy of the mean of each image's and its mirror's predictions.
     accuracy_flip_tta: float | None = None
-    # With evaluate.translate_tta: accuracy of mirror-plus-translate (translate_tta_accuracy).
+    # With evaluate.translate_tta: accuracy of mirror-plus-translate (see pipeline.evaluate.tta).
     accuracy_translate_tta: float | None = None
 
 
@@ -74,44 +73,6 @@ def load_trained_model(path: Path, num_classes: int) -> Any:
             f"{num_classes} classes; rerun `dvc repro train`"
         )
     return model
-
-
-def predict_probabilities(model: Any, x: np.ndarray) -> np.ndarray:
-    """Softmax probabilities (N, classes) for raw uint8 images, as float32."""
-    probabilities = model.predict(x, batch_size=PREDICT_BATCH_SIZE, verbose=0)
-    return np.asarray(probabilities, dtype=np.float32)
-
-
-def flip_tta_accuracy(
-    model: Any, x: np.ndarray, y_true: np.ndarray, probabilities: np.ndarray
-) -> float:
-    """Accuracy of flip test-time augmentation: each image's ``probabilities`` averaged with
-    the model's on the image mirrored left-right (CIFAR-10's classes are mirror-symmetric)."""
-    mirrored = predict_probabilities(model, _mirror(x))
-    return float(np.mean((probabilities + mirrored).argmax(axis=1) == y_true))
-
-
-def translate_tta_accuracy(
-    model: Any, x: np.ndarray, y_true: np.ndarray, probabilities: np.ndarray
-) -> float:
-    """Accuracy of airbench94's mirror-plus-translate test-time augmentation: half the mean of
-    each image's and its mirror's ``probabilities``, half the mean of the same pair for the image
-    shifted one pixel up-left and one pixel down-right (borders reflected), six views in all."""
-    pair = (probabilities + predict_probabilities(model, _mirror(x))) / 2
-    height, width = x.shape[1:3]
-    padded = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="reflect")
-    shifted_pairs = []
-    for top, left in ((0, 0), (2, 2)):
-        shifted = np.ascontiguousarray(padded[:, top : top + height, left : left + width])
-        shifted_pairs.append(
-            predict_probabilities(model, shifted) + predict_probabilities(model, _mirror(shifted))
-        )
-    combined = pair / 2 + (shifted_pairs[0] + shifted_pairs[1]) / 8
-    return float(np.mean(combined.argmax(axis=1) == y_true))
-
-
-def _mirror(x: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(x[:, :, ::-1, :])
 
 
 def evaluate_predictions(
