@@ -208,7 +208,8 @@ def test_whitening_stem_decorrelates_patches_and_never_trains(tmp_path: Path) ->
     outputs = keras.Model(model.inputs, whiten.output)(data.train_x, training=False)
     channels = np.asarray(outputs, dtype=np.float64).reshape(-1, 24)[:, :12]
     covariance = np.cov(channels.T)
-    np.testing.assert_allclose(np.diag(covariance), 1.0, atol=0.05)
+    # Unit variance, a little less where an eigenvalue is small beside WHITEN_EPS.
+    assert np.all((np.diag(covariance) > 0.9) & (np.diag(covariance) < 1.01))
     assert np.abs(covariance - np.diag(np.diag(covariance))).max() < 0.05
     # Without the data (a model built to compare with a checkpoint), the stem is unset.
     assert not np.array_equal(kernel, np.asarray(new_model(chosen.model, chosen.train)
