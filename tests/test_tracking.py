@@ -16,8 +16,25 @@ import pytest
 from pipeline.core import paths
 from pipeline.core.errors import PipelineError
 from pipeline.core.redact import add_secret, redact, relative_to_root, split_userinfo
+from pipeline.tracking import metric_names
 from pipeline.tracking import runs as tracking
 from tests.conftest import REPO_ROOT
+
+
+@pytest.mark.parametrize(
+    ("value", "logged"),
+    [
+        (0.18249999, 0.1825),  # float32 noise of a 10,000-image accuracy
+        (0.0967367, 0.09674),  # a macro F1: 4 significant digits, not 4 decimals
+        (0.048932171, 0.04893),  # loss/val
+        (0.1, 0.1),
+        (1234.567, 1235.0),  # images/s
+        (2.0, 2.0),
+    ],
+)
+def test_logged_metrics_have_4_significant_digits(value: float, logged: float) -> None:
+    # MLflow's runs table shows stored values verbatim; digits past the 4th are noise.
+    assert metric_names.logged_value(value) == logged
 
 
 @pytest.mark.parametrize(

@@ -125,10 +125,10 @@ def test_train_stage_leaves_one_complete_mlflow_run(workdir: Path, prepared_dir:
     # The kept epoch's accuracy and loss are the curves' own points, not repeated as final/*.
     finals = {key for key in run.data.metrics if key.startswith("final/")}
     assert finals == {"final/epoch", "final/train_seconds", "final/images_per_s"}
-    # Rounded to float32's digits: no 0.27300000190734863 in MLflow's columns.
-    assert repr(run.data.metrics["accuracy/val"]) == str(
-        np.float32(run.data.metrics["accuracy/val"])
-    )
+    # Rounded to 4 significant digits: MLflow's runs table shows what is stored.
+    for key in ("accuracy/val", "loss/val", "final/train_seconds"):
+        value = run.data.metrics[key]
+        assert value == float(f"{value:.4g}"), (key, value)
     assert any(key.startswith("system/cpu") for key in run.data.metrics), run.data.metrics.keys()
 
     # Train and val as MLflow datasets: digest = md5 of the npz, source = data.url, row counts.

@@ -152,7 +152,7 @@ def mlflow_metrics(evaluation: Evaluation) -> dict[str, float]:
         metrics[metric_names.test("accuracy_flip_tta")] = evaluation.accuracy_flip_tta
     if evaluation.accuracy_translate_tta is not None:
         metrics[metric_names.test("accuracy_translate_tta")] = evaluation.accuracy_translate_tta
-    return {key: metric_names.float32_value(value) for key, value in metrics.items()}
+    return {key: metric_names.logged_value(value) for key, value in metrics.items()}
 
 
 def predictions_frame(evaluation: Evaluation) -> pd.DataFrame:
@@ -191,4 +191,5 @@ def most_confident_mistakes(evaluation: Evaluation, limit: int = 24) -> np.ndarr
 
 
 def _round(value: float) -> float:
-    return round(float(value), 6)
+    # The digits MLflow holds for the same figure: one value, whichever store is read.
+    return metric_names.logged_value(value)

@@ -374,7 +374,7 @@ def _log_epoch_metrics(row: EpochRow) -> None:
     import mlflow
 
     metrics = {
-        name: metric_names.float32_value(row[column])
+        name: metric_names.logged_value(row[column])
         for column, name in metric_names.EPOCH.items()
         if column in row
     }
@@ -392,7 +392,7 @@ def _log_final_metrics(
 
     for split, keys in FINAL_ON_SPLIT.items():
         mlflow.log_metrics(
-            {metric_names.final(key): metric_names.float32_value(final[key]) for key in keys},
+            {metric_names.final(key): metric_names.logged_value(final[key]) for key in keys},
             model_id=logged_model_id,
             dataset=datasets[split].dataset,
         )
@@ -409,8 +409,11 @@ def _write_outputs(
     try:
         save_keras_atomically(model, outputs.model)
         write_history(outputs.reports_dir / paths.HISTORY_FILE, history)
-        # Rounded: float32 noise digits make `dvc exp show` columns wide and hard to read.
-        readable = {k: round(v, 4) if isinstance(v, float) else v for k, v in final.items()}
+        # The digits MLflow's final/* hold (metric_names.logged_value): one value in both stores,
+        # and `dvc exp show` columns free of float32 noise.
+        readable = {
+            k: metric_names.logged_value(v) if isinstance(v, float) else v for k, v in final.items()
+        }
         write_json(outputs.reports_dir / paths.TRAIN_METRICS_FILE, readable)
         write_text(outputs.reports_dir / paths.MODEL_SUMMARY_FILE, summary)
     except OSError as exc:
