@@ -130,3 +130,20 @@ def test_help_names_the_subcommands() -> None:
     assert result.returncode == 0
     for command in ("split", "receive", "assemble"):
         assert command in result.stdout
+
+
+@pytest.mark.keras  # imports Keras (a few seconds): not in the fast tier
+def test_real_run_imports_need_no_pandas_nor_sklearn() -> None:
+    """RUNS=real on the GPU machine: prepare, time_to_accuracy and fit_run's training chain
+    import without pandas or scikit-learn (neither is carried there)."""
+    code = (
+        "import sys\n"
+        "sys.modules['pandas'] = sys.modules['sklearn'] = None\n"  # any import now fails
+        "import benchmarks.data, benchmarks.time_to_accuracy, benchmarks.fit_run\n"
+        "import pipeline.train.fit, pipeline.evaluate.tta, pipeline.train.checkpoints\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False,
+        cwd=SCRIPT.parents[1], env={**os.environ, "KERAS_BACKEND": "jax"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
