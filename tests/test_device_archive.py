@@ -132,6 +132,24 @@ def test_help_names_the_subcommands() -> None:
         assert command in result.stdout
 
 
+def test_receive_refuses_to_mix_two_archives(pieces, tmp_path: Path) -> None:
+    _, out = pieces
+    stash = tmp_path / "stash"
+    assert (
+        run("receive", carry(out, tmp_path / "call", ["piece-000"]), "--stash", stash).returncode
+        == 0
+    )
+    other = tmp_path / "other.tar.gz"
+    other.write_bytes(os.urandom(5000))
+    assert run("split", other, "--out", tmp_path / "other", "--piece-bytes", 3000).returncode == 0
+    result = run("receive", tmp_path / "other", "--stash", stash)
+    assert result.returncode == 2
+    assert (
+        result.stderr.strip() == f"error: {stash}: holds pieces of another archive; remove it first"
+    )
+    assert (stash / "piece-000").read_bytes() == (out / "piece-000").read_bytes()
+
+
 @pytest.mark.keras  # imports Keras (a few seconds): not in the fast tier
 def test_real_run_imports_need_no_pandas_nor_sklearn() -> None:
     """RUNS=real on the GPU machine: prepare, time_to_accuracy and fit_run's training chain
