@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from pipeline.core.atomic import atomic_path
 from pipeline.core.errors import PipelineError
+
+if TYPE_CHECKING:  # imported where read: training (write_history) must not need pandas
+    import pandas as pd
 
 # epoch counts from 1; seconds and images_per_s time the epoch's training pass.
 COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds", "images_per_s")
@@ -43,6 +45,8 @@ def read_history(path: Path) -> pd.DataFrame:
         raise PipelineError(
             f"{path} not found: the model is not trained yet; run `dvc repro train`"
         )
+    import pandas as pd  # only evaluate reads; the GPU machine's training has no pandas
+
     history = pd.read_csv(path)
     missing = [column for column in COLUMNS if column not in history.columns]
     if missing:
