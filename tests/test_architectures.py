@@ -305,13 +305,21 @@ def test_fast_resnet_is_deterministic_and_resumes_from_its_checkpoint(tmp_path: 
 
 @pytest.mark.keras
 @pytest.mark.e2e
-@pytest.mark.parametrize("arch", architecture_names())
+@pytest.mark.parametrize(
+    ("arch", "recipe"),
+    # Each architecture as params.yaml has it, and the recipe elements its profile switches on.
+    [(arch, []) for arch in architecture_names()]
+    + [("fast_resnet", ["model.fast_resnet.stem=whiten"])],
+)
 def test_each_architecture_trains_through_the_stage_and_serves(
-    arch: str, tmp_path: Path, prepared_dir: Path
+    arch: str, recipe: list[str], tmp_path: Path, prepared_dir: Path
 ) -> None:
     import mlflow
 
-    sets = [f"model.arch={arch}", *TINY.get(arch, []), "train.epochs=1", "train.batch_size=200"]
+    sets = [
+        f"model.arch={arch}", *TINY.get(arch, []), *recipe, "train.epochs=1",
+        "train.batch_size=200",
+    ]  # fmt: skip
     result = run_stage("train", *train_args(tmp_path, prepared_dir, *sets), env=store_env(tmp_path))
     assert result.returncode == 0, result.stderr[-3000:]
     history = (tmp_path / "reports" / "history.csv").read_text().splitlines()
