@@ -100,6 +100,8 @@ def summarise(result: dict, base: Path) -> dict:
             "final_test_accuracy": scores[-1] if rows else None,
             "best_test_accuracy": max(scored, default=None),
             "test_accuracy_per_epoch": scores,
+            # False for --final-only: a mark "reached" at the last epoch is then an upper bound.
+            "scored_every_epoch": None not in scores,
             # One view per image, whatever the scoring: what the served model answers.
             "one_view_per_epoch": [row.get("test_accuracy") for row in rows],
             # The last epoch under each scoring it has: a TTA's gain on the same weights.
@@ -165,6 +167,10 @@ def seed_groups(summary: dict) -> dict[str, dict]:
         if budget is not None:
             within = [within_budget(row, budget) for row in rows]
             group["budget_s"] = budget
+            # No score by the budget (a first epoch longer than it, or a run scored after its
+            # last epoch only that ended past it) counts as 0: the claim failed for that seed.
+            pairs = zip(rows, within, strict=True)
+            group["over_budget"] = [row["seed"] for row, value in pairs if value is None]
             group["within_budget"] = _spread([value or 0.0 for value in within])
         out[profile] = group
     return out

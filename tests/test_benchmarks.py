@@ -127,6 +127,30 @@ def test_a_run_scored_after_its_last_epoch_only_reports_that_score(tmp_path: Pat
     assert row["final_by_scoring"] == {"flip TTA": 0.93, "one view": 0.92}
 
 
+def test_a_seed_scored_at_its_end_past_the_budget_fails_the_claim_by_name(tmp_path: Path) -> None:
+    from benchmarks.common import machine_info
+
+    # The reference: 50 epochs of 100 s. Seed 43 trains 51 epochs, so its only score comes
+    # 100 s after the budget: it has none within it, however high.
+    configs = {"reference-config": _fit_file(tmp_path, "reference-config", 42, [0.8] * 50, False)}
+    for seed, epochs in ((42, 50), (43, 51)):
+        scores = [0.5] * (epochs - 1) + [0.95]
+        entry = _fit_file(tmp_path, f"fast-resnet@{seed}", seed, scores, True)
+        fit = json.loads((tmp_path / entry["file"]).read_text())
+        for row in fit["epochs"][:-1]:  # --final-only
+            del row["test_accuracy"], row["test_accuracy_flip_tta"]
+        (tmp_path / entry["file"]).write_text(json.dumps(fit))
+        configs[f"fast-resnet@{seed}"] = entry
+    tta = {"machine": machine_info(), "target": 0.755, "configs": configs}
+    (tmp_path / "time_to_accuracy.json").write_text(json.dumps(tta))
+    (row,) = [
+        line for line in report.build(tmp_path).splitlines()
+        if line.startswith("| `fast-resnet` reaches 0.91")
+    ]  # fmt: skip
+    assert "0.4750 ± " in row and "no score within the budget for seed 43 (counted as 0)" in row
+    assert row.endswith("| **missed** |")
+
+
 @pytest.mark.e2e
 # Some 15 fresh interpreters, a DVC pipeline, a model server: minutes on 2 cores, many more on a
 # loaded machine, hence the margin.
