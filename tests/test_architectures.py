@@ -212,8 +212,8 @@ def test_whitening_stem_decorrelates_patches_and_never_trains(tmp_path: Path) ->
     assert np.all((np.diag(covariance) > 0.9) & (np.diag(covariance) < 1.01))
     assert np.abs(covariance - np.diag(np.diag(covariance))).max() < 0.05
     # Without the data (a model built to compare with a checkpoint), the stem is unset.
-    assert not np.array_equal(kernel, np.asarray(new_model(chosen.model, chosen.train)
-                                                 .get_layer("stem_whiten").kernel))  # fmt: skip
+    unset = new_model(chosen.model, chosen.train).get_layer("stem_whiten")
+    assert not np.array_equal(kernel, np.asarray(unset.kernel))
     trained, _ = fit(
         data, chosen.model, chosen.train, TrainingCheckpoint(tmp_path / "ckpt", {}), "run",
         None, lambda _: None,
