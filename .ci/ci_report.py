@@ -104,7 +104,7 @@ def render(facts: Facts, reports_dir: Path, models_dir: Path) -> str:
     lines += ["", f"### Params vs `{facts.base}`" if facts.base else "### Params", ""]
     lines += [_table_or(facts.params_diff, "No param differs from the base.")]
     lines += ["", f"### Metrics vs `{facts.base}`" if facts.base else "### Metrics", ""]
-    lines += [_table_or(facts.metrics_diff, "No metric differs from the base.")]
+    lines += [_table_or(facts.metrics_diff, "No test metrics to compare with the base.")]
     lines += ["", "### Confusion matrix (test set)", ""]
     lines += _confusion_lines(reports_dir)
     lines += [
