@@ -292,7 +292,7 @@ def tta_section(data: dict | None, base: Path) -> tuple[list[str], dict]:
     for name, row in summary.items():
         # "-": an epoch not scored (--final-only scores the last one only).
         scores, one_view = row["test_accuracy_per_epoch"], row["one_view_per_epoch"]
-        if scores and not any(value is not None for value in scores[:-1]):
+        if len(scores) > 1 and not any(value is not None for value in scores[:-1]):
             # Scored after the last epoch only (--final-only): no curve, one figure.
             scores, one_view = scores[-1:], one_view[-1:]
             curve = f"after epoch {row['epochs_run']} only: "
