@@ -56,6 +56,7 @@ def main(argv: list[str] | None = None) -> None:
     # NumPy-only scoring: this runs on a GPU machine without pandas or scikit-learn.
     from pipeline.evaluate.tta import (
         flip_tta_accuracy,
+        mirrored_probabilities,
         predict_probabilities,
         translate_tta_accuracy,
     )
@@ -95,13 +96,19 @@ def main(argv: list[str] | None = None) -> None:
                 # Scored as the evaluate stage scores: its functions, its evaluate.flip_tta.
                 probabilities = predict_probabilities(self.model, test_x)
                 row["test_accuracy"] = float(np.mean(probabilities.argmax(axis=1) == test_y))
-                if params.evaluate.flip_tta:
+                tta = params.evaluate
+                mirrored = (
+                    mirrored_probabilities(self.model, test_x)
+                    if tta.flip_tta or tta.translate_tta
+                    else None
+                )
+                if tta.flip_tta:
                     row["test_accuracy_flip_tta"] = flip_tta_accuracy(
-                        self.model, test_x, test_y, probabilities
+                        self.model, test_x, test_y, probabilities, mirrored
                     )
-                if params.evaluate.translate_tta:
+                if tta.translate_tta:
                     row["test_accuracy_translate_tta"] = translate_tta_accuracy(
-                        self.model, test_x, test_y, probabilities
+                        self.model, test_x, test_y, probabilities, mirrored
                     )
             rows.append(row)
             result["startup_s"] = fit_started - STARTED

@@ -252,3 +252,18 @@ def test_time_to_accuracy_configs_are_checked_before_any_training(tmp_path: Path
         main(["--prepared-dir", str(tmp_path), "--out", str(tmp_path / "t.json"),
               "--configs", "fast", "fast-resnett:3"])  # fmt: skip
     assert not (tmp_path / "t.json").exists()
+
+
+@pytest.mark.parametrize(
+    "configs", [["fast-resnet", "reference-config"], ["reference-config", "fast"]]
+)
+def test_fit_to_reference_needs_the_reference_first_and_the_profile_run(
+    tmp_path: Path, configs: list[str]
+) -> None:
+    from benchmarks.time_to_accuracy import main
+
+    # Refused before any training: a sized profile needs the reference's time measured first.
+    with pytest.raises(SystemExit, match=r"^error: --fit-to-reference needs reference-config"):
+        main(["--prepared-dir", str(tmp_path), "--out", str(tmp_path / "tta.json"),
+              "--configs", *configs, "--fit-to-reference", "fast-resnet"])  # fmt: skip
+    assert not (tmp_path / "tta.json").exists()

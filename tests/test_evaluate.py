@@ -32,7 +32,11 @@ from pipeline.evaluate.scoring import (
     per_class_frame,
     predictions_frame,
 )
-from pipeline.evaluate.tta import flip_tta_accuracy, translate_tta_accuracy
+from pipeline.evaluate.tta import (
+    flip_tta_accuracy,
+    mirrored_probabilities,
+    translate_tta_accuracy,
+)
 from tests import mlflow_fixtures as mf
 from tests.conftest import QUIET_ENV
 
@@ -148,6 +152,10 @@ def test_translate_tta_weighs_the_mirror_pair_and_the_shifted_pairs_half_and_hal
     # Image 0: class 0 at 0.5 x 0.6 + 0.5 x 0.05 = 0.325 < class 1 at 0.1 + 0.45: class 1.
     # Image 1: class 0 at 0.425 > class 1 at 0.35 (six equal weights would give class 1).
     assert translate_tta_accuracy(model, x, y_true, plain) == pytest.approx(1.0)
+    # The mirror pass computed once and handed to both scorings gives the same figures.
+    mirrored = mirrored_probabilities(model, x)
+    assert flip_tta_accuracy(model, x, y_true, plain, mirrored) == pytest.approx(1 / 2)
+    assert translate_tta_accuracy(model, x, y_true, plain, mirrored) == pytest.approx(1.0)
 
 
 def test_flip_tta_accuracy_is_a_headline_figure_after_accuracy() -> None:

@@ -54,7 +54,12 @@ from pipeline.evaluate.scoring import (
     per_class_frame,
     predictions_frame,
 )
-from pipeline.evaluate.tta import flip_tta_accuracy, predict_probabilities, translate_tta_accuracy
+from pipeline.evaluate.tta import (
+    flip_tta_accuracy,
+    mirrored_probabilities,
+    predict_probabilities,
+    translate_tta_accuracy,
+)
 from pipeline.tracking.datasets import ROWS_TAG, SplitDataset, log_datasets, split_dataset
 from pipeline.tracking.headline import (
     DESCRIPTION_TAG,
@@ -102,12 +107,15 @@ def run_evaluation(params: Params, prepared_dir: Path, models_dir: Path, reports
 
     probabilities = predict_probabilities(model, x)
     evaluation = evaluate_predictions(y, probabilities, classes)
+    # The mirror images' pass once, whichever TTA scorings are on.
+    tta_on = params.evaluate.flip_tta or params.evaluate.translate_tta
+    mirrored = mirrored_probabilities(model, x) if tta_on else None
     if params.evaluate.flip_tta:
-        tta = flip_tta_accuracy(model, x, y, probabilities)
+        tta = flip_tta_accuracy(model, x, y, probabilities, mirrored)
         evaluation = dataclasses.replace(evaluation, accuracy_flip_tta=tta)
         log.info("test accuracy with flip test-time augmentation %.4f", tta)
     if params.evaluate.translate_tta:
-        tta = translate_tta_accuracy(model, x, y, probabilities)
+        tta = translate_tta_accuracy(model, x, y, probabilities, mirrored)
         evaluation = dataclasses.replace(evaluation, accuracy_translate_tta=tta)
         log.info("test accuracy with mirror-plus-translate test-time augmentation %.4f", tta)
     with _output_failures(reports_dir):

@@ -19,22 +19,41 @@ def predict_probabilities(model: Any, x: np.ndarray) -> np.ndarray:
     return np.asarray(probabilities, dtype=np.float32)
 
 
+def mirrored_probabilities(model: Any, x: np.ndarray) -> np.ndarray:
+    """The model's probabilities for the images mirrored left-right: computed once, passed to
+    both TTA scorings when both are on."""
+    return predict_probabilities(model, _mirror(x))
+
+
 def flip_tta_accuracy(
-    model: Any, x: np.ndarray, y_true: np.ndarray, probabilities: np.ndarray
+    model: Any,
+    x: np.ndarray,
+    y_true: np.ndarray,
+    probabilities: np.ndarray,
+    mirrored: np.ndarray | None = None,
 ) -> float:
     """Accuracy of flip test-time augmentation: each image's ``probabilities`` averaged with
-    the model's on the image mirrored left-right (CIFAR-10's classes are mirror-symmetric)."""
-    mirrored = predict_probabilities(model, _mirror(x))
+    the model's on the image mirrored left-right (CIFAR-10's classes are mirror-symmetric);
+    ``mirrored``: those, when already predicted."""
+    if mirrored is None:
+        mirrored = mirrored_probabilities(model, x)
     return float(np.mean((probabilities + mirrored).argmax(axis=1) == y_true))
 
 
 def translate_tta_accuracy(
-    model: Any, x: np.ndarray, y_true: np.ndarray, probabilities: np.ndarray
+    model: Any,
+    x: np.ndarray,
+    y_true: np.ndarray,
+    probabilities: np.ndarray,
+    mirrored: np.ndarray | None = None,
 ) -> float:
     """Accuracy of airbench94's mirror-plus-translate test-time augmentation: half the mean of
     each image's and its mirror's ``probabilities``, half the mean of the same pair for the image
-    shifted one pixel up-left and one pixel down-right (borders reflected), six views in all."""
-    pair = (probabilities + predict_probabilities(model, _mirror(x))) / 2
+    shifted one pixel up-left and one pixel down-right (borders reflected), six views in all;
+    ``mirrored`` as for :func:`flip_tta_accuracy`."""
+    if mirrored is None:
+        mirrored = mirrored_probabilities(model, x)
+    pair = (probabilities + mirrored) / 2
     height, width = x.shape[1:3]
     padded = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="reflect")
     shifted_pairs = []
